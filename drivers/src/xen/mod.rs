@@ -1,0 +1,5 @@
+//! Xen guest interfaces (xen/include/public).
+
+pub mod console;
+pub mod error;
+pub mod hypercall;

@@ -1,0 +1,230 @@
+//! From the first line of Rust to the boot report: bring the platform up in
+//! order, report what was found, power off.
+
+use super::xen::{shutdown, Xen};
+use super::{console, heap, logger, mmu, panic};
+use arch::mmu::MemoryKind;
+use core::fmt::Write;
+use drivers::uart::pl011::Registers as UartRegisters;
+use drivers::xen::console::ConsoleInterface;
+use drivers::xen::hypercall::{self, HvmParam, ShutdownReason};
+use kernel::platform::{self, fdt_check, Gic, Platform, Region};
+use kernel::report::{BootReport, RingParams};
+
+extern crate alloc;
+
+const PAGE: u64 = 4096;
+/// Largest device tree accepted; libxl's are a few KiB.
+const MAX_DTB_SIZE: usize = 2 << 20;
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// The image in memory, BSS and stack included.
+fn image_region() -> Region {
+    // Only the addresses of the linker symbols are taken, never their values.
+    let start = core::ptr::addr_of!(__image_start) as u64;
+    let end = core::ptr::addr_of!(__image_end) as u64;
+    Region::new(start, end - start)
+}
+
+fn page_region(base: u64, size: u64) -> Region {
+    let start = base & !(PAGE - 1);
+    let end = (base + size).div_ceil(PAGE) * PAGE;
+    Region::new(start, end - start)
+}
+
+/// A ring page announced through an HVM parameter pair; `None` when the
+/// domain has none (dom0less) or Xen refuses.
+fn ring_params(pfn: HvmParam, evtchn: HvmParam) -> Option<RingParams> {
+    let pfn = hypercall::hvm_get_param(&Xen, pfn)
+        .ok()
+        .filter(|&pfn| pfn != 0)?;
+    let evtchn = hypercall::hvm_get_param(&Xen, evtchn).ok()?;
+    Some(RingParams {
+        pfn,
+        evtchn: u32::try_from(evtchn).ok()?,
+    })
+}
+
+/// Rust entry point, called by `boot.s` with the MMU on (boot map), caches
+/// enabled and a stack.
+#[unsafe(no_mangle)]
+extern "C" fn _start_rust(dtb_address: u64, _load_address: u64) -> ! {
+    arch::exception::set_handler(panic::unexpected_exception);
+
+    // The device tree's size, from its header (in the boot map's Normal
+    // memory; boot.s mapped the gigabyte that holds it).
+    // SAFETY: Xen places a device tree of at least a header at x0.
+    let header = unsafe { core::slice::from_raw_parts(dtb_address as *const u8, 8) };
+    let dtb_size = fdt_check::total_size(header).unwrap_or(0).min(MAX_DTB_SIZE);
+    // SAFETY: the blob lies in guest RAM that nothing writes; its length is
+    // bounded, and the parser validates every offset inside it.
+    let dtb = unsafe { core::slice::from_raw_parts(dtb_address as *const u8, dtb_size.max(8)) };
+
+    let image = image_region();
+    let dtb_region = page_region(dtb_address, dtb.len() as u64);
+    let pv_console = ring_params(HvmParam::ConsolePfn, HvmParam::ConsoleEvtchn);
+    let xenstore = ring_params(HvmParam::StorePfn, HvmParam::StoreEvtchn);
+
+    // First map: what is in use now plus the console page, so that a bad
+    // device tree can still be reported.
+    let mut early = [
+        (image, MemoryKind::Normal),
+        (dtb_region, MemoryKind::Normal),
+        (Region::new(0, 0), MemoryKind::Normal),
+    ];
+    if let Some(params) = pv_console {
+        early[2].0 = Region::new(params.pfn * PAGE, PAGE);
+    }
+    // SAFETY: the image (code, data, BSS, stack) and the device tree are
+    // mapped Normal at their own addresses.
+    if let Err(error) = unsafe { mmu::activate(&early) } {
+        console::print(format_args!(
+            "vdispl-os: cannot build the page tables: {error}\n"
+        ));
+        shutdown(ShutdownReason::Crash);
+    }
+    if let Some(params) = pv_console {
+        // SAFETY: Xen provides the console page at this frame for the life of
+        // the domain; it is mapped Normal just above, and it is only accessed
+        // through atomics.
+        let ring = unsafe { &*((params.pfn * PAGE) as *const ConsoleInterface) };
+        console::attach_pv(ring, params.evtchn);
+    }
+    crate::println!("vdispl-os {}: booting", env!("CARGO_PKG_VERSION"));
+
+    let platform = match platform::parse(dtb) {
+        Ok(platform) => platform,
+        Err(error) => {
+            crate::println!("vdispl-os: cannot use the device tree at {dtb_address:#x}: {error}");
+            shutdown(ShutdownReason::Crash);
+        }
+    };
+    match bring_up(&platform, image, dtb_region, pv_console, xenstore) {
+        Ok(()) => {
+            crate::println!("vdispl-os: powering off");
+            shutdown(ShutdownReason::Poweroff)
+        }
+        Err(error) => {
+            crate::println!("vdispl-os: boot failed: {error}");
+            shutdown(ShutdownReason::Crash)
+        }
+    }
+}
+
+fn bring_up(
+    platform: &Platform<'_>,
+    image: Region,
+    dtb: Region,
+    pv_console: Option<RingParams>,
+    xenstore: Option<RingParams>,
+) -> Result<(), alloc_free::Error> {
+    for bank in platform.memory.iter() {
+        mmu::map(*bank, MemoryKind::Normal)
+            .map_err(|error| alloc_free::Error::Map("RAM", error))?;
+    }
+    let (gic_a, gic_b) = match platform.gic {
+        Gic::V2 {
+            distributor,
+            cpu_interface,
+        } => (distributor, cpu_interface),
+        Gic::V3 {
+            distributor,
+            redistributor,
+        } => (distributor, redistributor),
+    };
+    for region in [gic_a, gic_b] {
+        mmu::map(region, MemoryKind::Device)
+            .map_err(|error| alloc_free::Error::Map("GIC", error))?;
+    }
+    if let Some(uart) = &platform.uart {
+        mmu::map(uart.registers, MemoryKind::Device)
+            .map_err(|error| alloc_free::Error::Map("UART", error))?;
+        // SAFETY: the UART's registers are mapped Device-nGnRE just above and
+        // nothing else drives them.
+        let registers = unsafe { &*(uart.registers.base as *const UartRegisters) };
+        console::attach_uart(registers);
+    }
+    if let Some(params) = xenstore {
+        mmu::map(Region::new(params.pfn * PAGE, PAGE), MemoryKind::Normal)
+            .map_err(|error| alloc_free::Error::Map("xenstore page", error))?;
+    }
+
+    let mut used = [
+        image,
+        dtb,
+        Region::default(),
+        Region::default(),
+        Region::default(),
+    ];
+    for (slot, region) in used[2..].iter_mut().zip(platform.reserved.iter()) {
+        *slot = *region;
+    }
+    let heap_region = kernel::memory::largest_free(platform.memory.as_slice(), &used)
+        .ok_or(alloc_free::Error::NoHeap)?;
+    // SAFETY: the range is RAM (mapped Normal above) that holds neither the
+    // image, the device tree nor any reserved range.
+    unsafe { heap::init(heap_region.base, heap_region.size) };
+    logger::init(log_level(platform.bootargs));
+
+    let (major, minor) = hypercall::xen_version(&Xen);
+    let extra = hypercall::xen_extraversion(&Xen).unwrap_or([0; 16]);
+    let extra_len = extra
+        .iter()
+        .position(|&byte| byte == 0)
+        .unwrap_or(extra.len());
+    let extraversion = core::str::from_utf8(&extra[..extra_len]).unwrap_or("");
+    let report = BootReport {
+        platform,
+        xen_version: (major, minor),
+        xen_extraversion: extraversion,
+        counter_frequency: arch::cpu::counter_frequency(),
+        heap: heap_region,
+        image,
+        pv_console,
+        xenstore,
+    };
+    // Formatting into a heap string first proves the allocator works and
+    // sends the report to the consoles in one piece.
+    let mut text = alloc::string::String::new();
+    let _ = write!(text, "{report}");
+    console::print(format_args!("{text}"));
+    log::info!(
+        "heap in use {} bytes, {} translation tables, {} console bytes dropped",
+        heap::used(),
+        mmu::tables_used(),
+        console::dropped_bytes()
+    );
+    Ok(())
+}
+
+/// `loglevel=<error|warn|info|debug|trace>` from the bootargs; info by default.
+fn log_level(bootargs: &str) -> log::LevelFilter {
+    bootargs
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("loglevel="))
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(log::LevelFilter::Info)
+}
+
+mod alloc_free {
+    //! Boot errors, printable without the heap.
+    use core::fmt;
+
+    pub enum Error {
+        Map(&'static str, arch::mmu::MapError),
+        NoHeap,
+    }
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Error::Map(what, error) => write!(f, "cannot map the {what}: {error}"),
+                Error::NoHeap => write!(f, "no free RAM left for the heap"),
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The boot report: one fact per line, `report: <key> <value>`, ending with
+//! `report: end`. Test scenarios read these lines from the serial console.
+
+use crate::platform::{Gic, Platform, Region, Trigger};
+use core::fmt;
+
+/// A Xen event-channel-driven ring page, as its HVM parameters give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingParams {
+    /// Guest frame number of the ring page.
+    pub pfn: u64,
+    /// Event channel port.
+    pub evtchn: u32,
+}
+
+/// The facts the report prints.
+pub struct BootReport<'a> {
+    /// The parsed device tree.
+    pub platform: &'a Platform<'a>,
+    /// Xen's version from `XENVER_version`.
+    pub xen_version: (u16, u16),
+    /// Xen's extra version (`".7"`), possibly empty.
+    pub xen_extraversion: &'a str,
+    /// Frequency of the generic timer in Hz.
+    pub counter_frequency: u64,
+    /// The heap.
+    pub heap: Region,
+    /// Where the kernel image was loaded (base and size including BSS).
+    pub image: Region,
+    /// The PV console ring, when the domain has one.
+    pub pv_console: Option<RingParams>,
+    /// The xenstore ring, when the domain has one.
+    pub xenstore: Option<RingParams>,
+}
+
+fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::EdgeRising => "edge-rising",
+        Trigger::EdgeFalling => "edge-falling",
+        Trigger::LevelHigh => "level-high",
+        Trigger::LevelLow => "level-low",
+        Trigger::Unspecified => "unspecified",
+    }
+}
+
+fn ring(f: &mut fmt::Formatter<'_>, name: &str, params: Option<RingParams>) -> fmt::Result {
+    match params {
+        Some(RingParams { pfn, evtchn }) => {
+            writeln!(f, "report: {name} pfn {pfn:#x} evtchn {evtchn}")
+        }
+        None => writeln!(f, "report: {name} absent"),
+    }
+}
+
+impl fmt::Display for BootReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let platform = self.platform;
+        let (major, minor) = self.xen_version;
+        writeln!(
+            f,
+            "report: xen-version {major}.{minor}{} (device tree: xen,xen-{})",
+            self.xen_extraversion, platform.xen.version
+        )?;
+        match platform.gic {
+            Gic::V2 {
+                distributor,
+                cpu_interface,
+            } => writeln!(
+                f,
+                "report: gic v2 distributor {distributor} cpu-interface {cpu_interface}"
+            )?,
+            Gic::V3 {
+                distributor,
+                redistributor,
+            } => writeln!(
+                f,
+                "report: gic v3 distributor {distributor} redistributor {redistributor}"
+            )?,
+        }
+        let timer = platform.virtual_timer;
+        writeln!(
+            f,
+            "report: timer virtual intid {} {} frequency {} Hz",
+            timer.intid,
+            trigger_name(timer.trigger),
+            self.counter_frequency
+        )?;
+        let upcall = platform.xen.evtchn_upcall;
+        writeln!(
+            f,
+            "report: evtchn-upcall intid {} {}",
+            upcall.intid,
+            trigger_name(upcall.trigger)
+        )?;
+        writeln!(f, "report: grant-table {}", platform.xen.grant_table)?;
+        for region in platform.xen.extended_regions.iter() {
+            writeln!(f, "report: extended-region {region}")?;
+        }
+        for bank in platform.memory.iter() {
+            writeln!(f, "report: memory {bank} ({} MiB)", bank.size >> 20)?;
+        }
+        for region in platform.reserved.iter() {
+            writeln!(f, "report: reserved {region}")?;
+        }
+        writeln!(f, "report: image {}", self.image)?;
+        writeln!(
+            f,
+            "report: heap {} ({} KiB)",
+            self.heap,
+            self.heap.size >> 10
+        )?;
+        ring(f, "console", self.pv_console)?;
+        ring(f, "xenstore", self.xenstore)?;
+        match &platform.uart {
+            Some(uart) => {
+                write!(f, "report: uart {} {}", uart.compatible, uart.registers)?;
+                match uart.interrupt {
+                    Some(interrupt) => writeln!(f, " intid {}", interrupt.intid)?,
+                    None => writeln!(f)?,
+                }
+            }
+            None => writeln!(f, "report: uart absent")?,
+        }
+        writeln!(f, "report: bootargs {:?}", platform.bootargs)?;
+        writeln!(f, "report: end")
+    }
+}
