@@ -1,5 +1,53 @@
 //! `cargo xtask`: build the guest Image, assemble the Xen rig, run and test it.
+//!
+//! Every subcommand prints the commands it runs, every wait has a timeout, and a QEMU started here
+//! never outlives the xtask that started it. The rig itself (Dom0 init, scenario scripts, xl
+//! configs) lives in `qemu/`; see `qemu/README.md`.
 
-fn main() {
-    println!("xtask: not yet implemented");
+mod build;
+mod cmd;
+mod cpio;
+mod deps;
+mod dtb;
+mod image;
+mod initramfs;
+mod logmatch;
+mod qemu;
+mod rig;
+mod scenarios;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Build, rig and test automation for vdispl-os.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install host packages and fetch the arm64 Xen, Dom0 kernel and tools into target/rig/.
+    Deps(deps::Args),
+    /// Build the guest and convert it to an arm64 Image (target/vdispl-os.Image).
+    Build,
+    /// Boot Xen + Dom0 in QEMU and `xl create` the guest, streaming the serial console.
+    Run(scenarios::RunArgs),
+    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less).
+    Test(scenarios::TestArgs),
+    /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/.
+    DumpDtbs(dtb::DumpArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Deps(args) => deps::run(&args),
+        Command::Build => build::run().map(|_| ()),
+        Command::Run(args) => scenarios::run(&args),
+        Command::Test(args) => scenarios::test(&args),
+        Command::DumpDtbs(args) => dtb::dump(&args),
+    }
 }

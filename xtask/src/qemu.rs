@@ -1,0 +1,375 @@
+//! QEMU (`qemu-system-aarch64`, machine `virt` with EL2) running Xen, with the serial console
+//! streamed line by line to a log file, optionally to the terminal, and to the caller.
+//!
+//! The QEMU process never outlives the xtask: it is killed when its [`Qemu`] handle is dropped
+//! (early return, error, panic), it receives SIGKILL if the xtask process dies (PR_SET_PDEATHSIG),
+//! and it shares the terminal's process group, so Ctrl-C reaches it too.
+
+use crate::cmd;
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Xen's command line: Dom0 memory, the console on QEMU's PL011, all log levels.
+pub const XEN_ARGS: &str =
+    "dom0_mem=512M console=dtuart dtuart=/pl011@9000000 loglvl=all guest_loglvl=all";
+
+/// Guest-physical address where `-device guest-loader` puts the Dom0 kernel (or, in dom0less,
+/// `-device loader` puts the guest); the device tree's boot modules point there.
+pub const KERNEL_ADDR: u64 = 0x5000_0000;
+/// Guest-physical address of the Dom0 initramfs (128 MiB above the kernel).
+pub const INITRD_ADDR: u64 = 0x5800_0000;
+
+/// The emulated board. Every option that changes QEMU's device tree is here, because the dom0less
+/// device tree is dumped from QEMU with the very same options.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    /// GIC version: 2 or 3.
+    pub gic: u8,
+    /// Number of CPUs.
+    pub smp: u32,
+    /// RAM in MiB.
+    pub memory_mib: u32,
+}
+
+impl Machine {
+    /// The rig's default board with the given GIC version: 2 CPUs, 2 GiB.
+    pub fn new(gic: u8) -> Self {
+        Self {
+            gic,
+            smp: 2,
+            memory_mib: 2048,
+        }
+    }
+
+    /// `-machine ... -m ...`; `extra_machine` is appended to the `-machine` option (e.g. dumpdtb).
+    pub fn args(&self, extra_machine: &str) -> Vec<String> {
+        [
+            "-machine".into(),
+            format!(
+                "virt,virtualization=on,gic-version={}{extra_machine}",
+                self.gic
+            ),
+            "-cpu".into(),
+            "cortex-a57".into(),
+            "-smp".into(),
+            self.smp.to_string(),
+            "-m".into(),
+            self.memory_mib.to_string(),
+            "-accel".into(),
+            "tcg,thread=multi".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+        ]
+        .into()
+    }
+}
+
+/// What QEMU boots.
+pub enum Boot<'a> {
+    /// Xen with the Debian Dom0 kernel and the rig's initramfs, loaded by `-device guest-loader`.
+    Dom0 {
+        /// The Xen binary.
+        xen: &'a Path,
+        /// Dom0 kernel Image.
+        kernel: &'a Path,
+        /// Dom0 kernel command line.
+        kernel_args: &'a str,
+        /// Dom0 initramfs.
+        initramfs: &'a Path,
+    },
+    /// Xen and one guest described in the device tree's `/chosen` (no Dom0).
+    Dom0less {
+        /// The Xen binary.
+        xen: &'a Path,
+        /// Device tree with the `xen,domain` node (see `dtb.rs`).
+        dtb: &'a Path,
+        /// The guest Image, loaded raw at [`KERNEL_ADDR`].
+        guest: &'a Path,
+    },
+}
+
+/// Escapes a value for a QEMU `-device` property list (commas are doubled).
+fn property(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// The full QEMU command line for `boot` on `machine`.
+pub fn command(machine: &Machine, boot: &Boot) -> Command {
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args(machine.args(""));
+    match boot {
+        Boot::Dom0 {
+            xen,
+            kernel,
+            kernel_args,
+            initramfs,
+        } => {
+            cmd.arg("-kernel").arg(xen).args(["-append", XEN_ARGS]);
+            cmd.arg("-device").arg(format!(
+                "guest-loader,addr={KERNEL_ADDR:#x},kernel={},bootargs={}",
+                property(&kernel.to_string_lossy()),
+                property(kernel_args)
+            ));
+            cmd.arg("-device").arg(format!(
+                "guest-loader,addr={INITRD_ADDR:#x},initrd={}",
+                property(&initramfs.to_string_lossy())
+            ));
+        }
+        Boot::Dom0less { xen, dtb, guest } => {
+            cmd.arg("-kernel").arg(xen).arg("-dtb").arg(dtb);
+            cmd.arg("-device").arg(format!(
+                "loader,file={},addr={KERNEL_ADDR:#x},force-raw=on",
+                property(&guest.to_string_lossy())
+            ));
+        }
+    }
+    cmd
+}
+
+/// Something that happened to the running QEMU.
+#[derive(Debug)]
+pub enum Event {
+    /// A line of serial console (or QEMU's own stderr), without the line ending.
+    Line(String),
+    /// QEMU exited (all output has been delivered before this).
+    Exited(ExitStatus),
+    /// The deadline passed first.
+    Timeout,
+}
+
+enum Message {
+    Line(String),
+    Closed,
+}
+
+/// A running QEMU; killed on drop.
+pub struct Qemu {
+    child: Child,
+    messages: Receiver<Message>,
+    open_streams: usize,
+    started: Instant,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl Qemu {
+    /// Starts `cmd` (printed first), logging its output to `log` and, if `echo`, to the terminal.
+    pub fn spawn(mut cmd: Command, log: &Path, echo: bool) -> Result<Self> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let log_file =
+            File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let log_file = Arc::new(Mutex::new(log_file));
+        println!("$ {}", cmd::display(&cmd));
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .context("cannot start qemu-system-aarch64 (install it with `cargo xtask deps`)")?;
+        let (sender, messages) = mpsc::channel();
+        let stdout = child.stdout.take().context("QEMU stdout")?;
+        let stderr = child.stderr.take().context("QEMU stderr")?;
+        forward(stdout, sender.clone(), log_file.clone(), echo, "");
+        forward(stderr, sender, log_file, echo, "qemu: ");
+        Ok(Self {
+            child,
+            messages,
+            open_streams: 2,
+            started: Instant::now(),
+            log: log.to_path_buf(),
+            exited: None,
+        })
+    }
+
+    /// Time since QEMU started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Waits for the next line, QEMU's exit or `deadline`, whichever comes first.
+    pub fn next(&mut self, deadline: Instant) -> Event {
+        if let Some(status) = self.exited {
+            return Event::Exited(status);
+        }
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            if self.open_streams == 0 {
+                return self.reap(deadline);
+            }
+            match self.messages.recv_timeout(timeout) {
+                Ok(Message::Line(line)) => return Event::Line(line),
+                Ok(Message::Closed) => self.open_streams -= 1,
+                Err(RecvTimeoutError::Timeout) => return Event::Timeout,
+                Err(RecvTimeoutError::Disconnected) => self.open_streams = 0,
+            }
+        }
+    }
+
+    /// Both output streams are closed: collect the exit status (QEMU is about to exit).
+    fn reap(&mut self, deadline: Instant) -> Event {
+        let deadline = deadline.min(Instant::now() + Duration::from_secs(10));
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.exited = Some(status);
+                    return Event::Exited(status);
+                }
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => return Event::Timeout,
+            }
+        }
+    }
+
+    /// Kills QEMU (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            if let Ok(status) = self.child.wait() {
+                self.exited = Some(status);
+            }
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Copies `stream` line by line to the log, the terminal (if `echo`) and the channel.
+fn forward(
+    stream: impl Read + Send + 'static,
+    sender: Sender<Message>,
+    log: Arc<Mutex<File>>,
+    echo: bool,
+    prefix: &'static str,
+) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            match reader.read_until(b'\n', &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&buffer);
+            let line = format!("{prefix}{}", text.trim_end_matches(['\n', '\r']));
+            if let Ok(mut log) = log.lock() {
+                let _ = writeln!(log, "{line}");
+            }
+            if echo {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+            if sender.send(Message::Line(line)).is_err() {
+                break;
+            }
+        }
+        let _ = sender.send(Message::Closed);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dom0_command_line_matches_the_rig() {
+        let cmd = command(
+            &Machine::new(2),
+            &Boot::Dom0 {
+                xen: Path::new("/r/xen"),
+                kernel: Path::new("/r/vmlinuz"),
+                kernel_args: "console=hvc0 rig.bootargs=\"a,b\"",
+                initramfs: Path::new("/r/dom0.cpio"),
+            },
+        );
+        let line = cmd::display(&cmd);
+        assert!(
+            line.contains("-machine virt,virtualization=on,gic-version=2 "),
+            "{line}"
+        );
+        assert!(
+            line.contains("-kernel /r/xen -append 'dom0_mem=512M"),
+            "{line}"
+        );
+        assert!(
+            line.contains("guest-loader,addr=0x50000000,kernel=/r/vmlinuz,bootargs=console=hvc0 rig.bootargs=\"a,,b\""),
+            "{line}"
+        );
+        assert!(
+            line.contains("guest-loader,addr=0x58000000,initrd=/r/dom0.cpio"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn output_and_exit_are_delivered_in_order() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo one; echo two >&2; printf three"]);
+        let log = std::env::temp_dir().join(format!("xtask-qemu-test-{}.log", std::process::id()));
+        let mut qemu = Qemu::spawn(cmd, &log, false).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = Vec::new();
+        loop {
+            match qemu.next(deadline) {
+                Event::Line(line) => lines.push(line),
+                Event::Exited(status) => {
+                    assert!(status.success());
+                    break;
+                }
+                Event::Timeout => panic!("timeout"),
+            }
+        }
+        lines.sort();
+        assert_eq!(lines, ["one", "qemu: two", "three"]);
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(logged.lines().count(), 3);
+        std::fs::remove_file(log).unwrap();
+    }
+
+    #[test]
+    fn timeout_then_kill_on_drop() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let log = std::env::temp_dir().join(format!("xtask-qemu-kill-{}.log", std::process::id()));
+        let started = Instant::now();
+        let mut qemu = Qemu::spawn(cmd, &log, false).unwrap();
+        assert!(matches!(
+            qemu.next(Instant::now() + Duration::from_millis(100)),
+            Event::Timeout
+        ));
+        drop(qemu);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::fs::remove_file(log).unwrap();
+    }
+}

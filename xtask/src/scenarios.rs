@@ -1,0 +1,580 @@
+//! `cargo xtask run` and `cargo xtask test`: the rig's scenarios, what each must show on the
+//! serial console, and the loop that boots QEMU and reads the log with a timeout.
+//!
+//! A scenario is data ([`SCENARIOS`]): a GIC version, how to boot (Dom0 running one of
+//! `qemu/dom0/scenarios/*.sh`, or dom0less), the expected lines and a timeout. Add one there.
+
+use crate::logmatch::{self, Expectations};
+use crate::qemu::{self, Boot, Event, Machine, Qemu};
+use crate::{build, cmd, dtb, initramfs, rig};
+use anyhow::{bail, ensure, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// What every guest boot must print: its boot report and the clean poweroff.
+pub const GUEST_REPORT: &[&str] = &[
+    "report: xen-version 4.17",
+    "report: evtchn-upcall intid 31",
+    "report: grant-table ",
+    "report: memory ",
+    "report: end",
+    "vdispl-os: powering off",
+];
+/// The GIC line of the report on GICv2.
+pub const GICV2: &[&str] = &["report: gic v2"];
+/// The GIC line of the report on GICv3.
+pub const GICV3: &[&str] = &["report: gic v3"];
+/// Printed by `qemu/dom0/lib.sh` once the guest has left `xl list` (a clean poweroff).
+pub const GUEST_GONE: &[&str] = &["rig: guest vdispl-os gone after "];
+
+/// Lines that end a run at once: nothing good follows them.
+const FATAL: &[&str] = &[
+    "(XEN) Panic on CPU",
+    "Kernel panic - not syncing",
+    "rig: unknown scenario",
+];
+
+/// Progress lines derived from the log: (start of a stripped line, what `run`/`test` print).
+const PROGRESS: &[(&str, &str)] = &[
+    ("Xen version 4.17", "Xen up"),
+    ("*** LOADING DOMAIN 0 ***", "loading Dom0"),
+    ("rig: dom0 init", "Dom0 init"),
+    ("rig: dom0 ready", "Dom0 ready"),
+    ("rig: guest created", "guest created"),
+    ("vdispl-os ", "guest booting"),
+    ("report: end", "guest report done"),
+    ("vdispl-os: powering off", "guest powering off"),
+    ("rig: guest vdispl-os gone", "guest gone"),
+    (
+        "rig: guest vdispl-os still running",
+        "guest did not power off",
+    ),
+    ("rig: poweroff", "Dom0 powering off"),
+];
+
+/// How a scenario boots.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind<'a> {
+    /// Xen + Debian Dom0; Dom0's init runs `qemu/dom0/scenarios/<script>.sh`, then powers off
+    /// (QEMU exits).
+    Dom0 {
+        /// Script name without `.sh`.
+        script: &'a str,
+    },
+    /// Xen + the guest from the device tree, no Dom0. Xen keeps running after the guest is
+    /// done, so QEMU is killed once every expected line was seen.
+    Dom0less,
+}
+
+/// One rig scenario.
+#[derive(Debug)]
+pub struct Scenario {
+    /// Name for `--scenario` and the log file.
+    pub name: &'static str,
+    /// GIC version of the board.
+    pub gic: u8,
+    /// How it boots.
+    pub kind: Kind<'static>,
+    /// Groups of lines that must all appear (prefix match after stripping, see `logmatch`).
+    pub expect: &'static [&'static [&'static str]],
+    /// Upper bound for the whole boot, QEMU start to exit.
+    pub timeout: Duration,
+}
+
+/// The scenarios `cargo xtask test` runs, in order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "boot-gicv2",
+        gic: 2,
+        kind: Kind::Dom0 { script: "boot" },
+        expect: &[GUEST_REPORT, GICV2, GUEST_GONE],
+        timeout: Duration::from_secs(180),
+    },
+    Scenario {
+        name: "boot-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "boot" },
+        expect: &[GUEST_REPORT, GICV3, GUEST_GONE],
+        timeout: Duration::from_secs(180),
+    },
+    Scenario {
+        name: "dom0less",
+        gic: 3,
+        kind: Kind::Dom0less,
+        expect: &[GUEST_REPORT, GICV3],
+        timeout: Duration::from_secs(60),
+    },
+];
+
+impl Scenario {
+    /// All expected lines, flattened.
+    pub fn expected(&self) -> Vec<String> {
+        self.expect
+            .iter()
+            .flat_map(|group| group.iter().map(|line| line.to_string()))
+            .collect()
+    }
+}
+
+/// Guest settings passed to the scenario.
+#[derive(Clone, Debug, Default)]
+pub struct GuestOptions {
+    /// Guest RAM in MiB (None: the xl config's `memory`).
+    pub memory_mib: Option<u32>,
+    /// Guest bootargs (None: the xl config's `extra`).
+    pub bootargs: Option<String>,
+}
+
+/// Options of `cargo xtask run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// GIC version of the emulated board.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: u8,
+    /// Guest RAM in MiB (default: the xl config's, 32).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Guest bootargs (its /chosen/bootargs; default: the xl config's `extra`).
+    #[arg(long)]
+    pub bootargs: Option<String>,
+    /// Boot the guest dom0less (Xen + guest only, no Dom0) instead of with `xl create`.
+    #[arg(long)]
+    pub dom0less: bool,
+    /// Dom0 scenario script to run (`qemu/dom0/scenarios/<NAME>.sh`).
+    #[arg(long, default_value = "boot")]
+    pub script: String,
+    /// Overall timeout in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// Options of `cargo xtask test`.
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Run only these rig scenarios (repeatable); `--list` shows them.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// Skip the host tests (`cargo test`).
+    #[arg(long)]
+    pub no_host: bool,
+    /// Skip the rig scenarios (host tests only).
+    #[arg(long)]
+    pub no_rig: bool,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// How a boot ended.
+pub struct Outcome {
+    /// Expected lines never seen.
+    pub missing: Vec<String>,
+    /// Why the run stopped, if not cleanly (timeout, fatal line, QEMU failure).
+    pub problem: Option<String>,
+    /// Seconds from QEMU start to the end.
+    pub seconds: f64,
+    /// The serial log.
+    pub log: PathBuf,
+}
+
+impl Outcome {
+    /// Passed: every expected line seen and no problem.
+    pub fn passed(&self) -> bool {
+        self.missing.is_empty() && self.problem.is_none()
+    }
+}
+
+/// Everything a boot needs that is built once per xtask invocation.
+pub struct Prepared {
+    /// The guest Image.
+    pub guest_image: PathBuf,
+    /// The Dom0 initramfs, when a Dom0 boot is coming.
+    pub initramfs: Option<PathBuf>,
+}
+
+impl Prepared {
+    /// Builds the guest and, when a Dom0 boot is coming, the Dom0 initramfs.
+    pub fn build(needs_dom0: bool) -> Result<Self> {
+        rig::xen()?;
+        let artifacts = build::run()?;
+        let mut prepared = Self::with_image(&artifacts.guest_image);
+        if needs_dom0 {
+            prepared.add_initramfs(&artifacts.dom0_binaries)?;
+        }
+        Ok(prepared)
+    }
+
+    /// Uses an existing guest Image (no build).
+    pub fn with_image(guest_image: &Path) -> Self {
+        Self {
+            guest_image: guest_image.to_path_buf(),
+            initramfs: None,
+        }
+    }
+
+    /// Assembles the Dom0 initramfs around the guest Image.
+    pub fn add_initramfs(&mut self, dom0_binaries: &[PathBuf]) -> Result<()> {
+        rig::dom0_kernel()?;
+        self.initramfs = Some(initramfs::build(&initramfs::Inputs {
+            guest_image: &self.guest_image,
+            dom0_binaries,
+        })?);
+        Ok(())
+    }
+}
+
+/// The Dom0 kernel command line: console on Xen's, our init, the scenario and guest options.
+pub fn dom0_args(script: &str, guest: &GuestOptions) -> Result<String> {
+    let mut args = format!("console=hvc0 earlycon=xen rdinit=/init quiet rig.scenario={script}");
+    if let Some(memory) = guest.memory_mib {
+        args.push_str(&format!(" rig.memory={memory}"));
+    }
+    if let Some(bootargs) = &guest.bootargs {
+        check_bootargs(bootargs)?;
+        args.push_str(&format!(" rig.bootargs=\"{bootargs}\""));
+    }
+    Ok(args)
+}
+
+/// Bootargs travel inside double quotes (kernel command line, device tree source).
+pub fn check_bootargs(bootargs: &str) -> Result<()> {
+    ensure!(
+        !bootargs.contains(['"', '\n', '\\']),
+        "guest bootargs must not contain double quotes, backslashes or newlines: {bootargs:?}"
+    );
+    Ok(())
+}
+
+/// One boot of the rig.
+pub struct Plan<'a> {
+    /// Names the log file (`target/rig/logs/<label>.log`) and the progress lines.
+    pub label: &'a str,
+    /// The board.
+    pub machine: Machine,
+    /// Dom0 script or dom0less.
+    pub kind: Kind<'a>,
+    /// Guest memory and bootargs.
+    pub guest: GuestOptions,
+    /// Lines to look for.
+    pub expected: Vec<String>,
+    /// Upper bound for the whole boot.
+    pub timeout: Duration,
+    /// Stream the console to the terminal.
+    pub echo: bool,
+}
+
+/// Boots QEMU as `plan` says and watches the log.
+pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
+    let log = rig::logs().join(format!("{}.log", plan.label));
+    let xen = rig::xen()?;
+    let (command, stop_when_complete) = match plan.kind {
+        Kind::Dom0 { script } => {
+            let kernel = rig::dom0_kernel()?;
+            let kernel_args = dom0_args(script, &plan.guest)?;
+            let Some(initramfs) = &prepared.initramfs else {
+                bail!("internal: no Dom0 initramfs was built");
+            };
+            let boot = Boot::Dom0 {
+                xen: &xen,
+                kernel: &kernel,
+                kernel_args: &kernel_args,
+                initramfs,
+            };
+            (qemu::command(&plan.machine, &boot), false)
+        }
+        Kind::Dom0less => {
+            let dtb = dtb::dom0less(&plan.machine, &prepared.guest_image, &plan.guest)?;
+            let boot = Boot::Dom0less {
+                xen: &xen,
+                dtb: &dtb,
+                guest: &prepared.guest_image,
+            };
+            (qemu::command(&plan.machine, &boot), true)
+        }
+    };
+    let mut qemu = Qemu::spawn(command, &log, plan.echo)?;
+    watch(
+        &mut qemu,
+        plan.label,
+        plan.expected.clone(),
+        plan.timeout,
+        stop_when_complete,
+    )
+}
+
+/// Reads QEMU's output until it exits, the deadline passes, a fatal line shows, or (with
+/// `stop_when_complete`) every expected line was seen.
+fn watch(
+    qemu: &mut Qemu,
+    label: &str,
+    expected: Vec<String>,
+    timeout: Duration,
+    stop_when_complete: bool,
+) -> Result<Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut expectations = Expectations::new(expected);
+    let mut progress_seen = vec![false; PROGRESS.len()];
+    let mut problem = None;
+    loop {
+        match qemu.next(deadline) {
+            Event::Line(line) => {
+                expectations.feed(&line);
+                let text = logmatch::strip_prefixes(&line);
+                for ((prefix, what), seen) in PROGRESS.iter().zip(progress_seen.iter_mut()) {
+                    if !*seen && text.starts_with(prefix) {
+                        *seen = true;
+                        println!(
+                            "rig: [{label} {:6.2} s] {what}",
+                            qemu.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+                if let Some(fatal) = FATAL.iter().find(|fatal| line.contains(*fatal)) {
+                    problem = Some(format!("stopped at `{fatal}`"));
+                    break;
+                }
+                if stop_when_complete && expectations.complete() {
+                    break;
+                }
+            }
+            Event::Exited(status) => {
+                if !status.success() {
+                    problem = Some(format!("QEMU exited with {status}"));
+                }
+                break;
+            }
+            Event::Timeout => {
+                problem = Some(format!("timeout after {} s", timeout.as_secs()));
+                break;
+            }
+        }
+    }
+    let seconds = qemu.elapsed().as_secs_f64();
+    qemu.kill();
+    Ok(Outcome {
+        missing: expectations
+            .missing()
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        problem,
+        seconds,
+        log: qemu.log().to_path_buf(),
+    })
+}
+
+/// Runs `cargo xtask run`.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let prepared = Prepared::build(!args.dom0less)?;
+    let (kind, label) = if args.dom0less {
+        (Kind::Dom0less, format!("run-dom0less-gicv{}", args.gic))
+    } else {
+        (
+            Kind::Dom0 {
+                script: &args.script,
+            },
+            format!("run-gicv{}", args.gic),
+        )
+    };
+    let mut expected: Vec<String> = GUEST_REPORT.iter().map(|line| line.to_string()).collect();
+    expected.push(format!("report: gic v{}", args.gic));
+    if !args.dom0less && args.script == "boot" {
+        expected.extend(GUEST_GONE.iter().map(|line| line.to_string()));
+    }
+    let plan = Plan {
+        label: &label,
+        machine: Machine::new(args.gic),
+        kind,
+        guest: GuestOptions {
+            memory_mib: args.memory,
+            bootargs: args.bootargs.clone(),
+        },
+        expected,
+        timeout: Duration::from_secs(args.timeout),
+        echo: true,
+    };
+    let outcome = boot(&plan, &prepared)?;
+    println!(
+        "rig: run finished after {:.1} s (log: {})",
+        outcome.seconds,
+        outcome.log.display()
+    );
+    if outcome.missing.is_empty() {
+        println!("rig: boot report complete");
+    } else {
+        println!("rig: not seen: {}", outcome.missing.join(" | "));
+    }
+    if let Some(problem) = outcome.problem {
+        bail!("run failed: {problem} (log: {})", outcome.log.display());
+    }
+    Ok(())
+}
+
+/// Runs `cargo xtask test`.
+pub fn test(args: &TestArgs) -> Result<()> {
+    if args.list {
+        for scenario in SCENARIOS {
+            println!(
+                "{:12} gic v{}, {:?}, timeout {} s",
+                scenario.name,
+                scenario.gic,
+                scenario.kind,
+                scenario.timeout.as_secs()
+            );
+        }
+        return Ok(());
+    }
+    let selected = select(&args.scenarios)?;
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let start = Instant::now();
+
+    if !args.no_host {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        match cmd::run(
+            Command::new(cargo)
+                .current_dir(rig::workspace())
+                .arg("test"),
+        ) {
+            Ok(()) => {
+                println!("PASS host-tests");
+                passed += 1;
+            }
+            Err(error) => {
+                println!("FAIL host-tests: {error}");
+                failed.push("host-tests".to_string());
+            }
+        }
+    }
+
+    if !args.no_rig && !selected.is_empty() {
+        let needs_dom0 = selected
+            .iter()
+            .any(|scenario| matches!(scenario.kind, Kind::Dom0 { .. }));
+        let prepared = Prepared::build(needs_dom0)?;
+        for scenario in selected {
+            let plan = Plan {
+                label: scenario.name,
+                machine: Machine::new(scenario.gic),
+                kind: scenario.kind,
+                guest: GuestOptions::default(),
+                expected: scenario.expected(),
+                timeout: scenario.timeout,
+                echo: false,
+            };
+            let outcome = boot(&plan, &prepared)?;
+            if outcome.passed() {
+                println!(
+                    "PASS {} ({:.1} s, log: {})",
+                    scenario.name,
+                    outcome.seconds,
+                    outcome.log.display()
+                );
+                passed += 1;
+            } else {
+                println!(
+                    "FAIL {}: {} (log: {})",
+                    scenario.name,
+                    describe(&outcome),
+                    outcome.log.display()
+                );
+                failed.push(scenario.name.to_string());
+            }
+        }
+    }
+
+    println!(
+        "test: {passed} passed, {} failed ({:.0} s)",
+        failed.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn describe(outcome: &Outcome) -> String {
+    let mut parts = Vec::new();
+    if let Some(problem) = &outcome.problem {
+        parts.push(problem.clone());
+    }
+    if !outcome.missing.is_empty() {
+        let quoted: Vec<String> = outcome.missing.iter().map(|l| format!("`{l}`")).collect();
+        parts.push(format!("missing {}", quoted.join(", ")));
+    }
+    parts.join("; ")
+}
+
+fn select(names: &[String]) -> Result<Vec<&'static Scenario>> {
+    if names.is_empty() {
+        return Ok(SCENARIOS.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            SCENARIOS
+                .iter()
+                .find(|scenario| scenario.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+                    anyhow::anyhow!("unknown scenario `{name}` (known: {})", known.join(", "))
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_are_unique() {
+        let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SCENARIOS.len());
+    }
+
+    #[test]
+    fn every_scenario_checks_the_report_and_its_gic() {
+        for scenario in SCENARIOS {
+            let expected = scenario.expected();
+            assert!(
+                expected.iter().any(|l| l == "report: end"),
+                "{}",
+                scenario.name
+            );
+            assert!(
+                expected.contains(&format!("report: gic v{}", scenario.gic)),
+                "{}",
+                scenario.name
+            );
+        }
+    }
+
+    #[test]
+    fn dom0_args_quote_bootargs() {
+        let guest = GuestOptions {
+            memory_mib: Some(64),
+            bootargs: Some("log=debug demo=1".into()),
+        };
+        assert_eq!(
+            dom0_args("boot", &guest).unwrap(),
+            "console=hvc0 earlycon=xen rdinit=/init quiet rig.scenario=boot rig.memory=64 \
+             rig.bootargs=\"log=debug demo=1\""
+        );
+        let bad = GuestOptions {
+            memory_mib: None,
+            bootargs: Some("a\"b".into()),
+        };
+        assert!(dom0_args("boot", &bad).is_err());
+    }
+
+    #[test]
+    fn selecting_an_unknown_scenario_names_the_known_ones() {
+        let error = select(&["nope".into()]).unwrap_err().to_string();
+        assert!(error.contains("boot-gicv2"), "{error}");
+    }
+}
