@@ -90,9 +90,7 @@ fn host_packages() -> Result<()> {
         return Ok(());
     }
     println!("deps: host packages missing: {}", missing.join(" "));
-    // SAFETY: geteuid() has no preconditions and cannot fail.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    if !is_root {
+    if !is_root() {
         bail!(
             "host packages missing: {0}\n  install them as root, then run `cargo xtask deps` again:\n  \
              sudo apt-get update && sudo apt-get install -y {0}",
@@ -133,7 +131,17 @@ fn apt(tool: &str, state: &Path) -> Command {
         "-o",
         "Dir::State::status=/dev/null",
     ]);
+    if is_root() {
+        // The downloads land in target/, which apt's unprivileged `_apt` user may not be able
+        // to write: download as root instead of warning about it.
+        cmd.args(["-o", "APT::Sandbox::User=root"]);
+    }
     cmd
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid() has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 fn arm64_packages(refresh: bool) -> Result<()> {

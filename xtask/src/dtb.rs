@@ -97,12 +97,21 @@ pub fn dom0less(machine: &Machine, guest_image: &Path, guest: &GuestOptions) -> 
     let dir = rig::dir().join("dom0less");
     fs::create_dir_all(&dir)?;
     let base = dir.join(format!("virt-gicv{}.dtb", machine.gic));
-    cmd::run(
-        Command::new("qemu-system-aarch64")
-            .args(machine.args(&format!(",dumpdtb={}", base.display())))
-            .stdin(std::process::Stdio::null()),
-    )
-    .context("dumping QEMU's device tree failed")?;
+    // QEMU writes the tree and exits; its "dtb dumped" notice goes to stderr, kept quiet.
+    let mut dump = Command::new("qemu-system-aarch64");
+    dump.args(machine.args(&format!(",dumpdtb={}", base.display())));
+    println!("$ {}", cmd::display(&dump));
+    let out = dump
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot start qemu-system-aarch64 (install it with `cargo xtask deps`)")?;
+    if !out.status.success() || !base.is_file() {
+        bail!(
+            "dumping QEMU's device tree failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     let mut source = cmd::output(
         Command::new("dtc")
             .args(["-q", "-I", "dtb", "-O", "dts"])
