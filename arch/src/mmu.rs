@@ -182,7 +182,7 @@ impl<'pool> AddressSpace<'pool> {
                 let block_end = (address & !(block - 1)) + block;
                 return Ok((block_end - address).min(remaining));
             }
-            let fits = address % block == 0 && remaining >= block;
+            let fits = address.is_multiple_of(block) && remaining >= block;
             if entry & VALID == 0 && (fits || level == 3) {
                 let kind_bits = if level == 3 { TABLE_OR_PAGE } else { 0 };
                 self.tables[table].entries[index] = address | kind.attributes() | kind_bits | VALID;

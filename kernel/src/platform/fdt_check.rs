@@ -4,6 +4,12 @@
 //! Format"). The `fdt` crate trusts the structure block and panics on a
 //! malformed one; this pass checks every token, length and string offset
 //! first, so that a bad DTB becomes an error that names the problem.
+//!
+//! The grammar enforced is the one the `fdt` crate can walk, which is the
+//! spec's canonical form: a node is `FDT_BEGIN_NODE name FDT_PROP*
+//! node* FDT_END_NODE`, properties before subnodes, and `FDT_NOP` only right
+//! before an `FDT_END_NODE` or `FDT_END`, or between two children of the root
+//! (where libxl leaves them after editing the tree in place).
 
 use core::fmt;
 
@@ -210,6 +216,9 @@ fn check_structure(structure: &[u8], strings: &[u8]) -> Result<(), DtbError> {
     let mut offset = 0;
     let mut depth = 0usize;
     let mut root_seen = false;
+    // Whether the innermost open node has had a subnode yet (then no more
+    // properties may follow).
+    let mut subnode_seen = [false; MAX_DEPTH + 1];
     loop {
         let token = be32(structure, offset).ok_or(structure_error(offset, "missing FDT_END"))?;
         let token_offset = offset;
@@ -220,16 +229,21 @@ fn check_structure(structure: &[u8], strings: &[u8]) -> Result<(), DtbError> {
                     return Err(structure_error(token_offset, "second root node"));
                 }
                 root_seen = true;
+                subnode_seen[depth] = true;
                 let length = check_string(structure, offset).ok_or(structure_error(
                     offset,
                     "node name not terminated or not UTF-8",
                 ))?;
+                if depth == 0 && length != 0 {
+                    return Err(structure_error(offset, "root node has a name"));
+                }
                 offset = align4(offset + length + 1)
                     .ok_or(structure_error(offset, "node name overflows"))?;
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(structure_error(token_offset, "nodes nested too deeply"));
                 }
+                subnode_seen[depth] = false;
             }
             FDT_END_NODE => {
                 depth = depth
@@ -239,6 +253,9 @@ fn check_structure(structure: &[u8], strings: &[u8]) -> Result<(), DtbError> {
             FDT_PROP => {
                 if depth == 0 {
                     return Err(structure_error(token_offset, "property outside any node"));
+                }
+                if subnode_seen[depth] {
+                    return Err(structure_error(token_offset, "property after a subnode"));
                 }
                 let length = be32(structure, offset)
                     .ok_or(structure_error(offset, "property header truncated"))?
@@ -267,7 +284,22 @@ fn check_structure(structure: &[u8], strings: &[u8]) -> Result<(), DtbError> {
                 }
                 offset = align4(end).ok_or(structure_error(token_offset, "property overflows"))?;
             }
-            FDT_NOP => {}
+            FDT_NOP => {
+                let mut next = offset;
+                while be32(structure, next) == Some(FDT_NOP) {
+                    next += 4;
+                }
+                let between_root_children =
+                    depth == 1 && subnode_seen[1] && be32(structure, next) == Some(FDT_BEGIN_NODE);
+                if !between_root_children
+                    && !matches!(be32(structure, next), Some(FDT_END_NODE | FDT_END))
+                {
+                    return Err(structure_error(
+                        token_offset,
+                        "FDT_NOP between properties or nodes",
+                    ));
+                }
+            }
             FDT_END => {
                 if depth != 0 || !root_seen {
                     return Err(structure_error(token_offset, "FDT_END inside a node"));

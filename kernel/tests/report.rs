@@ -1,0 +1,57 @@
+//! The boot report's lines, which the rig scenarios match, for the GICv2 and
+//! GICv3 guest trees libxl builds.
+
+use kernel::platform::{parse, Region};
+use kernel::report::{BootReport, RingParams};
+
+fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
+    let platform = parse(dtb).unwrap();
+    BootReport {
+        platform: &platform,
+        xen_version: (4, 17),
+        xen_extraversion: ".7",
+        counter_frequency: 62_500_000,
+        heap: Region::new(0x4010_0000, 0x100_0000),
+        image: Region::new(0x4000_0000, 0x4_2000),
+        pv_console,
+        xenstore: None,
+    }
+    .to_string()
+}
+
+#[test]
+fn gicv3_report_has_one_fact_per_line_and_ends_with_the_marker() {
+    let text = report_for(
+        include_bytes!("fixtures/xl-gicv3.dtb"),
+        Some(RingParams {
+            pfn: 0x39000,
+            evtchn: 2,
+        }),
+    );
+    let expected = [
+        "report: xen-version 4.17.7 (device tree: xen,xen-4.17)",
+        "report: gic v3 distributor 0x3001000+0x10000 redistributor 0x3020000+0x1000000",
+        "report: timer virtual intid 27 level-low frequency 62500000 Hz",
+        "report: evtchn-upcall intid 31 level-low",
+        "report: grant-table 0x38000000+0x1000000",
+        "report: extended-region 0x42000000+0xbe000000",
+        "report: extended-region 0x200000000+0xfe00000000",
+        "report: memory 0x40000000+0x2000000 (32 MiB)",
+        "report: image 0x40000000+0x42000",
+        "report: heap 0x40100000+0x1000000 (16384 KiB)",
+        "report: console pfn 0x39000 evtchn 2",
+        "report: xenstore absent",
+        "report: uart arm,sbsa-uart 0x22000000+0x1000 intid 32",
+        "report: bootargs \"log=info\"",
+        "report: end",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn gicv2_report_names_the_cpu_interface() {
+    let text = report_for(include_bytes!("fixtures/xl-gicv2.dtb"), None);
+    assert!(text
+        .contains("report: gic v2 distributor 0x3001000+0x1000 cpu-interface 0x3002000+0x2000\n"));
+    assert!(text.contains("report: console absent\n"));
+}
