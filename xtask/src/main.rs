@@ -18,6 +18,7 @@ mod scenarios;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// Build, rig and test automation for vdispl-os.
 #[derive(Parser)]
@@ -41,13 +42,21 @@ enum Command {
     DumpDtbs(dtb::DumpArgs),
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result: Result<()> = match cli.command {
         Command::Deps(args) => deps::run(&args),
         Command::Build => build::run().map(|_| ()),
         Command::Run(args) => scenarios::run(&args),
         Command::Test(args) => scenarios::test(&args),
         Command::DumpDtbs(args) => dtb::dump(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the whole context chain on one line, without a backtrace.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -403,7 +403,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if outcome.missing.is_empty() {
         println!("rig: boot report complete");
     } else {
-        println!("rig: not seen: {}", outcome.missing.join(" | "));
+        let quoted: Vec<String> = outcome.missing.iter().map(|l| format!("`{l}`")).collect();
+        println!("rig: not seen: {}", quoted.join(", "));
     }
     if let Some(problem) = outcome.problem {
         bail!("run failed: {problem} (log: {})", outcome.log.display());
@@ -484,11 +485,8 @@ pub fn test(args: &TestArgs) -> Result<()> {
         }
     }
 
-    println!(
-        "test: {passed} passed, {} failed ({:.0} s)",
-        failed.len(),
-        start.elapsed().as_secs_f64()
-    );
+    println!("test: finished in {:.0} s", start.elapsed().as_secs_f64());
+    println!("test: {passed} passed, {} failed", failed.len());
     if !failed.is_empty() {
         bail!("failed: {}", failed.join(", "));
     }
