@@ -3,6 +3,7 @@
 
 use crate::platform::{Gic, Platform, Region, Trigger};
 use core::fmt;
+use drivers::xen::shared_info::civil_time;
 
 /// A Xen event-channel-driven ring page, as its HVM parameters give it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,18 @@ pub struct BootReport<'a> {
     pub pv_console: Option<RingParams>,
     /// The xenstore ring, when the domain has one.
     pub xenstore: Option<RingParams>,
+    /// Where shared_info was mapped and the wall clock it gave, when mapped.
+    pub shared_info: Option<SharedInfoFacts>,
+}
+
+/// What mapping the shared info page showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedInfoFacts {
+    /// Guest frame number where Xen placed the page.
+    pub gpfn: u64,
+    /// Wall clock (seconds since the epoch) at the domain's time zero, if
+    /// Xen provides one.
+    pub wallclock: Option<u64>,
 }
 
 fn trigger_name(trigger: Trigger) -> &'static str {
@@ -109,6 +122,19 @@ impl fmt::Display for BootReport<'_> {
             self.heap,
             self.heap.size >> 10
         )?;
+        if let Some(facts) = self.shared_info {
+            write!(f, "report: shared-info gpfn {:#x}", facts.gpfn)?;
+            match facts.wallclock {
+                Some(seconds) => {
+                    let (year, month, day, hour, minute, second) = civil_time(seconds);
+                    writeln!(
+                        f,
+                        " wallclock {year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"
+                    )?;
+                }
+                None => writeln!(f, " wallclock unavailable")?,
+            }
+        }
         ring(f, "console", self.pv_console)?;
         ring(f, "xenstore", self.xenstore)?;
         match &platform.uart {

@@ -2,7 +2,7 @@
 //! GICv3 guest trees libxl builds.
 
 use kernel::platform::{parse, Region};
-use kernel::report::{BootReport, RingParams};
+use kernel::report::{BootReport, RingParams, SharedInfoFacts};
 
 fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
     let platform = parse(dtb).unwrap();
@@ -15,6 +15,10 @@ fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
         image: Region::new(0x4000_0000, 0x4_2000),
         pv_console,
         xenstore: None,
+        shared_info: Some(SharedInfoFacts {
+            gpfn: 0x41ff0,
+            wallclock: Some(1_795_250_096),
+        }),
     }
     .to_string()
 }
@@ -39,6 +43,7 @@ fn gicv3_report_has_one_fact_per_line_and_ends_with_the_marker() {
         "report: memory 0x40000000+0x2000000 (32 MiB)",
         "report: image 0x40000000+0x42000",
         "report: heap 0x40100000+0x1000000 (16384 KiB)",
+        "report: shared-info gpfn 0x41ff0 wallclock 2026-11-21T08:34:56Z",
         "report: console pfn 0x39000 evtchn 2",
         "report: xenstore absent",
         "report: uart arm,sbsa-uart 0x22000000+0x1000 intid 32",

@@ -3,3 +3,4 @@
 pub mod console;
 pub mod error;
 pub mod hypercall;
+pub mod shared_info;

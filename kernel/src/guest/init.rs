@@ -170,6 +170,7 @@ fn bring_up(
     unsafe { heap::init(heap_region.base, heap_region.size) };
     logger::init(log_level(platform.bootargs));
 
+    let shared_info = super::shared_info::map()?;
     let (major, minor) = hypercall::xen_version(&Xen);
     let extra = hypercall::xen_extraversion(&Xen).unwrap_or([0; 16]);
     let extra_len = extra
@@ -186,6 +187,7 @@ fn bring_up(
         image,
         pv_console,
         xenstore,
+        shared_info: Some(shared_info),
     };
     // Formatting into a heap string first proves the allocator works and
     // sends the report to the consoles in one piece.
@@ -198,25 +200,49 @@ fn bring_up(
         mmu::tables_used(),
         console::dropped_bytes()
     );
+    crash_if_asked(platform.bootargs);
     Ok(())
 }
 
-/// `loglevel=<error|warn|info|debug|trace>` from the bootargs; info by default.
+/// `crash=panic` or `crash=data-abort` in the bootargs exercises the panic
+/// handler or the exception vectors, so tests can check what they print.
+fn crash_if_asked(bootargs: &str) {
+    match bootargs
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("crash="))
+    {
+        Some("panic") => panic!("crash requested by the bootargs"),
+        Some("data-abort") => {
+            // Nothing is mapped at the first gigabyte's 256 MiB mark.
+            let unmapped = 0x1000_0000 as *const u64;
+            // SAFETY: the read faults before it returns anything; the
+            // exception handler reports it and shuts the domain down.
+            let value = unsafe { unmapped.read_volatile() };
+            log::error!("read {value:#x} from an address that should be unmapped");
+        }
+        Some(other) => log::warn!("crash={other} is not one of panic, data-abort; ignored"),
+        None => {}
+    }
+}
+
+/// `log=<off|error|warn|info|debug|trace>` from the bootargs; info by default.
 fn log_level(bootargs: &str) -> log::LevelFilter {
     bootargs
         .split_whitespace()
-        .find_map(|word| word.strip_prefix("loglevel="))
+        .find_map(|word| word.strip_prefix("log="))
         .and_then(|level| level.parse().ok())
         .unwrap_or(log::LevelFilter::Info)
 }
 
-mod alloc_free {
+pub mod alloc_free {
     //! Boot errors, printable without the heap.
     use core::fmt;
 
     pub enum Error {
         Map(&'static str, arch::mmu::MapError),
         NoHeap,
+        OutOfMemory(&'static str),
+        SharedInfo(drivers::xen::error::XenError),
     }
 
     impl fmt::Display for Error {
@@ -224,6 +250,10 @@ mod alloc_free {
             match self {
                 Error::Map(what, error) => write!(f, "cannot map the {what}: {error}"),
                 Error::NoHeap => write!(f, "no free RAM left for the heap"),
+                Error::OutOfMemory(what) => write!(f, "out of memory allocating the {what}"),
+                Error::SharedInfo(error) => {
+                    write!(f, "XENMEM_add_to_physmap(shared_info) failed: {error}")
+                }
             }
         }
     }

@@ -6,4 +6,5 @@ mod init;
 mod logger;
 mod mmu;
 mod panic;
+mod shared_info;
 mod xen;
