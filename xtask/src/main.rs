@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 /// Build, rig and test automation for vdispl-os.
 #[derive(Parser)]
-#[command(name = "cargo xtask", version, about)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,7 +36,7 @@ enum Command {
     Build,
     /// Boot Xen + Dom0 in QEMU and `xl create` the guest, streaming the serial console.
     Run(scenarios::RunArgs),
-    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less).
+    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less, ...).
     Test(scenarios::TestArgs),
     /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/.
     DumpDtbs(dtb::DumpArgs),

@@ -35,6 +35,15 @@ const FATAL: &[&str] = &[
     "rig: unknown scenario",
 ];
 
+/// Starts of guest lines that say it failed (`kernel/src/guest/`): reported with the scenario,
+/// and in dom0less (where nothing else ends the run) they stop it at once.
+const GUEST_FATAL: &[&str] = &[
+    "vdispl-os: panic",
+    "vdispl-os: unexpected ",
+    "vdispl-os: boot failed",
+    "vdispl-os: cannot ",
+];
+
 /// Progress lines derived from the log: (start of a stripped line, what `run`/`test` print).
 const PROGRESS: &[(&str, &str)] = &[
     ("Xen version 4.17", "Xen up"),
@@ -103,7 +112,14 @@ pub const SCENARIOS: &[Scenario] = &[
         gic: 3,
         kind: Kind::Dom0less,
         expect: &[GUEST_REPORT, GICV3],
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(30),
+    },
+    Scenario {
+        name: "dom0less-gicv2",
+        gic: 2,
+        kind: Kind::Dom0less,
+        expect: &[GUEST_REPORT, GICV2],
+        timeout: Duration::from_secs(30),
     },
 ];
 
@@ -316,6 +332,7 @@ fn watch(
     let mut expectations = Expectations::new(expected);
     let mut progress_seen = vec![false; PROGRESS.len()];
     let mut problem = None;
+    let mut guest_error = None;
     loop {
         match qemu.next(deadline) {
             Event::Line(line) => {
@@ -333,6 +350,12 @@ fn watch(
                 if let Some(fatal) = FATAL.iter().find(|fatal| line.contains(*fatal)) {
                     problem = Some(format!("stopped at `{fatal}`"));
                     break;
+                }
+                if guest_error.is_none() && GUEST_FATAL.iter().any(|f| text.starts_with(f)) {
+                    guest_error = Some(text.to_string());
+                    if stop_when_complete {
+                        break;
+                    }
                 }
                 if stop_when_complete && expectations.complete() {
                     break;
@@ -352,6 +375,13 @@ fn watch(
     }
     let seconds = qemu.elapsed().as_secs_f64();
     qemu.kill();
+    if let Some(error) = guest_error {
+        let problem = problem.get_or_insert_with(String::new);
+        if !problem.is_empty() {
+            problem.push_str("; ");
+        }
+        problem.push_str(&format!("guest said `{error}`"));
+    }
     Ok(Outcome {
         missing: expectations
             .missing()
@@ -568,6 +598,62 @@ mod tests {
             bootargs: Some("a\"b".into()),
         };
         assert!(dom0_args("boot", &bad).is_err());
+    }
+
+    fn watch_script(script: &str, expected: &[&str], stop_when_complete: bool) -> Outcome {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script]);
+        let log = std::env::temp_dir().join(format!(
+            "xtask-watch-{}-{}.log",
+            std::process::id(),
+            expected.len()
+        ));
+        let mut qemu = Qemu::spawn(cmd, &log, false).unwrap();
+        let expected = expected.iter().map(|l| l.to_string()).collect();
+        let outcome = watch(
+            &mut qemu,
+            "test",
+            expected,
+            Duration::from_secs(20),
+            stop_when_complete,
+        )
+        .unwrap();
+        std::fs::remove_file(log).unwrap();
+        outcome
+    }
+
+    #[test]
+    fn dom0less_run_stops_when_complete() {
+        let outcome = watch_script(
+            "echo '(XEN) DOM1: report: end'; echo '(XEN) DOM1: vdispl-os: powering off'; sleep 30",
+            &["report: end", "vdispl-os: powering off"],
+            true,
+        );
+        assert!(outcome.passed(), "{:?}", outcome.problem);
+        assert!(outcome.seconds < 10.0);
+    }
+
+    #[test]
+    fn guest_failure_stops_a_dom0less_run_and_is_reported() {
+        let outcome = watch_script(
+            "echo '(XEN) DOM1: vdispl-os: panic at src/x.rs:1: boom'; sleep 30",
+            &["report: end"],
+            true,
+        );
+        assert!(!outcome.passed());
+        assert!(outcome.seconds < 10.0);
+        assert_eq!(
+            outcome.problem.as_deref(),
+            Some("guest said `vdispl-os: panic at src/x.rs:1: boom`")
+        );
+        assert_eq!(outcome.missing, ["report: end"]);
+    }
+
+    #[test]
+    fn exit_before_the_expected_lines_is_a_failure() {
+        let outcome = watch_script("echo 'rig: poweroff'; exit 3", &["report: end"], false);
+        assert_eq!(outcome.missing, ["report: end"]);
+        assert!(outcome.problem.unwrap().contains("QEMU exited"));
     }
 
     #[test]
