@@ -44,6 +44,9 @@ const GUEST_FATAL: &[&str] = &[
     "vdispl-os: cannot ",
 ];
 
+/// How long a dom0less run goes on after a guest failure line, to log what the guest adds.
+const GUEST_FATAL_GRACE: Duration = Duration::from_secs(1);
+
 /// Progress lines derived from the log: (start of a stripped line, what `run`/`test` print).
 const PROGRESS: &[(&str, &str)] = &[
     ("Xen version 4.17", "Xen up"),
@@ -333,8 +336,9 @@ fn watch(
     let mut progress_seen = vec![false; PROGRESS.len()];
     let mut problem = None;
     let mut guest_error = None;
+    let mut grace = None;
     loop {
-        match qemu.next(deadline) {
+        match qemu.next(grace.map_or(deadline, |grace: Instant| grace.min(deadline))) {
             Event::Line(line) => {
                 expectations.feed(&line);
                 let text = logmatch::strip_prefixes(&line);
@@ -354,7 +358,8 @@ fn watch(
                 if guest_error.is_none() && GUEST_FATAL.iter().any(|f| text.starts_with(f)) {
                     guest_error = Some(text.to_string());
                     if stop_when_complete {
-                        break;
+                        // Let the rest of the guest's report (registers, ...) reach the log.
+                        grace = Some(Instant::now() + GUEST_FATAL_GRACE);
                     }
                 }
                 if stop_when_complete && expectations.complete() {
@@ -368,7 +373,9 @@ fn watch(
                 break;
             }
             Event::Timeout => {
-                problem = Some(format!("timeout after {} s", timeout.as_secs()));
+                if grace.is_none_or(|grace| Instant::now() < grace) {
+                    problem = Some(format!("timeout after {} s", timeout.as_secs()));
+                }
                 break;
             }
         }
@@ -642,6 +649,7 @@ mod tests {
         );
         assert!(!outcome.passed());
         assert!(outcome.seconds < 10.0);
+        assert!(outcome.seconds >= GUEST_FATAL_GRACE.as_secs_f64());
         assert_eq!(
             outcome.problem.as_deref(),
             Some("guest said `vdispl-os: panic at src/x.rs:1: boom`")
