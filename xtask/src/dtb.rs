@@ -2,7 +2,7 @@
 //! node, `docs/misc/arm/device-tree/booting.txt` in Xen) and `cargo xtask dump-dtbs`, which
 //! brings the trees libxl builds for the guest out of Dom0 as test fixtures.
 
-use crate::qemu::{Machine, KERNEL_ADDR, XEN_ARGS};
+use crate::qemu::{Console, Machine, KERNEL_ADDR, XEN_ARGS};
 use crate::scenarios::{self, GuestOptions, Kind, Plan, Prepared};
 use crate::{build, cmd, deps, image, rig};
 use anyhow::{bail, ensure, Context, Result};
@@ -156,7 +156,7 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
             guest: GuestOptions::default(),
             expected: vec!["rig: dtb-end".into()],
             timeout: Duration::from_secs(180),
-            echo: false,
+            console: Console::Quiet,
         };
         let outcome = scenarios::boot(&plan, &prepared)?;
         let log = fs::read_to_string(&outcome.log)?;

@@ -134,6 +134,18 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
     cmd
 }
 
+/// Where the serial console goes besides the log file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Console {
+    /// Only the log (and the caller).
+    Quiet,
+    /// Also the terminal, line by line.
+    Echo,
+    /// The terminal, byte by byte, and QEMU reads the keyboard (the tty is put in raw mode by
+    /// QEMU and restored by xtask when QEMU is gone).
+    Interactive,
+}
+
 /// Something that happened to the running QEMU.
 #[derive(Debug)]
 pub enum Event {
@@ -158,11 +170,12 @@ pub struct Qemu {
     started: Instant,
     log: PathBuf,
     exited: Option<ExitStatus>,
+    terminal: Option<libc::termios>,
 }
 
 impl Qemu {
-    /// Starts `cmd` (printed first), logging its output to `log` and, if `echo`, to the terminal.
-    pub fn spawn(mut cmd: Command, log: &Path, echo: bool) -> Result<Self> {
+    /// Starts `cmd` (printed first), logging its output to `log` and to `console`.
+    pub fn spawn(mut cmd: Command, log: &Path, console: Console) -> Result<Self> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -171,9 +184,14 @@ impl Qemu {
             File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let log_file = Arc::new(Mutex::new(log_file));
         println!("$ {}", cmd::display(&cmd));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let terminal = if console == Console::Interactive {
+            cmd.stdin(Stdio::inherit());
+            saved_terminal()
+        } else {
+            cmd.stdin(Stdio::null());
+            None
+        };
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
         // which is async-signal-safe and touches no memory of the parent.
         unsafe {
@@ -190,8 +208,8 @@ impl Qemu {
         let (sender, messages) = mpsc::channel();
         let stdout = child.stdout.take().context("QEMU stdout")?;
         let stderr = child.stderr.take().context("QEMU stderr")?;
-        forward(stdout, sender.clone(), log_file.clone(), echo, "");
-        forward(stderr, sender, log_file, echo, "qemu: ");
+        forward(stdout, sender.clone(), log_file.clone(), console, "");
+        forward(stderr, sender, log_file, console, "qemu: ");
         Ok(Self {
             child,
             messages,
@@ -199,6 +217,7 @@ impl Qemu {
             started: Instant::now(),
             log: log.to_path_buf(),
             exited: None,
+            terminal,
         })
     }
 
@@ -246,15 +265,51 @@ impl Qemu {
         }
     }
 
-    /// Kills QEMU (SIGKILL) and waits for it.
+    /// Stops QEMU and waits for it: SIGTERM first when it owns the terminal (so that it can
+    /// restore it), SIGKILL otherwise or if it does not exit within 2 s.
     pub fn kill(&mut self) {
+        if self.exited.is_none() && self.terminal.is_some() {
+            if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+                // SAFETY: kill(2) on our own child's pid; it has not been reaped (exited is
+                // None), so the pid cannot have been reused.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    self.exited = Some(status);
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         if self.exited.is_none() {
             let _ = self.child.kill();
             if let Ok(status) = self.child.wait() {
                 self.exited = Some(status);
             }
         }
+        if let Some(terminal) = self.terminal.take() {
+            // SAFETY: tcsetattr(2) on standard input with a termios read from it by
+            // tcgetattr(2) in `saved_terminal`.
+            unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &terminal) };
+        }
     }
+}
+
+/// The terminal settings of standard input, if it is a terminal.
+fn saved_terminal() -> Option<libc::termios> {
+    // SAFETY: isatty(3) only inspects the descriptor.
+    if unsafe { libc::isatty(libc::STDIN_FILENO) } != 1 {
+        return None;
+    }
+    // SAFETY: termios is plain old data; all-zero is a valid value to be overwritten.
+    let mut terminal: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: tcgetattr(3) writes into the termios we own.
+    if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut terminal) } != 0 {
+        return None;
+    }
+    Some(terminal)
 }
 
 impl Drop for Qemu {
@@ -263,14 +318,19 @@ impl Drop for Qemu {
     }
 }
 
-/// Copies `stream` line by line to the log, the terminal (if `echo`) and the channel.
+/// Copies `stream` line by line to the log, the console and the channel.
 fn forward(
     stream: impl Read + Send + 'static,
     sender: Sender<Message>,
     log: Arc<Mutex<File>>,
-    echo: bool,
+    console: Console,
     prefix: &'static str,
 ) {
+    let echo = console == Console::Echo;
+    let stream = RawEcho {
+        inner: stream,
+        enabled: console == Console::Interactive,
+    };
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buffer = Vec::new();
@@ -296,6 +356,25 @@ fn forward(
         }
         let _ = sender.send(Message::Closed);
     });
+}
+
+/// A reader that copies everything it reads to the terminal as it arrives (prompts without a
+/// newline included), when enabled.
+struct RawEcho<R> {
+    inner: R,
+    enabled: bool,
+}
+
+impl<R: Read> Read for RawEcho<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let count = self.inner.read(buf)?;
+        if self.enabled && count > 0 {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf[..count]);
+            let _ = out.flush();
+        }
+        Ok(count)
+    }
 }
 
 #[cfg(test)]
@@ -337,7 +416,7 @@ mod tests {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo one; echo two >&2; printf three"]);
         let log = std::env::temp_dir().join(format!("xtask-qemu-test-{}.log", std::process::id()));
-        let mut qemu = Qemu::spawn(cmd, &log, false).unwrap();
+        let mut qemu = Qemu::spawn(cmd, &log, Console::Quiet).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut lines = Vec::new();
         loop {
@@ -363,7 +442,7 @@ mod tests {
         cmd.arg("30");
         let log = std::env::temp_dir().join(format!("xtask-qemu-kill-{}.log", std::process::id()));
         let started = Instant::now();
-        let mut qemu = Qemu::spawn(cmd, &log, false).unwrap();
+        let mut qemu = Qemu::spawn(cmd, &log, Console::Quiet).unwrap();
         assert!(matches!(
             qemu.next(Instant::now() + Duration::from_millis(100)),
             Event::Timeout

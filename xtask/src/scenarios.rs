@@ -5,7 +5,7 @@
 //! `qemu/dom0/scenarios/*.sh`, or dom0less), the expected lines and a timeout. Add one there.
 
 use crate::logmatch::{self, Expectations};
-use crate::qemu::{self, Boot, Event, Machine, Qemu};
+use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
 use crate::{build, cmd, dtb, initramfs, rig};
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
@@ -163,9 +163,13 @@ pub struct RunArgs {
     /// Dom0 scenario script to run (`qemu/dom0/scenarios/<NAME>.sh`).
     #[arg(long, default_value = "boot")]
     pub script: String,
-    /// Overall timeout in seconds.
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
+    /// After the script, hand Dom0's shell to the terminal (`poweroff -f` there ends the run;
+    /// Ctrl-a x quits QEMU).
+    #[arg(long, conflicts_with = "dom0less")]
+    pub shell: bool,
+    /// Overall timeout in seconds [default: 300, none with --shell].
+    #[arg(long)]
+    pub timeout: Option<u64>,
 }
 
 /// Options of `cargo xtask test`.
@@ -244,8 +248,11 @@ impl Prepared {
 }
 
 /// The Dom0 kernel command line: console on Xen's, our init, the scenario and guest options.
-pub fn dom0_args(script: &str, guest: &GuestOptions) -> Result<String> {
+pub fn dom0_args(script: &str, guest: &GuestOptions, shell: bool) -> Result<String> {
     let mut args = format!("console=hvc0 earlycon=xen rdinit=/init quiet rig.scenario={script}");
+    if shell {
+        args.push_str(" rig.shell=1");
+    }
     if let Some(memory) = guest.memory_mib {
         args.push_str(&format!(" rig.memory={memory}"));
     }
@@ -279,8 +286,8 @@ pub struct Plan<'a> {
     pub expected: Vec<String>,
     /// Upper bound for the whole boot.
     pub timeout: Duration,
-    /// Stream the console to the terminal.
-    pub echo: bool,
+    /// Where the serial console goes besides the log.
+    pub console: Console,
 }
 
 /// Boots QEMU as `plan` says and watches the log.
@@ -290,7 +297,7 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
     let (command, stop_when_complete) = match plan.kind {
         Kind::Dom0 { script } => {
             let kernel = rig::dom0_kernel()?;
-            let kernel_args = dom0_args(script, &plan.guest)?;
+            let kernel_args = dom0_args(script, &plan.guest, plan.console == Console::Interactive)?;
             let Some(initramfs) = &prepared.initramfs else {
                 bail!("internal: no Dom0 initramfs was built");
             };
@@ -312,24 +319,26 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
             (qemu::command(&plan.machine, &boot), true)
         }
     };
-    let mut qemu = Qemu::spawn(command, &log, plan.echo)?;
+    let mut qemu = Qemu::spawn(command, &log, plan.console)?;
     watch(
         &mut qemu,
         plan.label,
         plan.expected.clone(),
         plan.timeout,
         stop_when_complete,
+        plan.console != Console::Interactive,
     )
 }
 
 /// Reads QEMU's output until it exits, the deadline passes, a fatal line shows, or (with
-/// `stop_when_complete`) every expected line was seen.
+/// `stop_when_complete`) every expected line was seen. `progress` prints progress lines.
 fn watch(
     qemu: &mut Qemu,
     label: &str,
     expected: Vec<String>,
     timeout: Duration,
     stop_when_complete: bool,
+    progress: bool,
 ) -> Result<Outcome> {
     let deadline = Instant::now() + timeout;
     let mut expectations = Expectations::new(expected);
@@ -345,6 +354,9 @@ fn watch(
                 for ((prefix, what), seen) in PROGRESS.iter().zip(progress_seen.iter_mut()) {
                     if !*seen && text.starts_with(prefix) {
                         *seen = true;
+                        if !progress {
+                            continue;
+                        }
                         println!(
                             "rig: [{label} {:6.2} s] {what}",
                             qemu.elapsed().as_secs_f64()
@@ -428,8 +440,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
             bootargs: args.bootargs.clone(),
         },
         expected,
-        timeout: Duration::from_secs(args.timeout),
-        echo: true,
+        timeout: match (args.timeout, args.shell) {
+            (Some(seconds), _) => Duration::from_secs(seconds),
+            (None, false) => Duration::from_secs(300),
+            (None, true) => Duration::from_secs(7 * 24 * 3600),
+        },
+        console: if args.shell {
+            Console::Interactive
+        } else {
+            Console::Echo
+        },
     };
     let outcome = boot(&plan, &prepared)?;
     println!(
@@ -499,7 +519,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 guest: GuestOptions::default(),
                 expected: scenario.expected(),
                 timeout: scenario.timeout,
-                echo: false,
+                console: Console::Quiet,
             };
             let outcome = boot(&plan, &prepared)?;
             if outcome.passed() {
@@ -596,7 +616,7 @@ mod tests {
             bootargs: Some("log=debug demo=1".into()),
         };
         assert_eq!(
-            dom0_args("boot", &guest).unwrap(),
+            dom0_args("boot", &guest, false).unwrap(),
             "console=hvc0 earlycon=xen rdinit=/init quiet rig.scenario=boot rig.memory=64 \
              rig.bootargs=\"log=debug demo=1\""
         );
@@ -604,7 +624,7 @@ mod tests {
             memory_mib: None,
             bootargs: Some("a\"b".into()),
         };
-        assert!(dom0_args("boot", &bad).is_err());
+        assert!(dom0_args("boot", &bad, false).is_err());
     }
 
     fn watch_script(script: &str, expected: &[&str], stop_when_complete: bool) -> Outcome {
@@ -615,7 +635,7 @@ mod tests {
             std::process::id(),
             expected.len()
         ));
-        let mut qemu = Qemu::spawn(cmd, &log, false).unwrap();
+        let mut qemu = Qemu::spawn(cmd, &log, Console::Quiet).unwrap();
         let expected = expected.iter().map(|l| l.to_string()).collect();
         let outcome = watch(
             &mut qemu,
@@ -623,6 +643,7 @@ mod tests {
             expected,
             Duration::from_secs(20),
             stop_when_complete,
+            false,
         )
         .unwrap();
         std::fs::remove_file(log).unwrap();
