@@ -10,5 +10,6 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod test_pattern;
 pub mod uart;
 pub mod xen;
