@@ -4,8 +4,10 @@
 /// Byte `offset` of the pattern for `seed`. Every byte depends on both, so a
 /// page from the wrong grant, at the wrong offset or stale shows up at once.
 pub fn pattern_byte(seed: u32, offset: usize) -> u8 {
-    let mixed = (offset as u32).wrapping_mul(0x9e37_79b1).wrapping_add(seed);
-    ((mixed >> 24) as u8) ^ (offset as u8)
+    let mixed = (offset as u32)
+        .wrapping_add(seed.wrapping_mul(0x85eb_ca6b))
+        .wrapping_mul(0x9e37_79b1);
+    ((mixed >> 24) as u8) ^ (offset as u8) ^ (seed as u8)
 }
 
 /// Fills `buffer` with the pattern for `seed`.
