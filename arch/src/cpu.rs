@@ -50,6 +50,41 @@ mod imp {
         barrier::dsb(barrier::SY);
     }
 
+    /// Masks IRQs and returns the previous DAIF value for [`restore_irqs`].
+    pub fn mask_irqs() -> u64 {
+        let daif: u64;
+        // SAFETY: reading DAIF and masking IRQs only changes interrupt
+        // delivery; the compiler barrier (no `nomem`) keeps memory accesses
+        // of the critical section after it.
+        unsafe {
+            core::arch::asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack))
+        };
+        daif
+    }
+
+    /// Restores the IRQ mask saved by [`mask_irqs`].
+    pub fn restore_irqs(daif: u64) {
+        // SAFETY: restores a DAIF value read earlier; memory accesses of the
+        // critical section stay before it (no `nomem`).
+        unsafe { core::arch::asm!("msr daif, {}", in(reg) daif, options(nostack)) };
+    }
+
+    /// Unmasks IRQs.
+    pub fn unmask_irqs() {
+        // SAFETY: lets pending IRQs be taken; handlers save and restore the
+        // whole context.
+        unsafe { core::arch::asm!("msr daifclr, #2", options(nostack)) };
+    }
+
+    /// This CPU's affinity from MPIDR_EL1, packed Aff3.Aff2.Aff1.Aff0 as
+    /// GICR_TYPER reports it.
+    pub fn affinity() -> u32 {
+        let mpidr: u64;
+        // SAFETY: reading MPIDR_EL1 has no side effects.
+        unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+        (((mpidr >> 32) & 0xff) << 24) as u32 | (mpidr & 0x00ff_ffff) as u32
+    }
+
     /// Parks the CPU forever with interrupts masked.
     pub fn halt() -> ! {
         loop {

@@ -34,6 +34,12 @@ impl VectorKind {
         }
     }
 
+    /// Whether the exception was taken from EL1 itself using SP_EL1 (how the
+    /// kernel runs).
+    pub fn from_kernel(self) -> bool {
+        self.0 / 4 == 1
+    }
+
     /// Where the exception came from, in the Arm ARM's words.
     pub fn origin(self) -> &'static str {
         match self.0 / 4 {

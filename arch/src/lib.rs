@@ -9,8 +9,10 @@
 
 pub mod cpu;
 pub mod exception;
+pub mod gicv3;
 pub mod hvc;
 pub mod mmu;
+pub mod timer;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 core::arch::global_asm!(include_str!("boot.s"));

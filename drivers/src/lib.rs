@@ -10,6 +10,8 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod gic;
+pub mod irq;
 pub mod test_pattern;
 pub mod uart;
 pub mod xen;

@@ -34,6 +34,21 @@ pub struct BootReport<'a> {
     pub xenstore: Option<RingParams>,
     /// Where shared_info was mapped and the wall clock it gave, when mapped.
     pub shared_info: Option<SharedInfoFacts>,
+    /// The grant table, when it could be set up.
+    pub grants: Option<GrantFacts>,
+}
+
+/// How the grant table was set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantFacts {
+    /// Frames mapped.
+    pub frames: u32,
+    /// Frames wanted for every connector's buffers.
+    pub wanted_frames: u32,
+    /// Frames Xen allows (`max_grant_frames`).
+    pub max_frames: u32,
+    /// References available to hand out.
+    pub capacity: u32,
 }
 
 /// What mapping the shared info page showed.
@@ -106,6 +121,14 @@ impl fmt::Display for BootReport<'_> {
             trigger_name(upcall.trigger)
         )?;
         writeln!(f, "report: grant-table {}", platform.xen.grant_table)?;
+        match self.grants {
+            Some(grants) => writeln!(
+                f,
+                "report: grant-frames {} mapped (wanted {}, Xen allows {}), {} references",
+                grants.frames, grants.wanted_frames, grants.max_frames, grants.capacity
+            )?,
+            None => writeln!(f, "report: grant-frames unavailable")?,
+        }
         for region in platform.xen.extended_regions.iter() {
             writeln!(f, "report: extended-region {region}")?;
         }

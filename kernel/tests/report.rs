@@ -2,7 +2,7 @@
 //! GICv3 guest trees libxl builds.
 
 use kernel::platform::{parse, Region};
-use kernel::report::{BootReport, RingParams, SharedInfoFacts};
+use kernel::report::{BootReport, GrantFacts, RingParams, SharedInfoFacts};
 
 fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
     let platform = parse(dtb).unwrap();
@@ -18,6 +18,12 @@ fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
         shared_info: Some(SharedInfoFacts {
             gpfn: 0x41ff0,
             wallclock: Some(1_795_250_096),
+        }),
+        grants: Some(GrantFacts {
+            frames: 32,
+            wanted_frames: 32,
+            max_frames: 64,
+            capacity: 16376,
         }),
     }
     .to_string()
@@ -38,6 +44,7 @@ fn gicv3_report_has_one_fact_per_line_and_ends_with_the_marker() {
         "report: timer virtual intid 27 level-low frequency 62500000 Hz",
         "report: evtchn-upcall intid 31 level-low",
         "report: grant-table 0x38000000+0x1000000",
+        "report: grant-frames 32 mapped (wanted 32, Xen allows 64), 16376 references",
         "report: extended-region 0x42000000+0xbe000000",
         "report: extended-region 0x200000000+0xfe00000000",
         "report: memory 0x40000000+0x2000000 (32 MiB)",

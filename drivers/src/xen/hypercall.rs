@@ -61,9 +61,6 @@ pub const SCHEDOP_YIELD: u64 = 0;
 /// `SCHEDOP_shutdown`.
 pub const SCHEDOP_SHUTDOWN: u64 = 2;
 
-/// `EVTCHNOP_send`.
-pub const EVTCHNOP_SEND: u64 = 4;
-
 /// `HVMOP_get_param`.
 pub const HVMOP_GET_PARAM: u64 = 1;
 
@@ -136,14 +133,6 @@ pub struct SchedShutdown {
     pub reason: u32,
 }
 
-/// `struct evtchn_send` (event_channel.h).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EvtchnSend {
-    /// Local port to notify.
-    pub port: u32,
-}
-
 const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(size_of::<AddToPhysmap>() == 24);
@@ -155,7 +144,6 @@ const _: () = {
     assert!(offset_of!(HvmParamArg, index) == 4);
     assert!(offset_of!(HvmParamArg, value) == 8);
     assert!(size_of::<SchedShutdown>() == 4);
-    assert!(size_of::<EvtchnSend>() == 4);
 };
 
 fn address_of<T>(value: &mut T) -> u64 {
@@ -248,19 +236,6 @@ pub fn sched_yield(hv: &impl Hypervisor) {
     unsafe { hv.hypercall(Op::SchedOp, [SCHEDOP_YIELD, 0, 0, 0, 0]) };
 }
 
-/// Notifies the remote end of event channel `port` (`EVTCHNOP_send`).
-pub fn evtchn_send(hv: &impl Hypervisor, port: u32) -> Result<(), XenError> {
-    let mut arg = EvtchnSend { port };
-    // SAFETY: `arg` is a valid evtchn_send for the whole call.
-    let result = unsafe {
-        hv.hypercall(
-            Op::EventChannelOp,
-            [EVTCHNOP_SEND, address_of(&mut arg), 0, 0, 0],
-        )
-    };
-    check(result).map(|_| ())
-}
-
 /// Writes to Xen's own console (`CONSOLEIO_write`). Release builds of Xen
 /// refuse this (`EPERM`) for domains created by the toolstack.
 pub fn console_io_write(hv: &impl Hypervisor, bytes: &[u8]) -> Result<(), XenError> {
@@ -312,7 +287,7 @@ pub mod fake {
             (Op::MemoryOp, XENMEM_ADD_TO_PHYSMAP) => 24,
             (Op::HvmOp, HVMOP_GET_PARAM) => 16,
             (Op::SchedOp, SCHEDOP_SHUTDOWN) => 4,
-            (Op::EventChannelOp, EVTCHNOP_SEND) => 4,
+            (Op::EventChannelOp, 4) => 4,
             _ => 0,
         }
     }
@@ -414,14 +389,5 @@ mod tests {
         assert_eq!(xen_version(&xen), (4, 17));
         let extra = xen_extraversion(&xen).unwrap();
         assert_eq!(&extra[..3], b".7\0");
-    }
-
-    #[test]
-    fn evtchn_send_passes_the_port() {
-        let xen = FakeXen::default();
-        evtchn_send(&xen, 2).unwrap();
-        let calls = xen.calls.borrow();
-        assert_eq!((calls[0].op, calls[0].args[0]), (Op::EventChannelOp, 4));
-        assert_eq!(calls[0].bytes, 2u32.to_le_bytes());
     }
 }

@@ -2,5 +2,7 @@
 
 pub mod console;
 pub mod error;
+pub mod evtchn;
+pub mod gnttab;
 pub mod hypercall;
 pub mod shared_info;

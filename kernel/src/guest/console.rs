@@ -38,7 +38,7 @@ impl Console {
             bytes = &bytes[taken..];
             if taken > 0 {
                 // A failed notification only delays output until the next one.
-                let _ = hypercall::evtchn_send(&Xen, pv.evtchn);
+                let _ = drivers::xen::evtchn::send(&Xen, pv.evtchn);
                 continue;
             }
             yields += 1;

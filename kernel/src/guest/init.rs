@@ -2,18 +2,24 @@
 //! order, report what was found, power off.
 
 use super::xen::{shutdown, Xen};
-use super::{console, heap, logger, mmu, panic};
+use super::{console, heap, irq, logger, mmu, panic, services, time};
 use arch::mmu::MemoryKind;
 use core::fmt::Write;
+use drivers::irq::Trigger;
 use drivers::uart::pl011::Registers as UartRegisters;
 use drivers::xen::console::ConsoleInterface;
+use drivers::xen::evtchn;
 use drivers::xen::hypercall::{self, HvmParam, ShutdownReason};
 use kernel::platform::{self, fdt_check, Gic, Platform, Region};
-use kernel::report::{BootReport, RingParams};
+use kernel::report::{BootReport, GrantFacts, RingParams};
 
 extern crate alloc;
 
 const PAGE: u64 = 4096;
+/// Grant references wanted: two 1920x1080 XRGB8888 buffers (2025 pages and
+/// 2 directory pages each) and a request and an event page on each of four
+/// connectors.
+const GRANT_REFERENCES: u32 = 4 * (2 * (2025 + 2) + 2);
 /// Largest device tree accepted; libxl's are a few KiB.
 const MAX_DTB_SIZE: usize = 2 << 20;
 
@@ -53,7 +59,7 @@ fn ring_params(pfn: HvmParam, evtchn: HvmParam) -> Option<RingParams> {
 /// enabled and a stack.
 #[unsafe(no_mangle)]
 extern "C" fn _start_rust(dtb_address: u64, _load_address: u64) -> ! {
-    arch::exception::set_handler(panic::unexpected_exception);
+    arch::exception::set_handler(panic::handle_exception);
 
     // The device tree's size, from its header (in the boot map's Normal
     // memory; boot.s mapped the gigabyte that holds it).
@@ -171,6 +177,51 @@ fn bring_up(
     logger::init(log_level(platform.bootargs));
 
     let shared_info = super::shared_info::map()?;
+    time::init();
+    irq::init(platform.gic).map_err(alloc_free::Error::Irq)?;
+    irq::register(
+        platform.virtual_timer.intid,
+        Trigger::Level,
+        time::handle_timer_interrupt,
+    )
+    .map_err(alloc_free::Error::Irq)?;
+    let shared_info_page = super::shared_info::page().ok_or(alloc_free::Error::NoHeap)?;
+    services::init_events(shared_info_page, platform.xen.evtchn_upcall)
+        .map_err(alloc_free::Error::Irq)?;
+    for port in [pv_console, xenstore]
+        .into_iter()
+        .flatten()
+        .map(|ring| ring.evtchn)
+    {
+        if let Err(error) = evtchn::unmask(&Xen, port) {
+            log::warn!("cannot unmask event channel {port}: {error}");
+        }
+    }
+    arch::cpu::unmask_irqs();
+    let grants = match services::init_grants(platform.xen.grant_table, GRANT_REFERENCES) {
+        Ok(setup) => {
+            if setup.frames < setup.wanted_frames {
+                log::error!(
+                    "Xen allows {} grant frames, {} are needed for {} references: \
+                     set max_grant_frames={} in the xl config",
+                    setup.max_frames,
+                    setup.wanted_frames,
+                    GRANT_REFERENCES,
+                    setup.wanted_frames
+                );
+            }
+            Some(GrantFacts {
+                frames: setup.frames,
+                wanted_frames: setup.wanted_frames,
+                max_frames: setup.max_frames,
+                capacity: setup.capacity,
+            })
+        }
+        Err(error) => {
+            log::error!("grant table unavailable: {error}");
+            None
+        }
+    };
     let (major, minor) = hypercall::xen_version(&Xen);
     let extra = hypercall::xen_extraversion(&Xen).unwrap_or([0; 16]);
     let extra_len = extra
@@ -188,6 +239,7 @@ fn bring_up(
         pv_console,
         xenstore,
         shared_info: Some(shared_info),
+        grants,
     };
     // Formatting into a heap string first proves the allocator works and
     // sends the report to the consoles in one piece.
@@ -195,13 +247,29 @@ fn bring_up(
     let _ = write!(text, "{report}");
     console::print(format_args!("{text}"));
     log::info!(
-        "heap in use {} bytes, {} translation tables, {} console bytes dropped",
+        "heap in use {} bytes, {} translation tables, {} console bytes dropped, \
+         {} interrupts without a handler",
         heap::used(),
         mmu::tables_used(),
-        console::dropped_bytes()
+        console::dropped_bytes(),
+        irq::unhandled()
     );
     crash_if_asked(platform.bootargs);
+    if bootarg(platform.bootargs, "selftest") == Some("services") {
+        super::selftest::report("evtchn loopback", super::selftest::evtchn_loopback());
+        super::selftest::report("timer", super::selftest::timer_deadlines());
+        let local = super::selftest::grant_offer(0, 1)
+            .and_then(|offered| super::selftest::grant_end(offered, 1_000_000_000));
+        super::selftest::report("grant table", local);
+    }
     Ok(())
+}
+
+/// The value of `name=value` in the bootargs.
+fn bootarg<'a>(bootargs: &'a str, name: &str) -> Option<&'a str> {
+    bootargs
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// `crash=panic` or `crash=data-abort` in the bootargs exercises the panic
@@ -243,6 +311,7 @@ pub mod alloc_free {
         NoHeap,
         OutOfMemory(&'static str),
         SharedInfo(drivers::xen::error::XenError),
+        Irq(crate::guest::irq::IrqError),
     }
 
     impl fmt::Display for Error {
@@ -251,6 +320,7 @@ pub mod alloc_free {
                 Error::Map(what, error) => write!(f, "cannot map the {what}: {error}"),
                 Error::NoHeap => write!(f, "no free RAM left for the heap"),
                 Error::OutOfMemory(what) => write!(f, "out of memory allocating the {what}"),
+                Error::Irq(error) => write!(f, "interrupts: {error}"),
                 Error::SharedInfo(error) => {
                     write!(f, "XENMEM_add_to_physmap(shared_info) failed: {error}")
                 }

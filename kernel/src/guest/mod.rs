@@ -3,8 +3,13 @@
 mod console;
 mod heap;
 mod init;
+mod irq;
 mod logger;
 mod mmu;
 mod panic;
+mod selftest;
+mod services;
 mod shared_info;
+mod sync;
+mod time;
 mod xen;

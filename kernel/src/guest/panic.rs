@@ -26,11 +26,16 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     shutdown(ShutdownReason::Crash)
 }
 
-/// Handles every exception taken to EL1: none is expected yet.
-pub fn unexpected_exception(
+/// Handles every exception taken to EL1: IRQs from the kernel itself go to
+/// the interrupt dispatcher; anything else is a bug, reported and fatal.
+pub fn handle_exception(
     kind: arch::exception::VectorKind,
     frame: &mut arch::exception::ExceptionFrame,
 ) {
+    if kind.class() == arch::exception::ExceptionClass::Irq && kind.from_kernel() {
+        super::irq::handle(frame);
+        return;
+    }
     if PANICKING.swap(true, Ordering::SeqCst) {
         shutdown(ShutdownReason::Crash);
     }

@@ -44,3 +44,8 @@ pub fn map() -> Result<SharedInfoFacts, Error> {
             .filter(|&seconds| seconds != 0),
     })
 }
+
+/// The shared info page, once mapped.
+pub fn page() -> Option<&'static SharedInfo> {
+    SHARED_INFO.get().copied()
+}

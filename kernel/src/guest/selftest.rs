@@ -1,0 +1,169 @@
+//! Self-tests of the Xen services against the real hypervisor, run when the
+//! bootargs say `selftest=services`; each prints one `selftest: ` line that
+//! the rig's scenarios check.
+
+use super::services;
+use super::time::{self, now_ns};
+use super::xen::Xen;
+use alloc::format;
+use alloc::string::String;
+use drivers::xen::evtchn;
+use drivers::xen::hypercall::DOMID_SELF;
+
+extern crate alloc;
+
+const NS_PER_MS: u64 = 1_000_000;
+/// How late a timer deadline may be met under emulation before it counts as
+/// missed.
+const TIMER_TOLERANCE_NS: u64 = 20 * NS_PER_MS;
+
+/// Runs one self-test and prints its outcome; returns whether it passed.
+pub fn report(name: &str, outcome: Result<String, String>) -> bool {
+    match outcome {
+        Ok(details) => {
+            crate::println!("selftest: {name} ok ({details})");
+            true
+        }
+        Err(reason) => {
+            crate::println!("selftest: {name} FAILED: {reason}");
+            false
+        }
+    }
+}
+
+/// Event channel loopback: a port allocated unbound to this domain, bound by
+/// this domain, notified in both directions; also checks that a notification
+/// taken before anyone waits for it is kept.
+pub fn evtchn_loopback() -> Result<String, String> {
+    let first = evtchn::alloc_unbound(&Xen, DOMID_SELF)
+        .map_err(|error| format!("EVTCHNOP_alloc_unbound: {error}"))?;
+    let second = match evtchn::bind_interdomain(&Xen, DOMID_SELF, first) {
+        Ok(port) => port,
+        Err(error) => {
+            let _ = evtchn::close(&Xen, first);
+            return Err(format!("EVTCHNOP_bind_interdomain: {error}"));
+        }
+    };
+    let result = loopback_both_ways(first, second);
+    for port in [second, first] {
+        if let Err(error) = evtchn::close(&Xen, port) {
+            return Err(format!("EVTCHNOP_close({port}): {error}"));
+        }
+        if let Some(events) = services::events() {
+            events.forget(port);
+        }
+    }
+    result
+}
+
+fn loopback_both_ways(first: u32, second: u32) -> Result<String, String> {
+    for port in [first, second] {
+        evtchn::unmask(&Xen, port).map_err(|error| format!("EVTCHNOP_unmask({port}): {error}"))?;
+    }
+    let start = now_ns();
+    evtchn::send(&Xen, second).map_err(|error| format!("EVTCHNOP_send({second}): {error}"))?;
+    if !services::wait_for_port(first, start + 1_000 * NS_PER_MS) {
+        return Err(format!(
+            "port {first} never fired after a send on port {second}"
+        ));
+    }
+    let latency_us = (now_ns() - start) / 1000;
+    // The other way, with nobody waiting when the event arrives.
+    evtchn::send(&Xen, first).map_err(|error| format!("EVTCHNOP_send({first}): {error}"))?;
+    time::sleep_ns(10 * NS_PER_MS);
+    let kept = services::events().is_some_and(|events| events.take(second));
+    if !kept {
+        return Err(format!(
+            "an event on port {second} that arrived before the wait was lost"
+        ));
+    }
+    Ok(format!(
+        "ports {second} -> {first} in {latency_us} us, {first} -> {second} kept until taken"
+    ))
+}
+
+/// Timer deadlines: none may be met early, none later than the tolerance.
+pub fn timer_deadlines() -> Result<String, String> {
+    let deadlines_ms = [1u64, 2, 5, 10, 20, 50];
+    let mut worst_late = 0;
+    for &milliseconds in &deadlines_ms {
+        let target = now_ns() + milliseconds * NS_PER_MS;
+        time::wait_until(target, || false);
+        let woke = now_ns();
+        if woke < target {
+            return Err(format!(
+                "a {milliseconds} ms deadline returned {} ns early",
+                target - woke
+            ));
+        }
+        worst_late = worst_late.max(woke - target);
+    }
+    if worst_late > TIMER_TOLERANCE_NS {
+        return Err(format!(
+            "worst deadline {} us late, tolerance {} us",
+            worst_late / 1000,
+            TIMER_TOLERANCE_NS / 1000
+        ));
+    }
+    Ok(format!(
+        "{} deadlines from {} to {} ms, none early, worst {} us late, tolerance {} us",
+        deadlines_ms.len(),
+        deadlines_ms[0],
+        deadlines_ms[deadlines_ms.len() - 1],
+        worst_late / 1000,
+        TIMER_TOLERANCE_NS / 1000
+    ))
+}
+
+/// A page granted to another domain for the grant self-test.
+pub struct OfferedPage {
+    /// The grant reference.
+    pub gref: u32,
+    /// The pattern seed it was filled with.
+    pub seed: u32,
+    page: alloc::boxed::Box<Page>,
+}
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// Fills a fresh page with the shared test pattern and grants it read-only
+/// to `domid`.
+pub fn grant_offer(domid: u16, seed: u32) -> Result<OfferedPage, String> {
+    let mut page = alloc::boxed::Box::new(Page([0; 4096]));
+    drivers::test_pattern::fill(&mut page.0, seed);
+    let frame = core::ptr::from_ref(&*page) as u64 >> 12;
+    let gref = services::with_grants(|grants| grants.grant_access(domid, frame, true))
+        .ok_or_else(|| String::from("no grant table"))?
+        .map_err(|error| format!("{error}"))?;
+    Ok(OfferedPage { gref, seed, page })
+}
+
+/// Ends the grant of `offered`, retrying for up to `timeout_ns` while the
+/// peer still maps it; the page is freed only once access has ended.
+pub fn grant_end(offered: OfferedPage, timeout_ns: u64) -> Result<String, String> {
+    let deadline = now_ns() + timeout_ns;
+    let mut refusals = 0u32;
+    loop {
+        match services::with_grants(|grants| grants.end_access(offered.gref)) {
+            Some(Ok(())) => break,
+            Some(Err(drivers::xen::gnttab::GrantError::InUse(_))) if now_ns() < deadline => {
+                refusals += 1;
+                time::sleep_ns(NS_PER_MS);
+            }
+            Some(Err(error)) => {
+                // Leak the page: the peer may still map it.
+                core::mem::forget(offered.page);
+                return Err(format!("ending grant {}: {error}", offered.gref));
+            }
+            None => return Err(String::from("no grant table")),
+        }
+    }
+    let in_use = services::with_grants(|grants| grants.in_use()).unwrap_or(0);
+    drop(offered.page);
+    Ok(format!(
+        "grant {} (pattern seed {}) ended after {refusals} refusals while mapped, \
+         {in_use} grants in use",
+        offered.gref, offered.seed
+    ))
+}
