@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// Options of `cargo xtask deps`.
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct Args {
     /// Fetch and unpack the arm64 packages again even if the stamp says they are up to date.
     #[arg(long)]
@@ -66,6 +66,12 @@ pub fn run(args: &Args) -> Result<()> {
     }
     println!("deps: done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The deps step as `run`, `test` and `dump-dtbs` take it first: installs or fetches only what
+/// is missing or changed (a few milliseconds when everything is in place).
+pub fn ensure() -> Result<()> {
+    run(&Args::default())
 }
 
 /// Fails with the install command when a host tool is missing (used by the commands that need it).
@@ -154,8 +160,9 @@ fn arm64_packages(refresh: bool) -> Result<()> {
 
     if !refresh
         && root.is_dir()
-        && rig::kernel_release_file().is_file()
         && fs::read_to_string(&stamp).is_ok_and(|old| old == wanted)
+        && rig::xen().is_ok()
+        && rig::dom0_kernel().is_ok()
     {
         println!(
             "deps: arm64 packages up to date in {} (kernel {}; `--refresh` fetches them again)",

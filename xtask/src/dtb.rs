@@ -133,6 +133,7 @@ pub fn dom0less(machine: &Machine, guest_image: &Path, guest: &GuestOptions) -> 
 
 /// Runs `cargo xtask dump-dtbs`.
 pub fn dump(args: &DumpArgs) -> Result<()> {
+    deps::ensure()?;
     let guest_image = if args.placeholder_guest {
         let path = rig::dir().join("placeholder.Image");
         fs::create_dir_all(rig::dir())?;

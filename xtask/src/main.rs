@@ -34,11 +34,14 @@ enum Command {
     Deps(deps::Args),
     /// Build the guest and convert it to an arm64 Image (target/vdispl-os.Image).
     Build,
-    /// Boot Xen + Dom0 in QEMU and `xl create` the guest, streaming the serial console.
+    /// Boot Xen + Dom0 in QEMU and `xl create` the guest, streaming the serial console (runs the
+    /// deps step first).
     Run(scenarios::RunArgs),
-    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less, ...).
+    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less, ...; runs
+    /// the deps step first).
     Test(scenarios::TestArgs),
-    /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/.
+    /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/
+    /// (runs the deps step first).
     DumpDtbs(dtb::DumpArgs),
 }
 

@@ -6,7 +6,7 @@
 
 use crate::logmatch::{self, Expectations};
 use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
-use crate::{build, cmd, dtb, initramfs, rig};
+use crate::{build, cmd, deps, dtb, initramfs, rig};
 use anyhow::{bail, ensure, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -415,6 +415,7 @@ fn watch(
 
 /// Runs `cargo xtask run`.
 pub fn run(args: &RunArgs) -> Result<()> {
+    deps::ensure()?;
     let prepared = Prepared::build(!args.dom0less)?;
     let (kind, label) = if args.dom0less {
         (Kind::Dom0less, format!("run-dom0less-gicv{}", args.gic))
@@ -487,6 +488,11 @@ pub fn test(args: &TestArgs) -> Result<()> {
     let mut passed = 0;
     let mut failed = Vec::new();
     let start = Instant::now();
+    let rig_scenarios = !args.no_rig && !selected.is_empty();
+    if rig_scenarios {
+        // Before the host tests, so that a machine that cannot run the rig says so at once.
+        deps::ensure()?;
+    }
 
     if !args.no_host {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -506,7 +512,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         }
     }
 
-    if !args.no_rig && !selected.is_empty() {
+    if rig_scenarios {
         let needs_dom0 = selected
             .iter()
             .any(|scenario| matches!(scenario.kind, Kind::Dom0 { .. }));
