@@ -4,6 +4,8 @@
 GUEST_NAME=vdispl-os
 GUEST_CONFIG=/etc/xen/vdispl-os.cfg
 CONSOLE_LOGS=/var/log/xen/console
+# The log of the `xl create` process that watches the guest (why and how it shut down).
+XL_LOG=/var/log/xen/xl-vdispl-os.log
 
 # say TEXT: a rig line on the console.
 say() {
@@ -64,8 +66,10 @@ show_log() {
     fi
 }
 
-# show_console_logs: the guest's PV console and vuart logs written by xenconsoled.
+# show_console_logs: the guest's PV console and vuart logs written by xenconsoled, and xl's log
+# of the guest ("Domain N has shut down, reason code R": 0 poweroff, 1 reboot, 3 crash).
 show_console_logs() {
     show_log "$CONSOLE_LOGS/guest-$GUEST_NAME.log" guest-console
     show_log "$CONSOLE_LOGS/guest-$GUEST_NAME-vuart0.log" guest-vuart
+    show_log "$XL_LOG" xl-log
 }

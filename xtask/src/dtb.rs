@@ -2,6 +2,7 @@
 //! node, `docs/misc/arm/device-tree/booting.txt` in Xen) and `cargo xtask dump-dtbs`, which
 //! brings the trees libxl builds for the guest out of Dom0 as test fixtures.
 
+use crate::logmatch::Pattern;
 use crate::qemu::{Console, Machine, KERNEL_ADDR, XEN_ARGS};
 use crate::scenarios::{self, GuestOptions, Kind, Plan, Prepared};
 use crate::{build, cmd, deps, image, rig};
@@ -155,7 +156,7 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
             machine: Machine::new(gic),
             kind: Kind::Dom0 { script: "dump-dtb" },
             guest: GuestOptions::default(),
-            expected: vec!["rig: dtb-end".into()],
+            expected: vec![Pattern::start("rig: dtb-end")],
             timeout: Duration::from_secs(180),
             console: Console::Quiet,
         };

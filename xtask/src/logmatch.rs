@@ -1,12 +1,18 @@
 //! Reading the serial log: strip the prefixes Xen and the rig put on guest lines, then look for
 //! expected lines. Pure functions, so the rules are unit-tested without QEMU.
 //!
-//! An expected line matches when a log line, once its prefixes are stripped, *starts with* it:
-//! `report: gic v3` matches `(XEN) DOM1: report: gic v3 distributor 0x3001000+0x10000`.
+//! An expected line is a [`Pattern`]. Most match when a log line, once its prefixes are stripped,
+//! *starts with* their text: `report: gic v3` matches
+//! `(XEN) DOM1: report: gic v3 distributor 0x3001000+0x10000`. Some match their text *anywhere*
+//! in the stripped line: `FAR_EL1 0x0000000010000000` matches
+//! `ELR_EL1 0x00000000400039bc  FAR_EL1 0x0000000010000000  SPSR_EL1 0x600003c5 ...`.
 
-/// Prefixes the rig's Dom0 scripts put on lines copied from the guest's console logs
-/// (`qemu/dom0/lib.sh`).
-pub const RIG_PREFIXES: &[&str] = &["guest-console: ", "guest-vuart: "];
+use std::borrow::Cow;
+use std::fmt;
+
+/// Prefixes the rig's Dom0 scripts put on lines copied from the guest's console logs and from
+/// xl's log of the guest (`qemu/dom0/lib.sh`).
+pub const RIG_PREFIXES: &[&str] = &["guest-console: ", "guest-vuart: ", "xl-log: "];
 
 /// Removes, repeatedly, the prefixes that come before a guest's own text on the serial console:
 /// carriage returns, Xen's `(XEN) `, a domain tag `(d1) ` or `DOM1: ` (Xen's vpl011 and
@@ -52,16 +58,79 @@ fn strip_domain_tag(line: &str) -> Option<&str> {
     digits_and_rest[digits..].strip_prefix(close)
 }
 
+/// Where in a stripped log line a [`Pattern`]'s text must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Position {
+    /// At the start of the line.
+    Start,
+    /// Anywhere in the line.
+    Anywhere,
+}
+
+/// One expected line: a text and where it must appear in a stripped log line.
+///
+/// `const` constructors let scenario tables be plain data; owned texts (built at run time, such
+/// as `report: gic v3`) use [`Pattern::start_owned`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pattern {
+    text: Cow<'static, str>,
+    position: Position,
+}
+
+impl Pattern {
+    /// Matches stripped lines that start with `text`.
+    pub const fn start(text: &'static str) -> Self {
+        Self {
+            text: Cow::Borrowed(text),
+            position: Position::Start,
+        }
+    }
+
+    /// Matches stripped lines that contain `text` anywhere.
+    pub const fn anywhere(text: &'static str) -> Self {
+        Self {
+            text: Cow::Borrowed(text),
+            position: Position::Anywhere,
+        }
+    }
+
+    /// Matches stripped lines that start with `text`, built at run time.
+    pub fn start_owned(text: String) -> Self {
+        Self {
+            text: Cow::Owned(text),
+            position: Position::Start,
+        }
+    }
+
+    /// True if the already stripped line `text` shows this pattern.
+    pub fn matches(&self, text: &str) -> bool {
+        match self.position {
+            Position::Start => text.starts_with(self.text.as_ref()),
+            Position::Anywhere => text.contains(self.text.as_ref()),
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    /// `` `text` `` for a line start, `` `…text…` `` for text anywhere in a line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Position::Start => write!(f, "`{}`", self.text),
+            Position::Anywhere => write!(f, "`…{}…`", self.text),
+        }
+    }
+}
+
 /// Tracks which expected lines a stream of log lines has shown so far.
 #[derive(Debug, Clone)]
 pub struct Expectations {
-    expected: Vec<String>,
+    expected: Vec<Pattern>,
     found: Vec<bool>,
 }
 
 impl Expectations {
     /// Starts with nothing found.
-    pub fn new(expected: Vec<String>) -> Self {
+    pub fn new(expected: Vec<Pattern>) -> Self {
         let found = vec![false; expected.len()];
         Self { expected, found }
     }
@@ -71,12 +140,17 @@ impl Expectations {
         let text = strip_prefixes(line);
         let mut matched = false;
         for (expected, found) in self.expected.iter().zip(self.found.iter_mut()) {
-            if !*found && text.starts_with(expected.as_str()) {
+            if !*found && expected.matches(text) {
                 *found = true;
                 matched = true;
             }
         }
         matched
+    }
+
+    /// True if some expected line (seen already or not) matches the stripped line `text`.
+    pub fn expects(&self, text: &str) -> bool {
+        self.expected.iter().any(|expected| expected.matches(text))
     }
 
     /// True once every expected line was seen.
@@ -85,12 +159,12 @@ impl Expectations {
     }
 
     /// The expected lines not seen yet, in their original order.
-    pub fn missing(&self) -> Vec<&str> {
+    pub fn missing(&self) -> Vec<&Pattern> {
         self.expected
             .iter()
             .zip(&self.found)
             .filter(|(_, &found)| !found)
-            .map(|(expected, _)| expected.as_str())
+            .map(|(expected, _)| expected)
             .collect()
     }
 }
@@ -99,12 +173,12 @@ impl Expectations {
 mod tests {
     use super::*;
 
-    fn lines(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn lines(list: &[&'static str]) -> Vec<Pattern> {
+        list.iter().map(|s| Pattern::start(s)).collect()
     }
 
-    /// The expected lines that no line of `log` shows, in their original order.
-    fn missing_lines(log: &str, expected: &[String]) -> Vec<String> {
+    /// The texts of the expected lines that no line of `log` shows, in their original order.
+    fn missing_lines(log: &str, expected: &[Pattern]) -> Vec<String> {
         let mut expectations = Expectations::new(expected.to_vec());
         for line in log.lines() {
             expectations.feed(line);
@@ -112,7 +186,7 @@ mod tests {
         expectations
             .missing()
             .into_iter()
-            .map(String::from)
+            .map(|pattern| pattern.text.to_string())
             .collect()
     }
 
@@ -185,5 +259,57 @@ mod tests {
         assert!(!expectations.complete());
         assert!(expectations.feed("DOM3: b"));
         assert!(expectations.complete());
+    }
+
+    #[test]
+    fn anywhere_patterns_match_inside_a_line() {
+        let log = "(XEN) DOM1: ESR_EL1 0x96000006 (data abort at the current EL, ISS 0x6)\n\
+                   (XEN) DOM1: ELR_EL1 0x00000000400039bc  FAR_EL1 0x0000000010000000  \
+                   SPSR_EL1 0x600003c5  SP 0x00000000400419b0\n\
+                   (XEN) DOM1: x28 0x0000000000000000  x29 0x0000000040041a00\n";
+        let expected = vec![
+            Pattern::start("ESR_EL1 "),
+            Pattern::anywhere("data abort at the current EL"),
+            Pattern::anywhere("FAR_EL1 0x0000000010000000"),
+            Pattern::start("x28 "),
+            Pattern::anywhere("FAR_EL1 0x0000000000000000"),
+        ];
+        assert_eq!(
+            missing_lines(log, &expected),
+            ["FAR_EL1 0x0000000000000000"]
+        );
+    }
+
+    #[test]
+    fn anywhere_patterns_look_past_the_stripped_prefixes_only() {
+        // The text must be in the guest's own text, not in the prefixes the rig strips.
+        let pattern = Pattern::anywhere("DOM1");
+        assert!(!pattern.matches(strip_prefixes("(XEN) DOM1: report: end")));
+        assert!(pattern.matches(strip_prefixes("(XEN) DOM1: created DOM1")));
+    }
+
+    #[test]
+    fn expects_tells_whether_a_line_is_wanted() {
+        let mut expectations = Expectations::new(vec![
+            Pattern::start("vdispl-os: panic at "),
+            Pattern::anywhere("crash requested by the bootargs"),
+        ]);
+        let line =
+            "vdispl-os: panic at kernel/src/guest/init.rs:209: crash requested by the bootargs";
+        assert!(expectations.expects(line));
+        assert!(expectations.feed(line));
+        assert!(expectations.expects(line), "still expected once seen");
+        assert!(expectations.complete());
+        assert!(!expectations.expects("vdispl-os: unexpected Synchronous exception"));
+    }
+
+    #[test]
+    fn patterns_display_where_they_match() {
+        assert_eq!(Pattern::start("report: end").to_string(), "`report: end`");
+        assert_eq!(Pattern::anywhere("x28").to_string(), "`…x28…`");
+        assert_eq!(
+            Pattern::start_owned(format!("report: gic v{}", 3)),
+            Pattern::start("report: gic v3")
+        );
     }
 }

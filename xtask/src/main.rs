@@ -37,8 +37,8 @@ enum Command {
     /// Boot Xen + Dom0 in QEMU and `xl create` the guest, streaming the serial console (runs the
     /// deps step first).
     Run(scenarios::RunArgs),
-    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less, ...; runs
-    /// the deps step first).
+    /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less, crash-*,
+    /// ...; runs the deps step first).
     Test(scenarios::TestArgs),
     /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/
     /// (runs the deps step first).

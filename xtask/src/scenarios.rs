@@ -2,9 +2,10 @@
 //! serial console, and the loop that boots QEMU and reads the log with a timeout.
 //!
 //! A scenario is data ([`SCENARIOS`]): a GIC version, how to boot (Dom0 running one of
-//! `qemu/dom0/scenarios/*.sh`, or dom0less), the expected lines and a timeout. Add one there.
+//! `qemu/dom0/scenarios/*.sh`, or dom0less), the guest's bootargs, the expected lines, a timeout
+//! and whether `cargo xtask test` runs it by default. Add one there.
 
-use crate::logmatch::{self, Expectations};
+use crate::logmatch::{self, Expectations, Pattern};
 use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
 use crate::{build, cmd, deps, dtb, initramfs, rig};
 use anyhow::{bail, ensure, Result};
@@ -12,21 +13,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// What every guest boot must print: its boot report and the clean poweroff.
-pub const GUEST_REPORT: &[&str] = &[
-    "report: xen-version 4.17",
-    "report: evtchn-upcall intid 31",
-    "report: grant-table ",
-    "report: memory ",
-    "report: end",
-    "vdispl-os: powering off",
+/// What every guest boot prints first: its boot report.
+pub const GUEST_REPORT: &[Pattern] = &[
+    Pattern::start("report: xen-version 4.17"),
+    Pattern::start("report: evtchn-upcall intid 31"),
+    Pattern::start("report: grant-table "),
+    Pattern::start("report: memory "),
+    Pattern::start("report: end"),
 ];
+/// The guest's clean poweroff (SCHEDOP_shutdown poweroff).
+pub const GUEST_POWEROFF: &[Pattern] = &[Pattern::start("vdispl-os: powering off")];
 /// The GIC line of the report on GICv2.
-pub const GICV2: &[&str] = &["report: gic v2"];
+pub const GICV2: &[Pattern] = &[Pattern::start("report: gic v2")];
 /// The GIC line of the report on GICv3.
-pub const GICV3: &[&str] = &["report: gic v3"];
-/// Printed by `qemu/dom0/lib.sh` once the guest has left `xl list` (a clean poweroff).
-pub const GUEST_GONE: &[&str] = &["rig: guest vdispl-os gone after "];
+pub const GICV3: &[Pattern] = &[Pattern::start("report: gic v3")];
+/// Printed by `qemu/dom0/lib.sh` once the guest has left `xl list`.
+pub const GUEST_GONE: &[Pattern] = &[Pattern::start("rig: guest vdispl-os gone after ")];
+/// xl's own log (`xl-log: ` lines from `/var/log/xen/xl-vdispl-os.log`): the guest shut down
+/// with reason poweroff.
+pub const XL_POWEROFF: &[Pattern] = &[Pattern::anywhere("has shut down, reason code 0 0x0")];
+/// xl's log: the guest shut down with reason crash (SCHEDOP_shutdown crash).
+pub const XL_CRASH: &[Pattern] = &[Pattern::anywhere("has shut down, reason code 3 0x3")];
+
+/// `crash=panic`: the panic handler's line (`kernel/src/guest/panic.rs`).
+pub const GUEST_PANIC: &[Pattern] = &[
+    Pattern::start("vdispl-os: panic at "),
+    Pattern::anywhere("crash requested by the bootargs"),
+];
+/// `crash=data-abort`: the exception report of a read from the unmapped address 0x10000000
+/// (`kernel/src/guest/panic.rs`, `arch/src/exception.rs`), down to the last register row.
+pub const GUEST_DATA_ABORT: &[Pattern] = &[
+    Pattern::start("vdispl-os: unexpected Synchronous exception from current EL"),
+    Pattern::start("ESR_EL1 "),
+    Pattern::anywhere("(data abort at the current EL, ISS "),
+    Pattern::anywhere("FAR_EL1 0x0000000010000000"),
+    Pattern::start("x28 "),
+];
 
 /// Lines that end a run at once: nothing good follows them.
 const FATAL: &[&str] = &[
@@ -36,7 +58,8 @@ const FATAL: &[&str] = &[
 ];
 
 /// Starts of guest lines that say it failed (`kernel/src/guest/`): reported with the scenario,
-/// and in dom0less (where nothing else ends the run) they stop it at once.
+/// and in dom0less (where nothing else ends the run) they stop it at once. A scenario that
+/// expects such a line (the crash scenarios) takes it as a match instead.
 const GUEST_FATAL: &[&str] = &[
     "vdispl-os: panic",
     "vdispl-os: unexpected ",
@@ -56,6 +79,11 @@ const PROGRESS: &[(&str, &str)] = &[
     ("rig: guest created", "guest created"),
     ("vdispl-os ", "guest booting"),
     ("report: end", "guest report done"),
+    ("vdispl-os: panic", "guest panicked"),
+    (
+        "vdispl-os: unexpected ",
+        "guest took an unexpected exception",
+    ),
     ("vdispl-os: powering off", "guest powering off"),
     ("rig: guest vdispl-os gone", "guest gone"),
     (
@@ -79,6 +107,15 @@ pub enum Kind<'a> {
     Dom0less,
 }
 
+impl std::fmt::Display for Kind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Dom0 { script } => write!(f, "Dom0 {script}.sh"),
+            Kind::Dom0less => write!(f, "dom0less"),
+        }
+    }
+}
+
 /// One rig scenario.
 #[derive(Debug)]
 pub struct Scenario {
@@ -88,50 +125,91 @@ pub struct Scenario {
     pub gic: u8,
     /// How it boots.
     pub kind: Kind<'static>,
-    /// Groups of lines that must all appear (prefix match after stripping, see `logmatch`).
-    pub expect: &'static [&'static [&'static str]],
+    /// The guest's bootargs (None: the xl config's `extra`, `log=info`).
+    pub bootargs: Option<&'static str>,
+    /// Groups of lines that must all appear, in any order (see `logmatch`). A guest failure line
+    /// ([`GUEST_FATAL`]) that one of them matches is expected, not a failure.
+    pub expect: &'static [&'static [Pattern]],
     /// Upper bound for the whole boot, QEMU start to exit.
     pub timeout: Duration,
+    /// Run by `cargo xtask test` without `--scenario`. Scenarios whose guest side is still
+    /// being written are `false`: they run only when named.
+    pub default: bool,
 }
 
-/// The scenarios `cargo xtask test` runs, in order.
+/// The scenarios `cargo xtask test` knows, in the order it runs them.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "boot-gicv2",
         gic: 2,
         kind: Kind::Dom0 { script: "boot" },
-        expect: &[GUEST_REPORT, GICV2, GUEST_GONE],
+        bootargs: None,
+        expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2, GUEST_GONE, XL_POWEROFF],
         timeout: Duration::from_secs(180),
+        default: true,
     },
     Scenario {
         name: "boot-gicv3",
         gic: 3,
         kind: Kind::Dom0 { script: "boot" },
-        expect: &[GUEST_REPORT, GICV3, GUEST_GONE],
+        bootargs: None,
+        expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV3, GUEST_GONE, XL_POWEROFF],
         timeout: Duration::from_secs(180),
+        default: true,
     },
     Scenario {
         name: "dom0less",
         gic: 3,
         kind: Kind::Dom0less,
-        expect: &[GUEST_REPORT, GICV3],
+        bootargs: None,
+        expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV3],
         timeout: Duration::from_secs(30),
+        default: true,
     },
     Scenario {
         name: "dom0less-gicv2",
         gic: 2,
         kind: Kind::Dom0less,
-        expect: &[GUEST_REPORT, GICV2],
+        bootargs: None,
+        expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2],
         timeout: Duration::from_secs(30),
+        default: true,
+    },
+    Scenario {
+        name: "crash-panic",
+        gic: 3,
+        kind: Kind::Dom0less,
+        bootargs: Some("log=info crash=panic"),
+        expect: &[GUEST_REPORT, GICV3, GUEST_PANIC],
+        timeout: Duration::from_secs(30),
+        default: true,
+    },
+    Scenario {
+        name: "crash-data-abort",
+        gic: 3,
+        kind: Kind::Dom0less,
+        bootargs: Some("log=info crash=data-abort"),
+        expect: &[GUEST_REPORT, GICV3, GUEST_DATA_ABORT],
+        timeout: Duration::from_secs(30),
+        default: true,
+    },
+    Scenario {
+        name: "crash-xl",
+        gic: 2,
+        kind: Kind::Dom0 { script: "boot" },
+        bootargs: Some("log=info crash=data-abort"),
+        expect: &[GUEST_REPORT, GICV2, GUEST_DATA_ABORT, GUEST_GONE, XL_CRASH],
+        timeout: Duration::from_secs(180),
+        default: true,
     },
 ];
 
 impl Scenario {
     /// All expected lines, flattened.
-    pub fn expected(&self) -> Vec<String> {
+    pub fn expected(&self) -> Vec<Pattern> {
         self.expect
             .iter()
-            .flat_map(|group| group.iter().map(|line| line.to_string()))
+            .flat_map(|group| group.iter().cloned())
             .collect()
     }
 }
@@ -192,7 +270,7 @@ pub struct TestArgs {
 /// How a boot ended.
 pub struct Outcome {
     /// Expected lines never seen.
-    pub missing: Vec<String>,
+    pub missing: Vec<Pattern>,
     /// Why the run stopped, if not cleanly (timeout, fatal line, QEMU failure).
     pub problem: Option<String>,
     /// Seconds from QEMU start to the end.
@@ -283,7 +361,7 @@ pub struct Plan<'a> {
     /// Guest memory and bootargs.
     pub guest: GuestOptions,
     /// Lines to look for.
-    pub expected: Vec<String>,
+    pub expected: Vec<Pattern>,
     /// Upper bound for the whole boot.
     pub timeout: Duration,
     /// Where the serial console goes besides the log.
@@ -335,7 +413,7 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
 fn watch(
     qemu: &mut Qemu,
     label: &str,
-    expected: Vec<String>,
+    expected: Vec<Pattern>,
     timeout: Duration,
     stop_when_complete: bool,
     progress: bool,
@@ -367,7 +445,10 @@ fn watch(
                     problem = Some(format!("stopped at `{fatal}`"));
                     break;
                 }
-                if guest_error.is_none() && GUEST_FATAL.iter().any(|f| text.starts_with(f)) {
+                if guest_error.is_none()
+                    && GUEST_FATAL.iter().any(|f| text.starts_with(f))
+                    && !expectations.expects(text)
+                {
                     guest_error = Some(text.to_string());
                     if stop_when_complete {
                         // Let the rest of the guest's report (registers, ...) reach the log.
@@ -402,15 +483,32 @@ fn watch(
         problem.push_str(&format!("guest said `{error}`"));
     }
     Ok(Outcome {
-        missing: expectations
-            .missing()
-            .into_iter()
-            .map(String::from)
-            .collect(),
+        missing: expectations.missing().into_iter().cloned().collect(),
         problem,
         seconds,
         log: qemu.log().to_path_buf(),
     })
+}
+
+/// The lines `cargo xtask run` looks for: the boot report and its GIC line, then what the
+/// script and the bootargs make the guest print (the services self-tests, a crash report, or
+/// the clean poweroff and, with `boot.sh`, the guest leaving `xl list`).
+pub fn run_expectations(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Pattern> {
+    let mut expected = GUEST_REPORT.to_vec();
+    expected.push(Pattern::start_owned(format!("report: gic v{gic}")));
+    let crash = bootargs
+        .unwrap_or_default()
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("crash="));
+    match (kind, crash) {
+        (_, Some("panic")) => expected.extend_from_slice(GUEST_PANIC),
+        (_, Some("data-abort")) => expected.extend_from_slice(GUEST_DATA_ABORT),
+        _ => expected.extend_from_slice(GUEST_POWEROFF),
+    }
+    if let Kind::Dom0 { script: "boot" } = kind {
+        expected.extend_from_slice(GUEST_GONE);
+    }
+    expected
 }
 
 /// Runs `cargo xtask run`.
@@ -427,11 +525,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
             format!("run-gicv{}", args.gic),
         )
     };
-    let mut expected: Vec<String> = GUEST_REPORT.iter().map(|line| line.to_string()).collect();
-    expected.push(format!("report: gic v{}", args.gic));
-    if !args.dom0less && args.script == "boot" {
-        expected.extend(GUEST_GONE.iter().map(|line| line.to_string()));
-    }
     let plan = Plan {
         label: &label,
         machine: Machine::new(args.gic),
@@ -440,7 +533,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             memory_mib: args.memory,
             bootargs: args.bootargs.clone(),
         },
-        expected,
+        expected: run_expectations(args.gic, kind, args.bootargs.as_deref()),
         timeout: match (args.timeout, args.shell) {
             (Some(seconds), _) => Duration::from_secs(seconds),
             (None, false) => Duration::from_secs(300),
@@ -459,10 +552,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         outcome.log.display()
     );
     if outcome.missing.is_empty() {
-        println!("rig: boot report complete");
+        println!("rig: every expected line seen");
     } else {
-        let quoted: Vec<String> = outcome.missing.iter().map(|l| format!("`{l}`")).collect();
-        println!("rig: not seen: {}", quoted.join(", "));
+        println!("rig: not seen: {}", quote_all(&outcome.missing));
     }
     if let Some(problem) = outcome.problem {
         bail!("run failed: {problem} (log: {})", outcome.log.display());
@@ -474,13 +566,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
 pub fn test(args: &TestArgs) -> Result<()> {
     if args.list {
         for scenario in SCENARIOS {
-            println!(
-                "{:12} gic v{}, {:?}, timeout {} s",
-                scenario.name,
-                scenario.gic,
-                scenario.kind,
-                scenario.timeout.as_secs()
-            );
+            println!("{}", list_line(scenario));
         }
         return Ok(());
     }
@@ -522,7 +608,10 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 label: scenario.name,
                 machine: Machine::new(scenario.gic),
                 kind: scenario.kind,
-                guest: GuestOptions::default(),
+                guest: GuestOptions {
+                    memory_mib: None,
+                    bootargs: scenario.bootargs.map(String::from),
+                },
                 expected: scenario.expected(),
                 timeout: scenario.timeout,
                 console: Console::Quiet,
@@ -556,21 +645,48 @@ pub fn test(args: &TestArgs) -> Result<()> {
     Ok(())
 }
 
+/// One line of `cargo xtask test --list`.
+fn list_line(scenario: &Scenario) -> String {
+    let mut line = format!(
+        "{:18} gic v{}, {}, timeout {} s",
+        scenario.name,
+        scenario.gic,
+        scenario.kind,
+        scenario.timeout.as_secs()
+    );
+    if let Some(bootargs) = scenario.bootargs {
+        line.push_str(&format!(", bootargs \"{bootargs}\""));
+    }
+    if !scenario.default {
+        line.push_str(" (not run by default: only with --scenario)");
+    }
+    line
+}
+
+/// The patterns, quoted and comma-separated.
+fn quote_all(patterns: &[Pattern]) -> String {
+    patterns
+        .iter()
+        .map(Pattern::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe(outcome: &Outcome) -> String {
     let mut parts = Vec::new();
     if let Some(problem) = &outcome.problem {
         parts.push(problem.clone());
     }
     if !outcome.missing.is_empty() {
-        let quoted: Vec<String> = outcome.missing.iter().map(|l| format!("`{l}`")).collect();
-        parts.push(format!("missing {}", quoted.join(", ")));
+        parts.push(format!("missing {}", quote_all(&outcome.missing)));
     }
     parts.join("; ")
 }
 
+/// The scenarios named (in that order), or without names every scenario marked `default`.
 fn select(names: &[String]) -> Result<Vec<&'static Scenario>> {
     if names.is_empty() {
-        return Ok(SCENARIOS.iter().collect());
+        return Ok(SCENARIOS.iter().filter(|s| s.default).collect());
     }
     names
         .iter()
@@ -603,16 +719,81 @@ mod tests {
         for scenario in SCENARIOS {
             let expected = scenario.expected();
             assert!(
-                expected.iter().any(|l| l == "report: end"),
+                expected.contains(&Pattern::start("report: end")),
                 "{}",
                 scenario.name
             );
             assert!(
-                expected.contains(&format!("report: gic v{}", scenario.gic)),
+                expected.contains(&Pattern::start_owned(format!(
+                    "report: gic v{}",
+                    scenario.gic
+                ))),
                 "{}",
                 scenario.name
             );
         }
+    }
+
+    #[test]
+    fn crash_scenarios_ask_for_the_crash_they_expect() {
+        for scenario in SCENARIOS {
+            let expected = scenario.expected();
+            let bootargs = scenario.bootargs.unwrap_or_default();
+            let panics = expected.contains(&GUEST_PANIC[0]);
+            let aborts = expected.contains(&GUEST_DATA_ABORT[0]);
+            assert_eq!(
+                panics,
+                bootargs.contains("crash=panic"),
+                "{}",
+                scenario.name
+            );
+            assert_eq!(
+                aborts,
+                bootargs.contains("crash=data-abort"),
+                "{}",
+                scenario.name
+            );
+            // A guest that crashes does not power off cleanly, and one that does not crash
+            // must say that it powered off.
+            let powers_off = expected.contains(&GUEST_POWEROFF[0]);
+            assert_eq!(powers_off, !(panics || aborts), "{}", scenario.name);
+            if let Some(bootargs) = scenario.bootargs {
+                check_bootargs(bootargs).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_set_leaves_out_scenarios_marked_so() {
+        let default: Vec<&str> = select(&[]).unwrap().iter().map(|s| s.name).collect();
+        let marked: Vec<&str> = SCENARIOS
+            .iter()
+            .filter(|s| s.default)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(default, marked);
+        assert!(default.contains(&"crash-xl"), "{default:?}");
+        for scenario in SCENARIOS {
+            let named = select(&[scenario.name.to_string()]).unwrap();
+            assert_eq!(named.len(), 1);
+            assert_eq!(
+                list_line(named[0]).contains("not run by default"),
+                !scenario.default
+            );
+        }
+    }
+
+    #[test]
+    fn run_expectations_follow_the_script_and_the_bootargs() {
+        let boot = run_expectations(2, Kind::Dom0 { script: "boot" }, None);
+        assert!(boot.contains(&Pattern::start("report: gic v2")));
+        assert!(boot.contains(&GUEST_POWEROFF[0]));
+        assert!(boot.contains(&GUEST_GONE[0]));
+
+        let crash = run_expectations(3, Kind::Dom0less, Some("log=debug crash=panic"));
+        assert!(crash.contains(&GUEST_PANIC[1]));
+        assert!(!crash.contains(&GUEST_POWEROFF[0]));
+        assert!(!crash.contains(&GUEST_GONE[0]));
     }
 
     #[test]
@@ -633,20 +814,21 @@ mod tests {
         assert!(dom0_args("boot", &bad, false).is_err());
     }
 
-    fn watch_script(script: &str, expected: &[&str], stop_when_complete: bool) -> Outcome {
+    fn watch_script(script: &str, expected: &[Pattern], stop_when_complete: bool) -> Outcome {
         let mut cmd = Command::new("sh");
         cmd.args(["-c", script]);
+        // Tests run in parallel: one log file each.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let log = std::env::temp_dir().join(format!(
             "xtask-watch-{}-{}.log",
             std::process::id(),
-            expected.len()
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let mut qemu = Qemu::spawn(cmd, &log, Console::Quiet).unwrap();
-        let expected = expected.iter().map(|l| l.to_string()).collect();
         let outcome = watch(
             &mut qemu,
             "test",
-            expected,
+            expected.to_vec(),
             Duration::from_secs(20),
             stop_when_complete,
             false,
@@ -660,7 +842,10 @@ mod tests {
     fn dom0less_run_stops_when_complete() {
         let outcome = watch_script(
             "echo '(XEN) DOM1: report: end'; echo '(XEN) DOM1: vdispl-os: powering off'; sleep 30",
-            &["report: end", "vdispl-os: powering off"],
+            &[
+                Pattern::start("report: end"),
+                Pattern::start("vdispl-os: powering off"),
+            ],
             true,
         );
         assert!(outcome.passed(), "{:?}", outcome.problem);
@@ -671,7 +856,7 @@ mod tests {
     fn guest_failure_stops_a_dom0less_run_and_is_reported() {
         let outcome = watch_script(
             "echo '(XEN) DOM1: vdispl-os: panic at src/x.rs:1: boom'; sleep 30",
-            &["report: end"],
+            &[Pattern::start("report: end")],
             true,
         );
         assert!(!outcome.passed());
@@ -681,13 +866,51 @@ mod tests {
             outcome.problem.as_deref(),
             Some("guest said `vdispl-os: panic at src/x.rs:1: boom`")
         );
-        assert_eq!(outcome.missing, ["report: end"]);
+        assert_eq!(outcome.missing, [Pattern::start("report: end")]);
+    }
+
+    #[test]
+    fn an_expected_guest_failure_is_a_match() {
+        let outcome = watch_script(
+            "echo '(XEN) DOM1: vdispl-os: unexpected Synchronous exception from current EL with SP_ELx'; \
+             echo '(XEN) DOM1: ESR_EL1 0x96000006 (data abort at the current EL, ISS 0x6)'; \
+             echo '(XEN) DOM1: ELR_EL1 0x00000000400039bc  FAR_EL1 0x0000000010000000  SPSR_EL1 0x600003c5'; \
+             echo '(XEN) DOM1: x28 0x0000000000000000  x29 0x0000000000000000'; sleep 30",
+            GUEST_DATA_ABORT,
+            true,
+        );
+        assert!(
+            outcome.passed(),
+            "{:?} {:?}",
+            outcome.problem,
+            outcome.missing
+        );
+        assert!(outcome.seconds < GUEST_FATAL_GRACE.as_secs_f64());
+    }
+
+    #[test]
+    fn an_unexpected_guest_failure_still_fails_a_crash_scenario() {
+        let outcome = watch_script(
+            "echo '(XEN) DOM1: vdispl-os: panic at src/x.rs:1: boom'; sleep 30",
+            GUEST_DATA_ABORT,
+            true,
+        );
+        assert!(!outcome.passed());
+        assert!(outcome.seconds < 10.0);
+        assert_eq!(
+            outcome.problem.as_deref(),
+            Some("guest said `vdispl-os: panic at src/x.rs:1: boom`")
+        );
     }
 
     #[test]
     fn exit_before_the_expected_lines_is_a_failure() {
-        let outcome = watch_script("echo 'rig: poweroff'; exit 3", &["report: end"], false);
-        assert_eq!(outcome.missing, ["report: end"]);
+        let outcome = watch_script(
+            "echo 'rig: poweroff'; exit 3",
+            &[Pattern::start("report: end")],
+            false,
+        );
+        assert_eq!(outcome.missing, [Pattern::start("report: end")]);
         assert!(outcome.problem.unwrap().contains("QEMU exited"));
     }
 
