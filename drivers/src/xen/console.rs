@@ -39,13 +39,10 @@ impl ConsoleInterface {
     /// it; returns how many bytes were taken. The caller notifies the event
     /// channel afterwards.
     pub fn write(&self, bytes: &[u8]) -> usize {
-        let consumer = self.out_cons.load(Ordering::Acquire);
         let producer = self.out_prod.load(Ordering::Relaxed);
-        let used = producer.wrapping_sub(consumer) as usize;
-        // A consumer index past the producer means a broken peer: treat the
-        // ring as full rather than overwrite unread data.
-        let free = OUT_RING_SIZE.saturating_sub(used);
-        let count = free.min(bytes.len());
+        // A consumer index past the producer means a broken peer: the ring
+        // counts as full rather than overwrite unread data.
+        let count = self.free_space().min(bytes.len());
         for (offset, &byte) in bytes[..count].iter().enumerate() {
             let index = producer.wrapping_add(offset as u32) as usize % OUT_RING_SIZE;
             self.output[index].store(byte, Ordering::Relaxed);
@@ -53,6 +50,13 @@ impl ConsoleInterface {
         self.out_prod
             .store(producer.wrapping_add(count as u32), Ordering::Release);
         count
+    }
+
+    /// Bytes the `out` ring can take now.
+    pub fn free_space(&self) -> usize {
+        let consumer = self.out_cons.load(Ordering::Acquire);
+        let producer = self.out_prod.load(Ordering::Relaxed);
+        OUT_RING_SIZE.saturating_sub(producer.wrapping_sub(consumer) as usize)
     }
 
     /// Whether the peer has consumed everything written so far.
@@ -128,6 +132,7 @@ mod tests {
         let page = new_page();
         let big = [b'x'; OUT_RING_SIZE + 10];
         assert_eq!(page.write(&big), OUT_RING_SIZE);
+        assert_eq!(page.free_space(), 0);
         assert_eq!(page.write(b"y"), 0);
         assert_eq!(drain(&page).len(), OUT_RING_SIZE);
         assert_eq!(page.write(b"wrapped"), 7);

@@ -9,8 +9,11 @@ use drivers::xen::console::ConsoleInterface;
 use drivers::xen::hypercall;
 use spin::Mutex;
 
-/// How many times a writer yields to Dom0 waiting for room in a full PV ring
+/// How long a writer waits for xenconsoled to make room in a full PV ring
 /// before it drops the rest of its text (and counts it).
+const FULL_RING_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Before event channels work, how many times a writer yields to Dom0
+/// instead.
 const FULL_RING_YIELDS: u32 = 10_000;
 
 struct PvConsole {
@@ -33,12 +36,26 @@ static CONSOLE: Mutex<Console> = Mutex::new(Console {
 impl Console {
     fn write_pv(pv: &PvConsole, mut bytes: &[u8]) -> u64 {
         let mut yields = 0;
+        let mut deadline = None;
         while !bytes.is_empty() {
             let taken = pv.ring.write(bytes);
             bytes = &bytes[taken..];
             if taken > 0 {
                 // A failed notification only delays output until the next one.
                 let _ = drivers::xen::evtchn::send(&Xen, pv.evtchn);
+                continue;
+            }
+            // Full: xenconsoled notifies the port when it has taken output.
+            if let Some(events) = super::services::events() {
+                let deadline =
+                    *deadline.get_or_insert(super::time::now_ns() + FULL_RING_TIMEOUT_NS);
+                let room = super::time::wait_until(deadline, || {
+                    events.take(pv.evtchn);
+                    pv.ring.free_space() > 0
+                });
+                if !room {
+                    return bytes.len() as u64;
+                }
                 continue;
             }
             yields += 1;
