@@ -6,3 +6,4 @@ pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
 pub mod shared_info;
+pub mod xenstore;
