@@ -6,4 +6,5 @@ pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
 pub mod shared_info;
+pub mod xenbus;
 pub mod xenstore;
