@@ -2,7 +2,7 @@
 //! order, report what was found, power off.
 
 use super::xen::{shutdown, Xen};
-use super::{console, heap, irq, logger, mmu, panic, services, time};
+use super::{console, control, heap, irq, logger, mmu, panic, selftest, services, store, time};
 use arch::mmu::MemoryKind;
 use core::fmt::Write;
 use drivers::irq::Trigger;
@@ -110,7 +110,11 @@ extern "C" fn _start_rust(dtb_address: u64, _load_address: u64) -> ! {
         }
     };
     match bring_up(&platform, image, dtb_region, pv_console, xenstore) {
-        Ok(()) => {
+        Ok(ShutdownReason::Reboot) => {
+            crate::println!("vdispl-os: rebooting");
+            shutdown(ShutdownReason::Reboot)
+        }
+        Ok(_) => {
             crate::println!("vdispl-os: powering off");
             shutdown(ShutdownReason::Poweroff)
         }
@@ -127,7 +131,7 @@ fn bring_up(
     dtb: Region,
     pv_console: Option<RingParams>,
     xenstore: Option<RingParams>,
-) -> Result<(), alloc_free::Error> {
+) -> Result<ShutdownReason, alloc_free::Error> {
     for bank in platform.memory.iter() {
         mmu::map(*bank, MemoryKind::Normal)
             .map_err(|error| alloc_free::Error::Map("RAM", error))?;
@@ -255,14 +259,47 @@ fn bring_up(
         irq::unhandled()
     );
     crash_if_asked(platform.bootargs);
-    if bootarg(platform.bootargs, "selftest") == Some("services") {
-        super::selftest::report("evtchn loopback", super::selftest::evtchn_loopback());
-        super::selftest::report("timer", super::selftest::timer_deadlines());
-        let local = super::selftest::grant_offer(0, 1)
-            .and_then(|offered| super::selftest::grant_end(offered, 1_000_000_000));
-        super::selftest::report("grant table", local);
+    if let Some(params) = xenstore {
+        store::init(params);
+        if let Err(error) = control::init() {
+            log::error!("cannot watch control/shutdown: {error}");
+        }
     }
-    Ok(())
+    if bootarg(platform.bootargs, "selftest") != Some("services") {
+        return Ok(ShutdownReason::Poweroff);
+    }
+    selftest::report("evtchn loopback", selftest::evtchn_loopback());
+    selftest::report("timer", selftest::timer_deadlines());
+    if xenstore.is_none() {
+        let local = selftest::grant_offer(0, 1)
+            .and_then(|offered| selftest::grant_end(offered, 1_000_000_000));
+        selftest::report("grant table", local);
+        return Ok(ShutdownReason::Poweroff);
+    }
+    selftest::report("xenstore", selftest::xenstore_round_trip());
+    selftest::report("grant", selftest::grant_to_dom0());
+    selftest::announce_ready();
+    Ok(serve_until_shutdown())
+}
+
+/// The main loop: sleeps until an event channel fires, lets xenstore take
+/// its messages and run watches, until the toolstack asks for a shutdown.
+fn serve_until_shutdown() -> ShutdownReason {
+    loop {
+        if let Some(reason) = control::take_request() {
+            return reason;
+        }
+        let port = store::port();
+        let events = services::events();
+        time::wait_until(
+            time::now_ns() + 10 * time::NANOS_PER_SECOND,
+            || matches!((port, events), (Some(port), Some(events)) if events.is_fired(port)),
+        );
+        if let (Some(port), Some(events)) = (port, events) {
+            events.take(port);
+        }
+        store::service();
+    }
 }
 
 /// The value of `name=value` in the bootargs.

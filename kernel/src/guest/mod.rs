@@ -1,6 +1,7 @@
 //! Guest-only code: everything that touches the CPU, Xen or global state.
 
 mod console;
+mod control;
 mod heap;
 mod init;
 mod irq;
@@ -10,6 +11,7 @@ mod panic;
 mod selftest;
 mod services;
 mod shared_info;
+mod store;
 mod sync;
 mod time;
 mod xen;

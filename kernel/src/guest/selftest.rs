@@ -167,3 +167,173 @@ pub fn grant_end(offered: OfferedPage, timeout_ns: u64) -> Result<String, String
         offered.gref, offered.seed
     ))
 }
+
+/// Where the self-tests keep their xenstore nodes (relative to the domain's
+/// home, `/local/domain/<domid>/`).
+const TEST_DIR: &str = "data/vdispl-os-test";
+
+fn store_error(what: &str, error: impl core::fmt::Display) -> String {
+    format!("{what}: {error}")
+}
+
+/// Xenstore round trip against the real xenstored: write, read, directory,
+/// a watch (its first event and one for a change), a transaction, and rm.
+pub fn xenstore_round_trip() -> Result<String, String> {
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicU32, Ordering};
+    super::store::with(|store| {
+        let value_node = format!("{TEST_DIR}/value");
+        store
+            .write(&value_node, b"hello from vdispl-os")
+            .map_err(|error| store_error("write", error))?;
+        let read = store
+            .read(&value_node)
+            .map_err(|error| store_error("read", error))?;
+        if read != b"hello from vdispl-os" {
+            return Err(format!("read back {:?}", String::from_utf8_lossy(&read)));
+        }
+        let listing = store
+            .directory(TEST_DIR)
+            .map_err(|error| store_error("directory", error))?;
+        if !listing.iter().any(|entry| entry == "value") {
+            return Err(format!(
+                "directory {TEST_DIR} lists {listing:?}, not \"value\""
+            ));
+        }
+
+        let watched = format!("{TEST_DIR}/watched");
+        let fired = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&fired);
+        let handle = store
+            .watch(
+                &watched,
+                alloc::boxed::Box::new(move |_| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .map_err(|error| store_error("watch", error))?;
+        let deadline = now_ns() + 2_000 * NS_PER_MS;
+        while fired.load(Ordering::Relaxed) < 1 && now_ns() < deadline {
+            store
+                .wait_for_watches(deadline)
+                .map_err(|error| store_error("waiting for the first watch event", error))?;
+        }
+        store
+            .write(&watched, b"1")
+            .map_err(|error| store_error("write under the watch", error))?;
+        while fired.load(Ordering::Relaxed) < 2 && now_ns() < deadline {
+            store
+                .wait_for_watches(deadline)
+                .map_err(|error| store_error("waiting for the watch", error))?;
+        }
+        store
+            .unwatch(handle)
+            .map_err(|error| store_error("unwatch", error))?;
+        let events = fired.load(Ordering::Relaxed);
+        if events < 2 {
+            return Err(format!(
+                "the watch fired {events} times, expected at least 2"
+            ));
+        }
+
+        let (first, second) = (format!("{TEST_DIR}/tx-a"), format!("{TEST_DIR}/tx-b"));
+        store
+            .transaction(|transaction| {
+                transaction.write(&first, b"a")?;
+                transaction.write(&second, b"b")
+            })
+            .map_err(|error| store_error("transaction", error))?;
+        let both = (store.read(&first), store.read(&second));
+        if both != (Ok(b"a".to_vec()), Ok(b"b".to_vec())) {
+            return Err(String::from("the transaction's writes did not both land"));
+        }
+        store
+            .rm(&value_node)
+            .map_err(|error| store_error("rm", error))?;
+        match store.read(&value_node) {
+            Err(drivers::xen::xenstore::client::Error::Xenstore(
+                drivers::xen::xenstore::wire::XsdError::NoEntry,
+            )) => {}
+            other => return Err(format!("read after rm gave {other:?}, expected ENOENT")),
+        }
+        Ok(format!(
+            "write, read, directory, watch fired {events} times, transaction, rm then ENOENT"
+        ))
+    })
+    .unwrap_or_else(|| Err(String::from("the domain has no xenstore")))
+}
+
+/// Waits until `node` exists, through a watch; returns its value.
+fn wait_for_node(node: &str, timeout_ns: u64) -> Result<String, String> {
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicBool, Ordering};
+    super::store::with(|store| {
+        let changed = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&changed);
+        let handle = store
+            .watch(
+                node,
+                alloc::boxed::Box::new(move |_| flag.store(true, Ordering::Relaxed)),
+            )
+            .map_err(|error| store_error("watch", error))?;
+        let deadline = now_ns() + timeout_ns;
+        let result = loop {
+            if changed.swap(false, Ordering::Relaxed) {
+                if let Ok(value) = store.read_string(node) {
+                    break Ok(value);
+                }
+            }
+            if now_ns() >= deadline {
+                break Err(format!(
+                    "{node} did not appear within {} ms",
+                    timeout_ns / NS_PER_MS
+                ));
+            }
+            if let Err(error) = store.wait_for_watches(deadline) {
+                break Err(store_error("waiting for a watch", error));
+            }
+        };
+        let _ = store.unwatch(handle);
+        result
+    })
+    .unwrap_or_else(|| Err(String::from("the domain has no xenstore")))
+}
+
+/// Grants a page to domain 0, publishes it for the rig's Dom0 checker, waits
+/// for its verdict, then ends the grant.
+pub fn grant_to_dom0() -> Result<String, String> {
+    let seed = (now_ns() as u32) | 1;
+    let offered = grant_offer(0, seed)?;
+    crate::println!(
+        "selftest: grant {} seed {} offered to domain 0",
+        offered.gref,
+        offered.seed
+    );
+    let published = super::store::with(|store| {
+        store.write(
+            &format!("{TEST_DIR}/grant"),
+            format!("{} {}", offered.gref, offered.seed).as_bytes(),
+        )
+    });
+    if let Some(Err(error)) = published {
+        core::mem::forget(offered.page);
+        return Err(store_error("publishing the grant", error));
+    }
+    let verdict = wait_for_node(&format!("{TEST_DIR}/grant-result"), 30_000 * NS_PER_MS);
+    let ended = grant_end(offered, 5_000 * NS_PER_MS)?;
+    log::info!("{ended}");
+    match verdict?.as_str() {
+        "ok" => Ok(String::from("domain 0 read it back, access ended")),
+        other => Err(format!("domain 0 reported {other:?}; {ended}")),
+    }
+}
+
+/// Tells the rig the guest is up and waiting.
+pub fn announce_ready() {
+    if let Some(Err(error)) =
+        super::store::with(|store| store.write(&format!("{TEST_DIR}/state"), b"ready"))
+    {
+        log::error!("writing {TEST_DIR}/state: {error}");
+    }
+    crate::println!("vdispl-os: ready");
+}
