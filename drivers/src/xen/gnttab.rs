@@ -88,6 +88,8 @@ pub enum GrantError {
     InUse(GrantRef),
     /// The reference is not one this table handed out.
     NotGranted(GrantRef),
+    /// Xen allows this domain no grant frames at all.
+    NoFramesAllowed,
     /// The region for the table's frames is smaller than the frames needed.
     RegionTooSmall {
         /// Frames that fit.
@@ -117,6 +119,7 @@ impl fmt::Display for GrantError {
                 write!(f, "grant {gref} is still mapped by its peer; retry later")
             }
             GrantError::NotGranted(gref) => write!(f, "grant {gref} was not handed out"),
+            GrantError::NoFramesAllowed => write!(f, "Xen allows this domain no grant frames"),
             GrantError::RegionTooSmall { fits, needed } => write!(
                 f,
                 "the grant table region holds {fits} frames, {needed} are needed"
@@ -155,6 +158,52 @@ pub fn query_size(hv: &impl Hypervisor) -> Result<(u32, u32), GrantError> {
 /// reserved ones), and whether Xen allows that many.
 pub fn frames_for(references: u32) -> u32 {
     (references + FIRST_FREE_REF).div_ceil(ENTRIES_PER_FRAME)
+}
+
+/// How many grant frames to map, decided from what is wanted, what Xen
+/// allows and what the region holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramePlan {
+    /// Frames to map.
+    pub frames: u32,
+    /// Frames the wanted references need.
+    pub wanted: u32,
+    /// Frames Xen allows (`max_grant_frames`).
+    pub allowed: u32,
+}
+
+impl FramePlan {
+    /// Whether Xen allows fewer frames than wanted (the guest runs with
+    /// fewer references; the fix is `max_grant_frames=` in the xl config).
+    pub fn is_short(&self) -> bool {
+        self.frames < self.wanted
+    }
+}
+
+/// Plans the frames for `references` usable references when Xen allows
+/// `allowed` frames and the device tree's region is `region_bytes` long.
+pub fn plan_frames(
+    references: u32,
+    allowed: u32,
+    region_bytes: u64,
+) -> Result<FramePlan, GrantError> {
+    let wanted = frames_for(references);
+    let frames = wanted.min(allowed);
+    if frames == 0 {
+        return Err(GrantError::NoFramesAllowed);
+    }
+    let fits = (region_bytes / 4096).min(u64::from(u32::MAX)) as u32;
+    if frames > fits {
+        return Err(GrantError::RegionTooSmall {
+            fits,
+            needed: frames,
+        });
+    }
+    Ok(FramePlan {
+        frames,
+        wanted,
+        allowed,
+    })
 }
 
 /// Maps grant table frames `0..frames` at consecutive guest frames from
@@ -359,6 +408,29 @@ mod tests {
         let references = 8 * (2025 + 2) + 4 * 2;
         assert_eq!(frames_for(references), 32);
         assert_eq!(frames_for(0), 1);
+    }
+
+    #[test]
+    fn frame_plan_takes_what_xen_allows_and_what_the_region_holds() {
+        let wanted = 8 * (2025 + 2) + 4 * 2;
+        let plan = plan_frames(wanted, 64, 16 << 20).unwrap();
+        assert_eq!((plan.frames, plan.wanted, plan.is_short()), (32, 32, false));
+        let short = plan_frames(wanted, 4, 16 << 20).unwrap();
+        assert_eq!(
+            (short.frames, short.allowed, short.is_short()),
+            (4, 4, true)
+        );
+        assert_eq!(
+            plan_frames(wanted, 64, 8 * 4096),
+            Err(GrantError::RegionTooSmall {
+                fits: 8,
+                needed: 32
+            })
+        );
+        assert_eq!(
+            plan_frames(wanted, 0, 16 << 20),
+            Err(GrantError::NoFramesAllowed)
+        );
     }
 
     #[test]

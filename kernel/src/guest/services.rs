@@ -57,15 +57,9 @@ pub struct GrantSetup {
 /// at the device tree's grant region.
 pub fn init_grants(region: Region, references: u32) -> Result<GrantSetup, GrantError> {
     let (_, max_frames) = gnttab::query_size(&Xen)?;
-    let wanted_frames = gnttab::frames_for(references);
-    let frames = wanted_frames.min(max_frames);
-    let fits = (region.size / 4096).min(u64::from(u32::MAX)) as u32;
-    if frames > fits {
-        return Err(GrantError::RegionTooSmall {
-            fits,
-            needed: frames,
-        });
-    }
+    let plan = gnttab::plan_frames(references, max_frames, region.size)?;
+    let frames = plan.frames;
+    let wanted_frames = plan.wanted;
     let bytes = u64::from(frames) * 4096;
     mmu::map(Region::new(region.base, bytes), MemoryKind::Normal).map_err(|_| {
         GrantError::RegionTooSmall {
