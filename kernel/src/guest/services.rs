@@ -41,6 +41,29 @@ pub fn wait_for_port(port: u32, deadline_ns: u64) -> bool {
     }
 }
 
+/// Why the grant table could not be set up.
+pub enum GrantSetupError {
+    /// Xen refused or the plan does not fit.
+    Grant(GrantError),
+    /// The grant region could not be mapped.
+    Map(arch::mmu::MapError),
+}
+
+impl From<GrantError> for GrantSetupError {
+    fn from(error: GrantError) -> Self {
+        GrantSetupError::Grant(error)
+    }
+}
+
+impl core::fmt::Display for GrantSetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            GrantSetupError::Grant(error) => write!(f, "{error}"),
+            GrantSetupError::Map(error) => write!(f, "cannot map the grant region: {error}"),
+        }
+    }
+}
+
 /// What setting up the grant table found.
 pub struct GrantSetup {
     /// Frames mapped.
@@ -55,18 +78,13 @@ pub struct GrantSetup {
 
 /// Maps as many grant frames as `references` need (at most what Xen allows)
 /// at the device tree's grant region.
-pub fn init_grants(region: Region, references: u32) -> Result<GrantSetup, GrantError> {
+pub fn init_grants(region: Region, references: u32) -> Result<GrantSetup, GrantSetupError> {
     let (_, max_frames) = gnttab::query_size(&Xen)?;
     let plan = gnttab::plan_frames(references, max_frames, region.size)?;
     let frames = plan.frames;
     let wanted_frames = plan.wanted;
     let bytes = u64::from(frames) * 4096;
-    mmu::map(Region::new(region.base, bytes), MemoryKind::Normal).map_err(|_| {
-        GrantError::RegionTooSmall {
-            fits: 0,
-            needed: frames,
-        }
-    })?;
+    mmu::map(Region::new(region.base, bytes), MemoryKind::Normal).map_err(GrantSetupError::Map)?;
     // SAFETY: the frames are the hypervisor node's grant region (no RAM), just
     // mapped Normal.
     unsafe { gnttab::map_frames(&Xen, region.base >> 12, frames) }?;
