@@ -1,10 +1,12 @@
 //! Xen guest interfaces (xen/include/public).
 
 pub mod console;
+pub mod displif;
 pub mod error;
 pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
+pub mod ring;
 pub mod shared_info;
 pub mod xenbus;
 pub mod xenstore;
