@@ -8,5 +8,6 @@ pub mod gnttab;
 pub mod hypercall;
 pub mod ring;
 pub mod shared_info;
+pub mod vdispl;
 pub mod xenbus;
 pub mod xenstore;

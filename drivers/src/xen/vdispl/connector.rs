@@ -1,0 +1,209 @@
+//! One connector at run time: its request ring and event page, requests in
+//! flight matched to responses by id, events queued until taken, and the
+//! buffer page directory.
+
+use super::VdisplError;
+use crate::xen::displif::{
+    write_directory_page, Event, Operation, Request, Response, REFS_PER_DIRECTORY_PAGE,
+};
+use crate::xen::gnttab::GrantRef;
+use crate::xen::ring::{EventPage, FrontRing, SharedRing};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+/// Events kept while nobody takes them; the oldest go first beyond this.
+pub const MAX_QUEUED_EVENTS: usize = 256;
+
+/// A request sent and not yet answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Its id.
+    pub id: u16,
+    /// Its operation.
+    pub operation: Operation,
+    /// When it was sent.
+    pub sent_ns: u64,
+}
+
+/// The frontend's side of one connector.
+pub struct Connector<'a> {
+    ring: FrontRing<'a>,
+    events: &'a EventPage,
+    next_id: u16,
+    in_flight: Vec<InFlight>,
+    responses: VecDeque<(InFlight, Response)>,
+    queued_events: VecDeque<Event>,
+    stray: Vec<u16>,
+    dropped_events: u64,
+}
+
+impl<'a> Connector<'a> {
+    /// Initialises the (zeroed, not yet published) ring and event pages.
+    pub fn new(ring: &'a SharedRing, events: &'a EventPage) -> Self {
+        ring.init();
+        events.init();
+        Connector {
+            ring: FrontRing::new(ring),
+            events,
+            next_id: 1,
+            in_flight: Vec::new(),
+            responses: VecDeque::new(),
+            queued_events: VecDeque::new(),
+            stray: Vec::new(),
+            dropped_events: 0,
+        }
+    }
+
+    /// Sends `request`; returns its id and whether the backend wants a
+    /// notification.
+    pub fn send(&mut self, request: &Request, now_ns: u64) -> Result<(u16, bool), VdisplError> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.ring
+            .push_request(&request.encode(id))
+            .map_err(|_| VdisplError::RingFull)?;
+        self.in_flight.push(InFlight {
+            id,
+            operation: request.operation(),
+            sent_ns: now_ns,
+        });
+        Ok((id, self.ring.publish()))
+    }
+
+    /// Moves what the backend produced into the queues; asks for a
+    /// notification on the next response. A response whose id answers no
+    /// request in flight is recorded (see [`Connector::take_stray`]); an
+    /// event of an unknown type is an error; events beyond
+    /// [`MAX_QUEUED_EVENTS`] push out the oldest.
+    pub fn pump(&mut self) -> Result<(), VdisplError> {
+        loop {
+            while let Some(slot) = self.ring.take_response()? {
+                let response = Response::decode(&slot);
+                match self
+                    .in_flight
+                    .iter()
+                    .position(|flight| flight.id == response.id)
+                {
+                    Some(index) => {
+                        let flight = self.in_flight.remove(index);
+                        self.responses.push_back((flight, response));
+                    }
+                    None => self.stray.push(response.id),
+                }
+            }
+            if !self.ring.final_check_for_responses()? {
+                break;
+            }
+        }
+        while let Some(slot) = self.events.take_event()? {
+            let (_, event) = Event::decode(&slot).map_err(VdisplError::BadEvent)?;
+            if self.queued_events.len() == MAX_QUEUED_EVENTS {
+                self.queued_events.pop_front();
+                self.dropped_events += 1;
+            }
+            self.queued_events.push_back(event);
+        }
+        Ok(())
+    }
+
+    /// The response to request `id`, once it arrived: `Ok` for status 0,
+    /// [`VdisplError::Status`] otherwise.
+    pub fn take_response(&mut self, id: u16) -> Option<Result<Response, VdisplError>> {
+        let index = self
+            .responses
+            .iter()
+            .position(|(flight, _)| flight.id == id)?;
+        let (flight, response) = self.responses.remove(index)?;
+        Some(if response.status == 0 {
+            Ok(response)
+        } else {
+            Err(VdisplError::Status {
+                operation: flight.operation,
+                status: response.status,
+            })
+        })
+    }
+
+    /// The oldest queued event.
+    pub fn take_event(&mut self) -> Option<Event> {
+        self.queued_events.pop_front()
+    }
+
+    /// Ids of responses that answered no request in flight, since the last
+    /// call.
+    pub fn take_stray(&mut self) -> Vec<u16> {
+        core::mem::take(&mut self.stray)
+    }
+
+    /// Events dropped because nobody took them.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_events
+    }
+
+    /// Requests sent and not answered yet.
+    pub fn in_flight(&self) -> &[InFlight] {
+        &self.in_flight
+    }
+
+    /// Forgets request `id` (after a timeout): a late response to it then
+    /// counts as stray.
+    pub fn abandon(&mut self, id: u16) {
+        self.in_flight.retain(|flight| flight.id != id);
+    }
+}
+
+/// What [`call`] needs from the OS: notify the backend, sleep until an event
+/// channel of the connector fires or a deadline, and the clock.
+pub trait Wait {
+    /// Notifies the request ring's event channel.
+    fn notify(&mut self);
+    /// Sleeps until the connector's event channels fire or `deadline_ns`.
+    fn wait(&mut self, deadline_ns: u64);
+    /// Monotonic nanoseconds.
+    fn now_ns(&self) -> u64;
+}
+
+/// Sends `request` and waits for its response (at most `timeout_ns`).
+pub fn call(
+    connector: &mut Connector<'_>,
+    waiter: &mut impl Wait,
+    request: &Request,
+    timeout_ns: u64,
+) -> Result<Response, VdisplError> {
+    let start = waiter.now_ns();
+    let deadline = start.saturating_add(timeout_ns);
+    let (id, notify) = connector.send(request, start)?;
+    if notify {
+        waiter.notify();
+    }
+    loop {
+        connector.pump()?;
+        if let Some(result) = connector.take_response(id) {
+            return result;
+        }
+        let now = waiter.now_ns();
+        if now >= deadline {
+            connector.abandon(id);
+            return Err(VdisplError::Timeout {
+                operation: request.operation(),
+                waited_ms: (now - start) / 1_000_000,
+            });
+        }
+        waiter.wait(deadline);
+    }
+}
+
+/// Writes the page directory for `buffer_refs` into `pages` (granted as
+/// `directory_refs`, the same count): each page lists up to 1023 buffer
+/// grants and links to the next page's grant, 0 on the last.
+pub fn write_directory(
+    pages: &mut [[u8; 4096]],
+    directory_refs: &[GrantRef],
+    buffer_refs: &[GrantRef],
+) {
+    let mut chunks = buffer_refs.chunks(REFS_PER_DIRECTORY_PAGE);
+    for (index, page) in pages.iter_mut().enumerate() {
+        let next = directory_refs.get(index + 1).copied().unwrap_or(0);
+        write_directory_page(page, next, chunks.next().unwrap_or(&[]));
+    }
+}

@@ -1,0 +1,117 @@
+//! The vdispl frontend: finding the display devices in xenstore, the xenbus
+//! handshake with the backend, and each connector's request ring and event
+//! page (io/displif.h, "Feature and Parameter Negotiation" and "STATE
+//! DIAGRAMS").
+//!
+//! The OS supplies pages, grants and event channels; this module decides what
+//! goes where and checks everything the backend sends.
+
+extern crate alloc;
+
+pub mod backend;
+pub mod config;
+pub mod connector;
+
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+#[cfg(test)]
+mod tests;
+
+use super::displif::{DecodeError, Operation};
+use super::ring::RingError;
+use super::xenbus::XenbusError;
+use super::xenstore::client::Error as StoreError;
+use alloc::string::String;
+use core::fmt;
+
+/// At most this many connectors per device are driven.
+pub const MAX_CONNECTORS: usize = 4;
+
+/// What went wrong with a display device or connector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VdisplError {
+    /// A xenstore operation failed.
+    Store {
+        /// The node.
+        node: String,
+        /// The error.
+        error: StoreError,
+    },
+    /// A xenbus state wait or write failed.
+    Xenbus(XenbusError),
+    /// A node holds something that cannot be right.
+    BadNode {
+        /// The node.
+        node: String,
+        /// Its value.
+        value: String,
+    },
+    /// The device lists no connector.
+    NoConnectors(String),
+    /// The backend supports no version this frontend speaks.
+    NoCommonVersion(String),
+    /// The ring or event page is inconsistent.
+    Ring(RingError),
+    /// The backend answered with a status other than 0.
+    Status {
+        /// The request.
+        operation: Operation,
+        /// The status (`-XEN_Exx`).
+        status: i32,
+    },
+    /// No response to a request in time.
+    Timeout {
+        /// The request.
+        operation: Operation,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// The backend sent an event this frontend does not know.
+    BadEvent(DecodeError),
+    /// A response that answers no request in flight.
+    UnexpectedResponse {
+        /// Its id.
+        id: u16,
+    },
+    /// No room for another request.
+    RingFull,
+}
+
+impl fmt::Display for VdisplError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VdisplError::Store { node, error } => write!(f, "xenstore {node}: {error}"),
+            VdisplError::Xenbus(error) => write!(f, "{error}"),
+            VdisplError::BadNode { node, value } => write!(f, "{node} holds {value:?}"),
+            VdisplError::NoConnectors(device) => write!(f, "{device} lists no connector"),
+            VdisplError::NoCommonVersion(versions) => {
+                write!(f, "the backend offers versions {versions:?}, none of 1..=2")
+            }
+            VdisplError::Ring(error) => write!(f, "ring: {error}"),
+            VdisplError::Status { operation, status } => {
+                write!(f, "{operation} failed with status {status}")
+            }
+            VdisplError::Timeout {
+                operation,
+                waited_ms,
+            } => write!(f, "{operation} got no response in {waited_ms} ms"),
+            VdisplError::BadEvent(error) => write!(f, "event: {error}"),
+            VdisplError::UnexpectedResponse { id } => {
+                write!(f, "response id {id} answers no request in flight")
+            }
+            VdisplError::RingFull => write!(f, "the request ring is full"),
+        }
+    }
+}
+
+impl From<RingError> for VdisplError {
+    fn from(error: RingError) -> Self {
+        VdisplError::Ring(error)
+    }
+}
+
+impl From<XenbusError> for VdisplError {
+    fn from(error: XenbusError) -> Self {
+        VdisplError::Xenbus(error)
+    }
+}
