@@ -10,7 +10,11 @@
 //! contents. Nothing read from the page is trusted: an index that claims more
 //! entries than can exist is an error, never an out-of-bounds access.
 
+extern crate alloc;
+
+use alloc::boxed::Box;
 use core::fmt;
+use core::ops::Deref;
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Size of one slot and of every displif request, response and event.
@@ -27,6 +31,8 @@ pub type Slot = [u8; SLOT_SIZE];
 
 #[repr(C)]
 struct SlotWords([AtomicU64; SLOT_WORDS]);
+
+const EMPTY_SLOT: SlotWords = SlotWords([const { AtomicU64::new(0) }; SLOT_WORDS]);
 
 impl SlotWords {
     fn store(&self, message: &Slot) {
@@ -76,7 +82,63 @@ const _: () = {
     assert!(offset_of!(EventPage, in_prod) == 4);
     assert!(offset_of!(EventPage, slots) == 64);
     assert!(size_of::<EventPage>() == 4096);
+    assert!(size_of::<RingPage>() == 4096 && core::mem::align_of::<RingPage>() == 4096);
+    assert!(size_of::<EventFrame>() == 4096 && core::mem::align_of::<EventFrame>() == 4096);
 };
+
+/// A [`SharedRing`] alone in a page-aligned page, as it is granted.
+#[repr(C, align(4096))]
+pub struct RingPage {
+    ring: SharedRing,
+    _rest: [u8; 4096 - core::mem::size_of::<SharedRing>()],
+}
+
+impl RingPage {
+    /// A zeroed page on the heap.
+    pub fn new_boxed() -> Box<RingPage> {
+        Box::new(RingPage {
+            ring: SharedRing {
+                req_prod: AtomicU32::new(0),
+                req_event: AtomicU32::new(0),
+                rsp_prod: AtomicU32::new(0),
+                rsp_event: AtomicU32::new(0),
+                _pad: [0; 48],
+                slots: [EMPTY_SLOT; RING_SLOTS],
+            },
+            _rest: [0; 4096 - core::mem::size_of::<SharedRing>()],
+        })
+    }
+}
+
+impl Deref for RingPage {
+    type Target = SharedRing;
+    fn deref(&self) -> &SharedRing {
+        &self.ring
+    }
+}
+
+/// An [`EventPage`] in a page-aligned page, as it is granted.
+#[repr(C, align(4096))]
+pub struct EventFrame(EventPage);
+
+impl EventFrame {
+    /// A zeroed page on the heap.
+    pub fn new_boxed() -> Box<EventFrame> {
+        Box::new(EventFrame(EventPage {
+            in_cons: AtomicU32::new(0),
+            in_prod: AtomicU32::new(0),
+            _reserved: [0; 56],
+            slots: [EMPTY_SLOT; EVENT_SLOTS],
+        }))
+    }
+}
+
+impl Deref for EventFrame {
+    type Target = EventPage;
+    fn deref(&self) -> &EventPage {
+        &self.0
+    }
+}
 
 /// A ring index that cannot be right.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,15 +185,20 @@ impl SharedRing {
 }
 
 /// The frontend's side of a ring: produces requests, consumes responses.
-pub struct FrontRing<'a> {
-    shared: &'a SharedRing,
+pub struct FrontRing<R: Deref<Target = SharedRing>> {
+    shared: R,
     req_prod_pvt: u32,
     rsp_cons: u32,
 }
 
-impl<'a> FrontRing<'a> {
+impl<R: Deref<Target = SharedRing>> FrontRing<R> {
+    /// The shared page.
+    pub fn shared(&self) -> &SharedRing {
+        &self.shared
+    }
+
     /// `FRONT_RING_INIT` over a ring just set up with [`SharedRing::init`].
-    pub fn new(shared: &'a SharedRing) -> Self {
+    pub fn new(shared: R) -> Self {
         FrontRing {
             shared,
             req_prod_pvt: 0,
@@ -209,15 +276,15 @@ impl<'a> FrontRing<'a> {
 }
 
 /// The backend's side of a ring: consumes requests, produces responses.
-pub struct BackRing<'a> {
-    shared: &'a SharedRing,
+pub struct BackRing<R: Deref<Target = SharedRing>> {
+    shared: R,
     rsp_prod_pvt: u32,
     req_cons: u32,
 }
 
-impl<'a> BackRing<'a> {
+impl<R: Deref<Target = SharedRing>> BackRing<R> {
     /// `BACK_RING_INIT` over a ring the frontend initialised.
-    pub fn new(shared: &'a SharedRing) -> Self {
+    pub fn new(shared: R) -> Self {
         BackRing {
             shared,
             rsp_prod_pvt: 0,
@@ -358,7 +425,7 @@ mod tests {
     #[test]
     fn request_lands_in_slot_zero_after_the_header_and_notifies_once() {
         let shared = ring();
-        let mut front = FrontRing::new(&shared);
+        let mut front = FrontRing::new(&*shared);
         front.push_request(&message(7)).unwrap();
         assert!(front.publish(), "req_event = 1 asks for the first request");
         let bytes = bytes_of(&*shared);
@@ -372,8 +439,8 @@ mod tests {
     #[test]
     fn round_trip_with_the_back_ring_and_wrap_around() {
         let shared = ring();
-        let mut front = FrontRing::new(&shared);
-        let mut back = BackRing::new(&shared);
+        let mut front = FrontRing::new(&*shared);
+        let mut back = BackRing::new(&*shared);
         for round in 0..100u8 {
             front.push_request(&message(round)).unwrap();
             front.publish();
@@ -392,7 +459,7 @@ mod tests {
     #[test]
     fn full_ring_refuses_more_requests() {
         let shared = ring();
-        let mut front = FrontRing::new(&shared);
+        let mut front = FrontRing::new(&*shared);
         for index in 0..RING_SLOTS {
             front.push_request(&message(index as u8)).unwrap();
         }
@@ -403,7 +470,7 @@ mod tests {
     #[test]
     fn response_producer_past_the_outstanding_requests_is_an_error() {
         let shared = ring();
-        let mut front = FrontRing::new(&shared);
+        let mut front = FrontRing::new(&*shared);
         front.push_request(&message(1)).unwrap();
         front.publish();
         shared.rsp_prod.store(5, Ordering::SeqCst);
@@ -422,7 +489,7 @@ mod tests {
     #[test]
     fn request_producer_past_the_ring_is_an_error_for_the_backend() {
         let shared = ring();
-        let mut back = BackRing::new(&shared);
+        let mut back = BackRing::new(&*shared);
         shared.req_prod.store(33, Ordering::SeqCst);
         assert!(matches!(
             back.take_request(),
@@ -433,7 +500,7 @@ mod tests {
     #[test]
     fn final_check_sets_the_event_index() {
         let shared = ring();
-        let mut front = FrontRing::new(&shared);
+        let mut front = FrontRing::new(&*shared);
         assert_eq!(front.final_check_for_responses(), Ok(false));
         assert_eq!(shared.rsp_event.load(Ordering::SeqCst), 1);
     }

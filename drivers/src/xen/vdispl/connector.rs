@@ -10,6 +10,7 @@ use crate::xen::gnttab::GrantRef;
 use crate::xen::ring::{EventPage, FrontRing, SharedRing};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::ops::Deref;
 
 /// Events kept while nobody takes them; the oldest go first beyond this.
 pub const MAX_QUEUED_EVENTS: usize = 256;
@@ -25,10 +26,11 @@ pub struct InFlight {
     pub sent_ns: u64,
 }
 
-/// The frontend's side of one connector.
-pub struct Connector<'a> {
-    ring: FrontRing<'a>,
-    events: &'a EventPage,
+/// The frontend's side of one connector, over its request ring page `R` and
+/// event page `E` (owned boxes in the guest, references in tests).
+pub struct Connector<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> {
+    ring: FrontRing<R>,
+    events: E,
     next_id: u16,
     in_flight: Vec<InFlight>,
     responses: VecDeque<(InFlight, Response)>,
@@ -37,9 +39,9 @@ pub struct Connector<'a> {
     dropped_events: u64,
 }
 
-impl<'a> Connector<'a> {
+impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E> {
     /// Initialises the (zeroed, not yet published) ring and event pages.
-    pub fn new(ring: &'a SharedRing, events: &'a EventPage) -> Self {
+    pub fn new(ring: R, events: E) -> Self {
         ring.init();
         events.init();
         Connector {
@@ -145,6 +147,16 @@ impl<'a> Connector<'a> {
         &self.in_flight
     }
 
+    /// The request ring page.
+    pub fn ring_page(&self) -> &SharedRing {
+        self.ring.shared()
+    }
+
+    /// The event page.
+    pub fn event_page(&self) -> &EventPage {
+        &self.events
+    }
+
     /// Forgets request `id` (after a timeout): a late response to it then
     /// counts as stray.
     pub fn abandon(&mut self, id: u16) {
@@ -164,8 +176,8 @@ pub trait Wait {
 }
 
 /// Sends `request` and waits for its response (at most `timeout_ns`).
-pub fn call(
-    connector: &mut Connector<'_>,
+pub fn call<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>>(
+    connector: &mut Connector<R, E>,
     waiter: &mut impl Wait,
     request: &Request,
     timeout_ns: u64,

@@ -24,7 +24,7 @@ pub struct BackendFaults {
 
 /// The backend side of one connector.
 pub struct FakeDisplayBackend<'a, R: DirectoryReader> {
-    ring: BackRing<'a>,
+    ring: BackRing<&'a SharedRing>,
     events: &'a EventPage,
     /// The objects the frontend created.
     pub model: BackendModel,

@@ -207,7 +207,7 @@ fn directory_for(width: u32, height: u32, bpp: u32) -> (DbufCreate, Granted) {
 #[test]
 fn every_request_round_trips_through_the_fake_backend() {
     let pages = pages();
-    let mut front = Connector::new(&pages.ring, &pages.events);
+    let mut front = Connector::new(&*pages.ring, &*pages.events);
     let (create, granted) = directory_for(1920, 1080, 32);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, granted);
     let mut wait = FakeWait {
@@ -278,7 +278,7 @@ fn every_request_round_trips_through_the_fake_backend() {
 #[test]
 fn error_statuses_reach_the_caller_with_the_operation() {
     let pages = pages();
-    let mut front = Connector::new(&pages.ring, &pages.events);
+    let mut front = Connector::new(&*pages.ring, &*pages.events);
     let (create, granted) = directory_for(64, 48, 32);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, granted);
     let mut wait = FakeWait {
@@ -368,7 +368,7 @@ fn a_directory_listing_too_few_pages_is_refused() {
 #[test]
 fn a_silent_backend_times_out_and_a_wrong_id_is_stray() {
     let pages = pages();
-    let mut front = Connector::new(&pages.ring, &pages.events);
+    let mut front = Connector::new(&*pages.ring, &*pages.events);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, Granted::default());
     backend.faults.silent = true;
     let mut wait = FakeWait {
@@ -397,7 +397,7 @@ fn a_silent_backend_times_out_and_a_wrong_id_is_stray() {
 #[test]
 fn a_full_event_page_keeps_63_events_in_order() {
     let pages = pages();
-    let mut front = Connector::new(&pages.ring, &pages.events);
+    let mut front = Connector::new(&*pages.ring, &*pages.events);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, Granted::default());
     for cookie in 1..=EVENT_SLOTS as u64 {
         backend
@@ -424,7 +424,7 @@ fn a_full_event_page_keeps_63_events_in_order() {
 #[test]
 fn garbage_from_the_backend_is_an_error_not_a_crash() {
     let pages = pages();
-    let mut front = Connector::new(&pages.ring, &pages.events);
+    let mut front = Connector::new(&*pages.ring, &*pages.events);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, Granted::default());
     let mut garbage = Event::PageFlip { fb_cookie: 1 }.encode(0);
     garbage[2] = 7;
