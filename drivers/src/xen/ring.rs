@@ -32,7 +32,9 @@ pub type Slot = [u8; SLOT_SIZE];
 #[repr(C)]
 struct SlotWords([AtomicU64; SLOT_WORDS]);
 
-const EMPTY_SLOT: SlotWords = SlotWords([const { AtomicU64::new(0) }; SLOT_WORDS]);
+const fn empty_slot() -> SlotWords {
+    SlotWords([const { AtomicU64::new(0) }; SLOT_WORDS])
+}
 
 impl SlotWords {
     fn store(&self, message: &Slot) {
@@ -103,7 +105,7 @@ impl RingPage {
                 rsp_prod: AtomicU32::new(0),
                 rsp_event: AtomicU32::new(0),
                 _pad: [0; 48],
-                slots: [EMPTY_SLOT; RING_SLOTS],
+                slots: [const { empty_slot() }; RING_SLOTS],
             },
             _rest: [0; 4096 - core::mem::size_of::<SharedRing>()],
         })
@@ -128,7 +130,7 @@ impl EventFrame {
             in_cons: AtomicU32::new(0),
             in_prod: AtomicU32::new(0),
             _reserved: [0; 56],
-            slots: [EMPTY_SLOT; EVENT_SLOTS],
+            slots: [const { empty_slot() }; EVENT_SLOTS],
         }))
     }
 }
