@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod framebuffer;
 pub mod gic;
 pub mod irq;
 pub mod test_pattern;
