@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod displif;
+pub mod edid;
 pub mod error;
 pub mod evtchn;
 pub mod gnttab;
