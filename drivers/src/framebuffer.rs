@@ -419,9 +419,20 @@ impl<'a, F: Format> Framebuffer<'a, F> {
     /// the others with pattern stores too or, where memcpy is the faster
     /// writer, copied from the first.
     fn fill_span(&mut self, span: Span, color: F::Color) {
-        let pattern = Pattern::new(F::encode(color).as_ref());
+        let pixel = F::encode(color);
         let stride = self.layout.stride;
         let span_bytes = span.width * F::BYTES_PER_PIXEL;
+        if span_bytes < PATTERN_BYTES {
+            // Narrow (glyph pixels, scanlines of small shapes): a setup
+            // would cost more than the stores.
+            for row in self.rows(span) {
+                for bytes in row.chunks_exact_mut(F::BYTES_PER_PIXEL) {
+                    bytes.copy_from_slice(pixel.as_ref());
+                }
+            }
+            return;
+        }
+        let pattern = Pattern::new(pixel.as_ref());
         let start = span.top * stride + span.left * F::BYTES_PER_PIXEL;
         if span_bytes == stride {
             // Whole unpadded rows: one contiguous run.
@@ -475,41 +486,38 @@ const REPLICATION_BLOCK: usize = 8192;
 /// A pixel's bytes repeated over [`PATTERN_BYTES`] (a whole number of pixels
 /// in every format), for filling runs with fixed-size, aligned copies.
 struct Pattern {
-    pixel: [u8; 4],
-    bytes_per_pixel: usize,
+    /// Four bytes of the pattern as a little-endian word (two pixels of
+    /// RGB565).
+    word: u32,
     bytes: [u8; PATTERN_BYTES],
 }
 
 impl Pattern {
+    /// The pattern of a pixel of 2 or 4 bytes.
     fn new(pixel: &[u8]) -> Self {
-        let bytes_per_pixel = pixel.len().clamp(1, 4);
-        let mut padded = [0u8; 4];
-        padded[..bytes_per_pixel].copy_from_slice(&pixel[..bytes_per_pixel]);
-        let mut pattern = Pattern {
-            pixel: padded,
-            bytes_per_pixel,
-            bytes: [0; PATTERN_BYTES],
+        let word = match *pixel {
+            [b0, b1] => u32::from_le_bytes([b0, b1, b0, b1]),
+            [b0, b1, b2, b3] => u32::from_le_bytes([b0, b1, b2, b3]),
+            _ => 0,
         };
-        pattern.bytes = pattern.rotated(0);
-        pattern
+        Pattern {
+            word,
+            bytes: Self::bytes_of(word),
+        }
+    }
+
+    fn bytes_of(word: u32) -> [u8; PATTERN_BYTES] {
+        let mut bytes = [0u8; PATTERN_BYTES];
+        for chunk in bytes.chunks_exact_mut(4) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        bytes
     }
 
     /// The byte every byte of the pattern is, if they are all the same.
     fn uniform_byte(&self) -> Option<u8> {
-        let first = self.bytes[0];
-        self.bytes
-            .iter()
-            .all(|&byte| byte == first)
-            .then_some(first)
-    }
-
-    /// The pattern starting `phase` bytes into a pixel.
-    fn rotated(&self, phase: usize) -> [u8; PATTERN_BYTES] {
-        let mut bytes = [0u8; PATTERN_BYTES];
-        for (index, byte) in bytes.iter_mut().enumerate() {
-            *byte = self.pixel[(index + phase) % self.bytes_per_pixel];
-        }
-        bytes
+        let [first, ..] = self.word.to_le_bytes();
+        (self.word == u32::from_ne_bytes([first; 4])).then_some(first)
     }
 
     /// Fills `run`, which starts on a pixel and holds whole pixels: the
@@ -519,11 +527,13 @@ impl Pattern {
         let head = ((PATTERN_BYTES - misalignment) % PATTERN_BYTES).min(run.len());
         let (head_bytes, body) = run.split_at_mut(head);
         head_bytes.copy_from_slice(&self.bytes[..head]);
-        let phase = head % self.bytes_per_pixel;
+        // The body starts `head` bytes into the 4-byte unit (a whole number
+        // of pixels in both formats).
+        let phase = (head % 4) as u32;
         let body_pattern = if phase == 0 {
             self.bytes
         } else {
-            self.rotated(phase)
+            Self::bytes_of(self.word.rotate_right(8 * phase))
         };
         let mut chunks = body.chunks_exact_mut(PATTERN_BYTES);
         for chunk in &mut chunks {
