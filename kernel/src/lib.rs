@@ -11,3 +11,4 @@ extern crate std;
 pub mod memory;
 pub mod platform;
 pub mod report;
+pub mod scenes;
