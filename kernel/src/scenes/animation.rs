@@ -32,9 +32,16 @@ where
     let f = frame.number;
     let margin = (canvas.min_side() / 40).max(1);
 
-    // Background: a vertical gradient, one row at a time.
-    for row in 0..h {
-        canvas.fill(target, 0, row, w, 1, blend(SKY_TOP, SKY_BOTTOM, row, h))?;
+    // Background: a vertical gradient, as bands of rows of one color.
+    let mut gradient_row = 0;
+    while gradient_row < h {
+        let color = blend(SKY_TOP, SKY_BOTTOM, gradient_row, h);
+        let mut band_end = gradient_row + 1;
+        while band_end < h && blend(SKY_TOP, SKY_BOTTOM, band_end, h) == color {
+            band_end += 1;
+        }
+        canvas.fill(target, 0, gradient_row, w, band_end - gradient_row, color)?;
+        gradient_row = band_end;
     }
 
     // Frame counter.

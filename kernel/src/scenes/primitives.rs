@@ -217,7 +217,9 @@ where
                 } else {
                     Point::new(top_left.x + side - 1, top_left.y + along - (side - 1))
                 };
-                let width = 1 + (ray as u32 * stroke) / 3;
+                // Thick lines cost embedded-graphics far more per pixel
+                // than thin ones: a few, not many.
+                let width = 1 + ray as u32 / 2;
                 Line::new(origin, end)
                     .into_styled(PrimitiveStyle::with_stroke(hue(ray as u32 * 40), width))
                     .draw(target)?;
