@@ -88,6 +88,24 @@ const _: () = {
     assert!(size_of::<EventFrame>() == 4096 && core::mem::align_of::<EventFrame>() == 4096);
 };
 
+/// A page-aligned page on the heap that dereferences to what it holds, so
+/// that rings can own their pages.
+pub struct PageBox<P>(Box<P>);
+
+impl<P> PageBox<P> {
+    /// The page's address.
+    pub fn address(&self) -> usize {
+        core::ptr::from_ref(&*self.0) as usize
+    }
+}
+
+impl<P: Deref> Deref for PageBox<P> {
+    type Target = P::Target;
+    fn deref(&self) -> &P::Target {
+        &self.0
+    }
+}
+
 /// A [`SharedRing`] alone in a page-aligned page, as it is granted.
 #[repr(C, align(4096))]
 pub struct RingPage {
@@ -97,8 +115,8 @@ pub struct RingPage {
 
 impl RingPage {
     /// A zeroed page on the heap.
-    pub fn new_boxed() -> Box<RingPage> {
-        Box::new(RingPage {
+    pub fn new_boxed() -> PageBox<RingPage> {
+        PageBox(Box::new(RingPage {
             ring: SharedRing {
                 req_prod: AtomicU32::new(0),
                 req_event: AtomicU32::new(0),
@@ -108,7 +126,7 @@ impl RingPage {
                 slots: [const { empty_slot() }; RING_SLOTS],
             },
             _rest: [0; 4096 - core::mem::size_of::<SharedRing>()],
-        })
+        }))
     }
 }
 
@@ -125,13 +143,13 @@ pub struct EventFrame(EventPage);
 
 impl EventFrame {
     /// A zeroed page on the heap.
-    pub fn new_boxed() -> Box<EventFrame> {
-        Box::new(EventFrame(EventPage {
+    pub fn new_boxed() -> PageBox<EventFrame> {
+        PageBox(Box::new(EventFrame(EventPage {
             in_cons: AtomicU32::new(0),
             in_prod: AtomicU32::new(0),
             _reserved: [0; 56],
             slots: [const { empty_slot() }; EVENT_SLOTS],
-        }))
+        })))
     }
 }
 
@@ -505,6 +523,19 @@ mod tests {
         let mut front = FrontRing::new(&*shared);
         assert_eq!(front.final_check_for_responses(), Ok(false));
         assert_eq!(shared.rsp_event.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn page_boxes_are_aligned_zeroed_pages_that_reach_the_ring() {
+        let page = RingPage::new_boxed();
+        assert_eq!(page.address() % 4096, 0);
+        assert_eq!(page.req_prod.load(Ordering::SeqCst), 0);
+        let mut front = FrontRing::new(page);
+        front.push_request(&message(1)).unwrap();
+        assert!(front.publish());
+        let events = EventFrame::new_boxed();
+        assert_eq!(events.address() % 4096, 0);
+        assert_eq!(events.take_event(), Ok(None));
     }
 
     #[test]

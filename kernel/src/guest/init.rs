@@ -2,7 +2,9 @@
 //! order, report what was found, power off.
 
 use super::xen::{shutdown, Xen};
-use super::{console, control, heap, irq, logger, mmu, panic, selftest, services, store, time};
+use super::{
+    console, control, display, heap, irq, logger, mmu, panic, selftest, services, store, time,
+};
 use arch::mmu::MemoryKind;
 use core::fmt::Write;
 use drivers::irq::Trigger;
@@ -12,6 +14,7 @@ use drivers::xen::evtchn;
 use drivers::xen::hypercall::{self, HvmParam, ShutdownReason};
 use kernel::platform::{self, fdt_check, Gic, Platform, Region};
 use kernel::report::{BootReport, GrantFacts, RingParams};
+use kernel::scenes::SceneSpec;
 
 extern crate alloc;
 
@@ -266,7 +269,15 @@ fn bring_up(
         }
     }
     if bootarg(platform.bootargs, "selftest") != Some("services") {
-        return Ok(ShutdownReason::Poweroff);
+        if xenstore.is_none() {
+            return Ok(ShutdownReason::Poweroff);
+        }
+        let spec = SceneSpec::from_bootargs(platform.bootargs).unwrap_or_else(|error| {
+            log::error!("bootargs: {error}; showing the default scenes");
+            SceneSpec::default()
+        });
+        let outcome = display::run(&spec);
+        return Ok(outcome.shutdown.unwrap_or(ShutdownReason::Poweroff));
     }
     selftest::report("evtchn loopback", selftest::evtchn_loopback());
     selftest::report("timer", selftest::timer_deadlines());

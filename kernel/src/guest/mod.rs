@@ -2,11 +2,13 @@
 
 mod console;
 mod control;
+mod display;
 mod heap;
 mod init;
 mod irq;
 mod logger;
 mod mmu;
+mod pages;
 mod panic;
 mod selftest;
 mod services;

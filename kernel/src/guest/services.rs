@@ -64,6 +64,13 @@ impl core::fmt::Display for GrantSetupError {
     }
 }
 
+/// Notifies `port`'s peer; a failure is logged (callers could only retry).
+pub fn notify(port: u32) {
+    if let Err(error) = drivers::xen::evtchn::send(&Xen, port) {
+        log::warn!("EVTCHNOP_send on port {port} failed: {error}");
+    }
+}
+
 /// What setting up the grant table found.
 pub struct GrantSetup {
     /// Frames mapped.

@@ -1,0 +1,819 @@
+//! The main job: every connector of every vdispl device driven as a
+//! double-buffered framebuffer, demo scenes rendered into the back buffer
+//! and page-flipped, each connector on its own so that one that fails does
+//! not stall the others.
+
+use super::pages::PageBuffer;
+use super::xen::Xen;
+use super::{control, heap, services, store, time};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use drivers::framebuffer::{FormatXrgb8888, Framebuffer};
+use drivers::xen::displif::{self, DbufCreate, Event, Request};
+use drivers::xen::evtchn;
+use drivers::xen::gnttab::{GrantError, GrantRef};
+use drivers::xen::hypercall::ShutdownReason;
+use drivers::xen::ring::{EventFrame, PageBox, RingPage};
+use drivers::xen::vdispl::config::{self, ConnectorConfig, ConnectorTransport, DeviceConfig};
+use drivers::xen::vdispl::connector::{self, write_directory, Connector, Wait};
+use drivers::xen::vdispl::VdisplError;
+use drivers::xen::xenbus::{self, XenbusState};
+use kernel::scenes::{self, FlipLine, Frame, Label, SceneSpec, Status};
+
+extern crate alloc;
+
+const NS_PER_MS: u64 = 1_000_000;
+/// How long the backend may take to reach InitWait, then Connected.
+const HANDSHAKE_TIMEOUT_NS: u64 = 10_000 * NS_PER_MS;
+/// How long a setup or teardown request may wait for its response.
+const REQUEST_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
+/// How long a flip may wait for its response and EVT_PG_FLIP (Linux's
+/// xen-drm-front uses the same bound).
+const FLIP_TIMEOUT_NS: u64 = 3_100 * NS_PER_MS;
+/// How long teardown waits for the backend to unmap the pages.
+const RELEASE_TIMEOUT_NS: u64 = 1_500 * NS_PER_MS;
+
+type FrontConnector = Connector<PageBox<RingPage>, PageBox<EventFrame>>;
+
+/// A double-buffered display buffer and framebuffer pair member.
+struct Buffer {
+    memory: PageBuffer,
+    directory: PageBuffer,
+    refs: Vec<GrantRef>,
+    directory_refs: Vec<GrantRef>,
+    dbuf_cookie: u64,
+    fb_cookie: u64,
+    created: bool,
+    attached: bool,
+}
+
+struct Flight {
+    id: u16,
+    fb_cookie: u64,
+    sent_ns: u64,
+    answered: bool,
+    shown: bool,
+    line: FlipLine,
+}
+
+/// One connector being driven.
+struct Output {
+    config: ConnectorConfig,
+    connector: FrontConnector,
+    req_port: u32,
+    evt_port: u32,
+    req_ref: GrantRef,
+    evt_ref: GrantRef,
+    buffers: Vec<Buffer>,
+    back: usize,
+    flight: Option<Flight>,
+    next_frame: u64,
+    flips: u32,
+    round_trips_us: Vec<u32>,
+    first_flip_ns: Option<u64>,
+    last_flip_ns: u64,
+    failed: Option<String>,
+}
+
+impl Output {
+    fn name(&self) -> String {
+        format!("conn={} ({})", self.config.index, self.config.unique_id)
+    }
+
+    fn fail(&mut self, reason: String) {
+        log::error!("display {}: {reason}; this connector stops", self.name());
+        self.failed = Some(reason);
+    }
+}
+
+/// Blocks on a connector's two event channels.
+struct PortWait {
+    req_port: u32,
+    evt_port: u32,
+}
+
+impl Wait for PortWait {
+    fn notify(&mut self) {
+        services::notify(self.req_port);
+    }
+
+    fn wait(&mut self, deadline_ns: u64) {
+        let Some(events) = services::events() else {
+            return;
+        };
+        let (req, evt) = (self.req_port, self.evt_port);
+        time::wait_until(deadline_ns, || events.is_fired(req) || events.is_fired(evt));
+        events.take(req);
+        events.take(evt);
+    }
+
+    fn now_ns(&self) -> u64 {
+        time::now_ns()
+    }
+}
+
+fn store_call<R>(
+    what: &str,
+    f: impl FnOnce(&mut store::Store) -> Result<R, VdisplError>,
+) -> Result<R, String> {
+    store::with(f)
+        .ok_or_else(|| String::from("the domain has no xenstore"))?
+        .map_err(|error| format!("{what}: {error}"))
+}
+
+fn grant_page(domid: u16, frame: u64) -> Result<GrantRef, String> {
+    services::with_grants(|grants| grants.grant_access(domid, frame, false))
+        .ok_or_else(|| String::from("no grant table"))?
+        .map_err(|error| format!("{error}"))
+}
+
+/// What a display run did, for the summary lines.
+pub struct Outcome {
+    /// A shutdown the toolstack asked for while the display ran.
+    pub shutdown: Option<ShutdownReason>,
+}
+
+/// Drives every vdispl device until all scenes were shown (or every
+/// connector failed), or the toolstack asks for a shutdown; then tears the
+/// devices down and returns their grants.
+pub fn run(spec: &SceneSpec) -> Outcome {
+    let ids = match store_call("device/vdispl", config::enumerate) {
+        Ok(ids) => ids,
+        Err(error) => {
+            log::error!("display: {error}");
+            return Outcome { shutdown: None };
+        }
+    };
+    if ids.is_empty() {
+        crate::println!("display: no vdispl device (add vdispl = [...] to the xl config)");
+        return Outcome { shutdown: None };
+    }
+    let mut shutdown = None;
+    for id in ids {
+        match Device::connect(&id) {
+            Ok(mut device) => {
+                shutdown = device.show(spec);
+                device.teardown();
+            }
+            Err(error) => log::error!("display device {id}: {error}"),
+        }
+        if shutdown.is_some() {
+            break;
+        }
+    }
+    Outcome { shutdown }
+}
+
+struct Device {
+    config: DeviceConfig,
+    version: u32,
+    outputs: Vec<Output>,
+    generation: u64,
+}
+
+impl Device {
+    fn connect(id: &str) -> Result<Device, String> {
+        let device = store_call("device configuration", |client| {
+            config::read_device(client, id)
+        })?;
+        let version = store_call("version negotiation", |client| {
+            config::negotiate(client, &device)
+        })?;
+        crate::println!(
+            "display: device {} backend {} (domain {}), protocol version {version}, {} connectors",
+            device.path,
+            device.backend,
+            device.backend_id,
+            device.connectors.len()
+        );
+        store_call("waiting for the backend", |client| {
+            config::wait_for_backend_ready(client, &device, HANDSHAKE_TIMEOUT_NS).map(|_| ())
+        })?;
+        let mut outputs = Vec::new();
+        for connector in &device.connectors {
+            outputs.push(Self::open_output(&device, connector.clone())?);
+        }
+        let transports: Vec<ConnectorTransport> = outputs
+            .iter()
+            .map(|output| ConnectorTransport {
+                req_ring_ref: output.req_ref,
+                req_port: output.req_port,
+                evt_ring_ref: output.evt_ref,
+                evt_port: output.evt_port,
+            })
+            .collect();
+        let mut device = Device {
+            config: device,
+            version,
+            outputs,
+            generation: 1,
+        };
+        let config = device.config.clone();
+        store_call("publishing the connectors", |client| {
+            config::publish(client, &config, version, &transports)?;
+            config::complete_handshake(client, &config, HANDSHAKE_TIMEOUT_NS)
+        })?;
+        crate::println!("display: device {} connected", device.config.path);
+        for index in 0..device.outputs.len() {
+            if device.version >= 2 {
+                device.read_edid(index);
+            }
+            if let Err(error) = device.create_buffers(index) {
+                device.outputs[index].fail(error);
+            }
+        }
+        Ok(device)
+    }
+
+    fn open_output(device: &DeviceConfig, config: ConnectorConfig) -> Result<Output, String> {
+        let ring = RingPage::new_boxed();
+        let events = EventFrame::new_boxed();
+        let backend = device.backend_id;
+        let req_ref = grant_page(backend, ring.address() as u64 >> 12)?;
+        let evt_ref = grant_page(backend, events.address() as u64 >> 12)?;
+        let req_port = evtchn::alloc_unbound(&Xen, backend)
+            .map_err(|error| format!("EVTCHNOP_alloc_unbound: {error}"))?;
+        let evt_port = evtchn::alloc_unbound(&Xen, backend)
+            .map_err(|error| format!("EVTCHNOP_alloc_unbound: {error}"))?;
+        for port in [req_port, evt_port] {
+            evtchn::unmask(&Xen, port)
+                .map_err(|error| format!("EVTCHNOP_unmask({port}): {error}"))?;
+        }
+        Ok(Output {
+            config,
+            connector: Connector::new(ring, events),
+            req_port,
+            evt_port,
+            req_ref,
+            evt_ref,
+            buffers: Vec::new(),
+            back: 0,
+            flight: None,
+            next_frame: 0,
+            flips: 0,
+            round_trips_us: Vec::new(),
+            first_flip_ns: None,
+            last_flip_ns: 0,
+            failed: None,
+        })
+    }
+
+    /// Sends `request` on connector `ring`'s ring and waits for its response.
+    fn call(&mut self, ring: usize, request: &Request) -> Result<(), String> {
+        let output = &mut self.outputs[ring];
+        let mut wait = PortWait {
+            req_port: output.req_port,
+            evt_port: output.evt_port,
+        };
+        connector::call(
+            &mut output.connector,
+            &mut wait,
+            request,
+            REQUEST_TIMEOUT_NS,
+        )
+        .map(|_| ())
+        .map_err(|error| format!("{error}"))
+    }
+
+    /// GET_EDID (protocol version 2): an EDID's preferred mode takes
+    /// precedence over the `resolution` node. A backend without EDID support
+    /// is fine; the node's resolution stays.
+    fn read_edid(&mut self, index: usize) {
+        let name = self.outputs[index].name();
+        match self.fetch_edid(index) {
+            Ok(Some((width, height))) => {
+                let config = &mut self.outputs[index].config;
+                if (width, height) != (config.width, config.height) {
+                    crate::println!(
+                        "display: {name} EDID prefers {width}x{height} over the configured {}x{}",
+                        config.width,
+                        config.height
+                    );
+                    config.width = width;
+                    config.height = height;
+                }
+            }
+            Ok(None) => log::info!("display {name}: the backend offers no EDID"),
+            Err(error) => log::warn!("display {name}: GET_EDID: {error}"),
+        }
+    }
+
+    fn fetch_edid(&mut self, index: usize) -> Result<Option<(u32, u32)>, String> {
+        let backend = self.config.backend_id;
+        let pages = displif::buffer_pages(displif::EDID_MAX_SIZE);
+        let mut memory =
+            PageBuffer::new(pages).ok_or_else(|| String::from("no memory for the EDID"))?;
+        let mut directory =
+            PageBuffer::new(1).ok_or_else(|| String::from("no memory for the EDID"))?;
+        let mut refs = Vec::new();
+        let granted = (0..pages)
+            .map(|page| memory.frame(page))
+            .chain([directory.frame(0)])
+            .try_for_each(|frame| grant_page(backend, frame).map(|gref| refs.push(gref)));
+        let result = granted.and_then(|()| {
+            let (buffer_refs, directory_ref) = refs.split_at(pages);
+            write_directory(directory.pages_mut(), directory_ref, buffer_refs);
+            let request = Request::GetEdid {
+                buffer_sz: displif::EDID_MAX_SIZE,
+                gref_directory: directory_ref[0],
+            };
+            let output = &mut self.outputs[index];
+            let mut wait = PortWait {
+                req_port: output.req_port,
+                evt_port: output.evt_port,
+            };
+            match connector::call(
+                &mut output.connector,
+                &mut wait,
+                &request,
+                REQUEST_TIMEOUT_NS,
+            ) {
+                Ok(response) => {
+                    let size = (response.edid_sz as usize).min(memory.bytes_mut().len());
+                    drivers::xen::edid::preferred_resolution(&memory.bytes_mut()[..size])
+                        .map(Some)
+                        .map_err(|error| format!("{error}"))
+                }
+                Err(VdisplError::Status { status, .. }) if status == -95 || status == -38 => {
+                    Ok(None)
+                }
+                Err(error) => Err(format!("{error}")),
+            }
+        });
+        if end_all(&refs, time::now_ns() + RELEASE_TIMEOUT_NS) {
+            drop((memory, directory));
+        } else {
+            log::warn!(
+                "display: the EDID buffer is still mapped by the backend; it stays allocated"
+            );
+            core::mem::forget((memory, directory));
+        }
+        result
+    }
+
+    /// Two display buffers and framebuffers for output `index` (requests on
+    /// connector 0's ring, as displif.h requires), then SET_CONFIG.
+    fn create_buffers(&mut self, index: usize) -> Result<(), String> {
+        let (width, height) = (
+            self.outputs[index].config.width,
+            self.outputs[index].config.height,
+        );
+        let bpp = 32;
+        let size = displif::stride(width, bpp) * height;
+        let backend = self.config.backend_id;
+        for slot in 0..2u64 {
+            let pages = displif::buffer_pages(size);
+            let memory = PageBuffer::new(pages)
+                .ok_or_else(|| format!("no memory for a {width}x{height} buffer"))?;
+            let mut directory = PageBuffer::new(displif::directory_pages(pages))
+                .ok_or_else(|| String::from("no memory for a page directory"))?;
+            let mut refs = Vec::with_capacity(pages);
+            let mut directory_refs = Vec::new();
+            let mut granted = || -> Result<(), String> {
+                for page in 0..pages {
+                    refs.push(grant_page(backend, memory.frame(page))?);
+                }
+                for page in 0..directory.pages() {
+                    directory_refs.push(grant_page(backend, directory.frame(page))?);
+                }
+                Ok(())
+            };
+            let result = granted();
+            write_directory(directory.pages_mut(), &directory_refs, &refs);
+            let cookie = (self.generation << 16) | ((index as u64 + 1) << 4) | (slot + 1);
+            self.outputs[index].buffers.push(Buffer {
+                memory,
+                directory,
+                refs,
+                directory_refs,
+                dbuf_cookie: cookie,
+                fb_cookie: cookie | 0x8,
+                created: false,
+                attached: false,
+            });
+            result?;
+            let buffer = self.outputs[index]
+                .buffers
+                .last()
+                .map(|b| (b.dbuf_cookie, b.fb_cookie, b.directory_refs[0]));
+            let Some((dbuf_cookie, fb_cookie, gref_directory)) = buffer else {
+                continue;
+            };
+            self.call(
+                0,
+                &Request::DbufCreate(DbufCreate {
+                    dbuf_cookie,
+                    width,
+                    height,
+                    bpp,
+                    buffer_sz: size,
+                    flags: 0,
+                    gref_directory,
+                    data_ofs: 0,
+                }),
+            )?;
+            self.mark(index, |buffer| buffer.created = true);
+            self.call(
+                0,
+                &Request::FbAttach {
+                    dbuf_cookie,
+                    fb_cookie,
+                    width,
+                    height,
+                    pixel_format: displif::FOURCC_XRGB8888,
+                },
+            )?;
+            self.mark(index, |buffer| buffer.attached = true);
+        }
+        let fb_cookie = self.outputs[index].buffers[0].fb_cookie;
+        self.call(
+            index,
+            &Request::SetConfig {
+                fb_cookie,
+                x: 0,
+                y: 0,
+                width,
+                height,
+                bpp,
+            },
+        )?;
+        crate::println!(
+            "display: {} {width}x{height} ready, 2 buffers of {} KiB",
+            self.outputs[index].name(),
+            size / 1024
+        );
+        Ok(())
+    }
+
+    fn mark(&mut self, index: usize, f: impl FnOnce(&mut Buffer)) {
+        if let Some(buffer) = self.outputs[index].buffers.last_mut() {
+            f(buffer);
+        }
+    }
+
+    /// Renders and flips frames on every healthy connector until all are
+    /// done; returns a shutdown request if one came in.
+    fn show(&mut self, spec: &SceneSpec) -> Option<ShutdownReason> {
+        let start = time::now_ns();
+        loop {
+            if let Some(reason) = control::take_request() {
+                return Some(reason);
+            }
+            let mut busy = false;
+            for index in 0..self.outputs.len() {
+                busy |= self.step(index, spec, start);
+            }
+            if !busy {
+                break;
+            }
+            self.wait_for_activity();
+        }
+        for output in &self.outputs {
+            summarize(output);
+        }
+        None
+    }
+
+    /// Advances one connector; returns whether it still has work.
+    fn step(&mut self, index: usize, spec: &SceneSpec, start: u64) -> bool {
+        let output = &mut self.outputs[index];
+        if output.failed.is_some() {
+            return false;
+        }
+        if let Err(error) = output.connector.pump() {
+            output.fail(format!("{error}"));
+            return false;
+        }
+        for id in output.connector.take_stray() {
+            log::warn!(
+                "display {}: response id {id} answers no request; dropped",
+                output.name()
+            );
+        }
+        let now = time::now_ns();
+        if let Some(mut flight) = output.flight.take() {
+            if let Some(result) = output.connector.take_response(flight.id) {
+                match result {
+                    Ok(_) => flight.answered = true,
+                    Err(error) => {
+                        output.fail(format!("{error}"));
+                        return false;
+                    }
+                }
+            }
+            while let Some(Event::PageFlip { fb_cookie }) = output.connector.take_event() {
+                if fb_cookie == flight.fb_cookie {
+                    flight.shown = true;
+                } else {
+                    log::warn!(
+                        "display {}: EVT_PG_FLIP for framebuffer {fb_cookie:#x}, expected {:#x}; ignored",
+                        output.name(),
+                        flight.fb_cookie
+                    );
+                }
+            }
+            if flight.answered && flight.shown {
+                let round_trip_us = ((now - flight.sent_ns) / 1000) as u32;
+                output.round_trips_us.push(round_trip_us);
+                output.flips += 1;
+                output.first_flip_ns.get_or_insert(now);
+                output.last_flip_ns = now;
+                crate::println!("{}", flight.line);
+                output.back ^= 1;
+            } else if now - flight.sent_ns > FLIP_TIMEOUT_NS {
+                output.connector.abandon(flight.id);
+                output.fail(format!(
+                    "PG_FLIP not completed within {} ms (response {}, EVT_PG_FLIP {})",
+                    FLIP_TIMEOUT_NS / NS_PER_MS,
+                    if flight.answered {
+                        "received"
+                    } else {
+                        "missing"
+                    },
+                    if flight.shown { "received" } else { "missing" }
+                ));
+                return false;
+            } else {
+                output.flight = Some(flight);
+                return true;
+            }
+        } else {
+            // Events that arrive with nothing in flight have nothing to complete.
+            while output.connector.take_event().is_some() {}
+        }
+        let Some((scene, frame)) = spec.frame_at(output.next_frame) else {
+            return false;
+        };
+        output.next_frame += 1;
+        let status = Status {
+            uptime_ms: (now - start) / NS_PER_MS,
+            flips: u64::from(output.flips),
+            flip_rtt_us: u64::from(output.round_trips_us.last().copied().unwrap_or(0)),
+            heap_bytes: heap::used() as u64,
+            grants: u64::from(services::with_grants(|grants| grants.in_use()).unwrap_or(0)),
+        };
+        let (width, height) = (output.config.width, output.config.height);
+        let name = output.config.unique_id.clone();
+        let back = output.back;
+        let Some(buffer) = output.buffers.get_mut(back) else {
+            output.fail(String::from("no buffers"));
+            return false;
+        };
+        match Framebuffer::<FormatXrgb8888>::packed(buffer.memory.bytes_mut(), width, height) {
+            Ok(mut target) => {
+                let frame = Frame {
+                    scene,
+                    number: frame,
+                    connector: &name,
+                    status,
+                };
+                // Drawing into memory cannot fail (the error type is Infallible).
+                let _ = scenes::draw(&frame, &mut target);
+            }
+            Err(error) => {
+                let reason = format!("framebuffer: {error}");
+                output.fail(reason);
+                return false;
+            }
+        }
+        let fb_cookie = buffer.fb_cookie;
+        let line = FlipLine {
+            connector: output.config.index,
+            seq: u64::from(output.flips),
+            scene,
+            frame,
+            width,
+            height,
+            bpp: 32,
+            name: Label::from_str_truncated(&name),
+            status,
+        };
+        match output
+            .connector
+            .send(&Request::PageFlip { fb_cookie }, time::now_ns())
+        {
+            Ok((id, notify)) => {
+                if notify {
+                    services::notify(output.req_port);
+                }
+                output.flight = Some(Flight {
+                    id,
+                    fb_cookie,
+                    sent_ns: time::now_ns(),
+                    answered: false,
+                    shown: false,
+                    line,
+                });
+                true
+            }
+            Err(error) => {
+                output.fail(format!("PG_FLIP: {error}"));
+                false
+            }
+        }
+    }
+
+    /// Sleeps until an event channel of a connector or xenstore fires, or
+    /// the next flip deadline.
+    fn wait_for_activity(&mut self) {
+        let Some(events) = services::events() else {
+            return;
+        };
+        let mut ports: Vec<u32> = self
+            .outputs
+            .iter()
+            .filter(|output| output.failed.is_none())
+            .flat_map(|output| [output.req_port, output.evt_port])
+            .collect();
+        let store_port = store::port();
+        ports.extend(store_port);
+        let deadline = self
+            .outputs
+            .iter()
+            .filter_map(|output| {
+                output
+                    .flight
+                    .as_ref()
+                    .map(|flight| flight.sent_ns + FLIP_TIMEOUT_NS + 1)
+            })
+            .min()
+            .unwrap_or(time::now_ns() + 1_000 * NS_PER_MS);
+        time::wait_until(deadline, || ports.iter().any(|&port| events.is_fired(port)));
+        for &port in &ports {
+            events.take(port);
+        }
+        store::service();
+    }
+
+    /// Undoes everything: disable, detach, destroy, close the connection,
+    /// then end every grant once the backend let go of it.
+    fn teardown(&mut self) {
+        for index in 0..self.outputs.len() {
+            if self.outputs[index].failed.is_none() {
+                let disable = Request::SetConfig {
+                    fb_cookie: 0,
+                    x: 0,
+                    y: 0,
+                    width: 0,
+                    height: 0,
+                    bpp: 0,
+                };
+                if let Err(error) = self.call(index, &disable) {
+                    log::warn!("display {}: disabling: {error}", self.outputs[index].name());
+                }
+            }
+        }
+        let ring_usable = self
+            .outputs
+            .first()
+            .is_some_and(|output| output.failed.is_none());
+        for index in 0..self.outputs.len() {
+            for slot in 0..self.outputs[index].buffers.len() {
+                let buffer = &self.outputs[index].buffers[slot];
+                let (attached, created) = (buffer.attached, buffer.created);
+                let (fb_cookie, dbuf_cookie) = (buffer.fb_cookie, buffer.dbuf_cookie);
+                if ring_usable && attached {
+                    if let Err(error) = self.call(0, &Request::FbDetach { fb_cookie }) {
+                        log::warn!("display: FB_DETACH {fb_cookie:#x}: {error}");
+                    }
+                }
+                if ring_usable && created {
+                    if let Err(error) = self.call(0, &Request::DbufDestroy { dbuf_cookie }) {
+                        log::warn!("display: DBUF_DESTROY {dbuf_cookie:#x}: {error}");
+                    }
+                }
+            }
+        }
+        let config = self.config.clone();
+        let closed = store_call("closing", |client| {
+            config::set_state(client, &config, XenbusState::Closing)?;
+            let node = format!("{}/state", config.backend);
+            let _ = xenbus::wait_for_state(
+                client,
+                &node,
+                |state| {
+                    matches!(
+                        state,
+                        XenbusState::Closing | XenbusState::Closed | XenbusState::InitWait
+                    )
+                },
+                RELEASE_TIMEOUT_NS,
+            );
+            config::set_state(client, &config, XenbusState::Closed)
+        });
+        if let Err(error) = closed {
+            log::warn!("display: {error}");
+        }
+        let deadline = time::now_ns() + RELEASE_TIMEOUT_NS;
+        let mut kept = 0usize;
+        for output in self.outputs.drain(..) {
+            kept += release_output(output, deadline);
+        }
+        let in_use = services::with_grants(|grants| grants.in_use()).unwrap_or(0);
+        if kept == 0 {
+            crate::println!("display: all grants returned ({in_use} in use)");
+        } else {
+            crate::println!(
+                "display: {kept} pages are still mapped by the backend and stay allocated ({in_use} grants in use)"
+            );
+        }
+    }
+}
+
+/// Ends every grant of `output`, retrying until `deadline` while the backend
+/// maps them; frees what was released and keeps (leaks) what was not.
+/// Returns how many pages are kept.
+fn release_output(output: Output, deadline: u64) -> usize {
+    for port in [output.req_port, output.evt_port] {
+        if let Err(error) = evtchn::close(&Xen, port) {
+            log::warn!("display: EVTCHNOP_close({port}): {error}");
+        }
+        if let Some(events) = services::events() {
+            events.forget(port);
+        }
+    }
+    let mut kept = 0;
+    for buffer in output.buffers {
+        let buffer_ok = end_all(&buffer.refs, deadline);
+        let directory_ok = end_all(&buffer.directory_refs, deadline);
+        if buffer_ok {
+            drop(buffer.memory);
+        } else {
+            kept += buffer.memory.pages();
+            core::mem::forget(buffer.memory);
+        }
+        if directory_ok {
+            drop(buffer.directory);
+        } else {
+            kept += buffer.directory.pages();
+            core::mem::forget(buffer.directory);
+        }
+    }
+    let rings_ok = end_all(&[output.req_ref, output.evt_ref], deadline);
+    if rings_ok {
+        drop(output.connector);
+    } else {
+        kept += 2;
+        core::mem::forget(output.connector);
+    }
+    kept
+}
+
+/// Ends each grant, retrying busy ones until `deadline`; true if all ended.
+fn end_all(refs: &[GrantRef], deadline: u64) -> bool {
+    let mut pending: Vec<GrantRef> = refs.to_vec();
+    loop {
+        pending.retain(|&gref| {
+            !matches!(
+                services::with_grants(|grants| grants.end_access(gref)),
+                Some(Ok(()) | Err(GrantError::NotGranted(_)))
+            )
+        });
+        if pending.is_empty() {
+            return true;
+        }
+        if time::now_ns() >= deadline {
+            return false;
+        }
+        time::sleep_ns(NS_PER_MS);
+    }
+}
+
+fn percentile(sorted: &[u32], percent: usize) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() * percent)
+        .div_ceil(100)
+        .clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn summarize(output: &Output) {
+    let mut sorted = output.round_trips_us.clone();
+    sorted.sort_unstable();
+    let elapsed_ns = output
+        .first_flip_ns
+        .map_or(0, |first| output.last_flip_ns.saturating_sub(first));
+    let fps_milli = if elapsed_ns > 0 && output.flips > 1 {
+        u64::from(output.flips - 1) * 1_000_000_000_000 / elapsed_ns
+    } else {
+        0
+    };
+    crate::println!(
+        "display: summary conn={} {}x{} frames={} fps={}.{:03} rtt_p50_us={} rtt_p99_us={}{}",
+        output.config.index,
+        output.config.width,
+        output.config.height,
+        output.flips,
+        fps_milli / 1000,
+        fps_milli % 1000,
+        percentile(&sorted, 50),
+        percentile(&sorted, 99),
+        match &output.failed {
+            Some(reason) => format!(" failed: {reason}"),
+            None => String::new(),
+        }
+    );
+}

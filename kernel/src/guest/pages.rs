@@ -1,0 +1,66 @@
+//! Page-aligned, zeroed, physically contiguous memory from the heap, for
+//! buffers shared with another domain (the identity map makes a contiguous
+//! virtual range a contiguous range of guest frames).
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+extern crate alloc;
+
+/// Whole pages of the heap, freed on drop.
+pub struct PageBuffer {
+    start: NonNull<u8>,
+    pages: usize,
+}
+
+// SAFETY: the buffer is owned memory like a Box<[u8]>; nothing ties it to a
+// context.
+unsafe impl Send for PageBuffer {}
+
+impl PageBuffer {
+    /// `pages` zeroed pages, or `None` when the heap has no such run.
+    pub fn new(pages: usize) -> Option<PageBuffer> {
+        let layout = Layout::from_size_align(pages.max(1) * 4096, 4096).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let start = NonNull::new(unsafe { alloc::alloc::alloc_zeroed(layout) })?;
+        Some(PageBuffer {
+            start,
+            pages: pages.max(1),
+        })
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Guest frame number of page `index`.
+    pub fn frame(&self, index: usize) -> u64 {
+        (self.start.as_ptr() as u64 >> 12) + index as u64
+    }
+
+    /// The memory as bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the allocation is `pages * 4096` bytes, owned by `self`
+        // and borrowed mutably here.
+        unsafe { core::slice::from_raw_parts_mut(self.start.as_ptr(), self.pages * 4096) }
+    }
+
+    /// The pages as page arrays.
+    pub fn pages_mut(&mut self) -> &mut [[u8; 4096]] {
+        // SAFETY: the allocation is `pages` whole, 4096-aligned pages owned
+        // by `self` and borrowed mutably here.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.start.as_ptr().cast::<[u8; 4096]>(), self.pages)
+        }
+    }
+}
+
+impl Drop for PageBuffer {
+    fn drop(&mut self) {
+        if let Ok(layout) = Layout::from_size_align(self.pages * 4096, 4096) {
+            // SAFETY: allocated in `new` with this very layout.
+            unsafe { alloc::alloc::dealloc(self.start.as_ptr(), layout) };
+        }
+    }
+}
