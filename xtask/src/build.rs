@@ -4,8 +4,8 @@
 //! turned into a raw arm64 Image (`image.rs`). Dom0 programs (static, aarch64-unknown-linux-musl)
 //! join the list in `DOM0_BINARIES` and are copied into the Dom0 initramfs as they are.
 
-use crate::{cmd, image, rig};
-use anyhow::{Context, Result};
+use crate::{cmd, image, initramfs, rig};
+use anyhow::{ensure, Context, Result};
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,8 +27,20 @@ pub const GUEST: Binary = Binary {
     target: "aarch64-unknown-none",
 };
 
-/// Dom0 programs installed into the initramfs at `/usr/bin/<bin>`.
-pub const DOM0_BINARIES: &[Binary] = &[];
+/// Dom0 programs installed into the initramfs at `/usr/bin/<bin>`: static musl binaries
+/// (`.cargo/config.toml` links them with rust-lld), so they need no library from the arm64 root.
+pub const DOM0_BINARIES: &[Binary] = &[
+    Binary {
+        package: "dom0-tools",
+        bin: "vdispl-grant-check",
+        target: "aarch64-unknown-linux-musl",
+    },
+    Binary {
+        package: "dom0-tools",
+        bin: "vdispl-grant-offer",
+        target: "aarch64-unknown-linux-musl",
+    },
+];
 
 /// What `cargo xtask build` produced.
 pub struct Artifacts {
@@ -75,10 +87,33 @@ pub fn run() -> Result<Artifacts> {
     );
     let dom0_binaries = DOM0_BINARIES
         .iter()
-        .map(Binary::build)
+        .map(build_dom0_binary)
         .collect::<Result<_>>()?;
     Ok(Artifacts {
         guest_image,
         dom0_binaries,
     })
+}
+
+/// Builds a Dom0 program and checks that it is static: the initramfs carries only the shared
+/// libraries of the Debian tools, none for our programs.
+fn build_dom0_binary(binary: &Binary) -> Result<PathBuf> {
+    let path = binary.build()?;
+    let data = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let needed = initramfs::needed_libraries(&data)
+        .with_context(|| format!("cannot read the ELF dynamic section of {}", path.display()))?;
+    ensure!(
+        needed.is_empty(),
+        "{} needs shared libraries ({}): Dom0 programs must be linked statically \
+         (see [target.{}] in .cargo/config.toml)",
+        path.display(),
+        needed.join(", "),
+        binary.target
+    );
+    println!(
+        "build: {} ({} bytes, static, for Dom0 /usr/bin/)",
+        path.display(),
+        data.len()
+    );
+    Ok(path)
 }

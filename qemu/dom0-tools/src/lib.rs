@@ -1,0 +1,18 @@
+//! Programs the rig runs in Dom0, next to the Xen tools: they play Dom0's side of the guest's
+//! self-tests through the Linux Xen devices (`/dev/xen/*`) and print `rig: ` lines that
+//! `cargo xtask test` reads from the serial log.
+//!
+//! - `vdispl-grant-check <domid> <gref> <seed>`: maps a page a domain granted to Dom0 and
+//!   compares it with the shared test pattern (`grant_check`, `gntdev`).
+//! - `vdispl-grant-offer <domid> <seed> [<seconds>]`: Dom0 grants a page of its own, filled
+//!   with the pattern, to a domain (itself included), a stand-in for the guest's side of that
+//!   test (`grant_offer`, `gntalloc`).
+//!
+//! They are built for aarch64-unknown-linux-musl, statically linked, by `cargo xtask build`, and
+//! installed into the Dom0 initramfs at `/usr/bin/`. Everything but the device access is plain
+//! logic tested on the host; wire formats shared with the guest come from the `drivers` crate.
+
+pub mod gntalloc;
+pub mod gntdev;
+pub mod grant_check;
+pub mod grant_offer;
