@@ -24,11 +24,21 @@ cmdline_param() {
         sed -n -e "s/.* $1=\"\([^\"]*\)\".*/\1/p;t" -e "s/.* $1=\([^ ]*\) .*/\1/p"
 }
 
+# xl_config_value KEY: the value of `KEY = value` or `KEY = "value"` in the guest's xl config.
+xl_config_value() {
+    sed -n -e "s/^$1[[:space:]]*=[[:space:]]*\"\([^\"]*\)\".*/\1/p;t" \
+        -e "s/^$1[[:space:]]*=[[:space:]]*\([^[:space:]#]*\).*/\1/p" "$GUEST_CONFIG" | head -n 1
+}
+
 # create_guest [XL-OPTIONS]: xl create the guest config, with rig.memory=MiB and
-# rig.bootargs="..." from the kernel command line overriding `memory` and `extra`.
+# rig.bootargs="..." from the kernel command line overriding `memory` and `extra`. Words in
+# $GUEST_EXTRA_BOOTARGS (set by a scenario) are appended to the bootargs, whichever they are.
 create_guest() {
     memory=$(cmdline_param rig.memory)
     bootargs=$(cmdline_param rig.bootargs)
+    if [ -n "$GUEST_EXTRA_BOOTARGS" ]; then
+        bootargs="${bootargs:-$(xl_config_value extra)} $GUEST_EXTRA_BOOTARGS"
+    fi
     set -- "$@" "$GUEST_CONFIG"
     if [ -n "$memory" ]; then
         set -- "$@" "memory=$memory"
@@ -40,20 +50,60 @@ create_guest() {
     xl create "$@"
 }
 
-# wait_gone NAME START_MS TIMEOUT_MS: wait until domain NAME leaves `xl list`; report the time
-# since START_MS (Dom0 uptime). Destroys the domain and fails on timeout.
-wait_gone() {
+# poll_gone NAME START_MS TIMEOUT_MS: wait, silently, until domain NAME leaves `xl list`.
+# Sets ELAPSED_MS to the time since START_MS (Dom0 uptime); fails if it is still there at
+# START_MS + TIMEOUT_MS.
+poll_gone() {
+    local deadline now
     deadline=$(($2 + $3))
     while xl list "$1" >/dev/null 2>&1; do
         now=$(uptime_ms)
         if [ "$now" -ge "$deadline" ]; then
-            say "guest $1 still running after $((now - $2)) ms (timeout), destroying it"
-            xl destroy "$1"
+            ELAPSED_MS=$((now - $2))
             return 1
         fi
         sleep 0.05
     done
-    say "guest $1 gone after $(($(uptime_ms) - $2)) ms"
+    ELAPSED_MS=$(($(uptime_ms) - $2))
+}
+
+# wait_gone NAME START_MS TIMEOUT_MS: wait until domain NAME leaves `xl list`; report the time
+# since START_MS (Dom0 uptime). Destroys the domain and fails on timeout.
+wait_gone() {
+    if ! poll_gone "$@"; then
+        say "guest $1 still running after $ELAPSED_MS ms (timeout), destroying it"
+        xl destroy "$1"
+        return 1
+    fi
+    say "guest $1 gone after $ELAPSED_MS ms"
+}
+
+# wait_key DOMID KEY TIMEOUT_MS [VALUE]: wait until the xenstore key KEY (relative to the
+# domain's /local/domain/DOMID/) exists, or holds VALUE when given. Sets KEY_VALUE to what it
+# holds. Fails, saying why, on timeout or when the domain is gone first (its xenstore directory
+# disappears when it is destroyed).
+wait_key() {
+    local began deadline now
+    began=$(uptime_ms)
+    deadline=$((began + $3))
+    while :; do
+        if KEY_VALUE=$(xenstore-read "/local/domain/$1/$2" 2>/dev/null); then
+            if [ $# -lt 4 ] || [ "$KEY_VALUE" = "$4" ]; then
+                say "xenstore $2 = \"$KEY_VALUE\" after $(($(uptime_ms) - began)) ms"
+                return 0
+            fi
+        fi
+        if ! xenstore-read "/local/domain/$1/name" >/dev/null 2>&1; then
+            say "guest (domain $1) gone before writing $2${4:+ = $4}"
+            return 1
+        fi
+        now=$(uptime_ms)
+        if [ "$now" -ge "$deadline" ]; then
+            say "xenstore $2${4:+ = $4} not written within $(($3 / 1000)) s (timeout)"
+            return 1
+        fi
+        sleep 0.1
+    done
 }
 
 # show_log FILE PREFIX: print FILE with PREFIX before each line.
@@ -72,4 +122,10 @@ show_console_logs() {
     show_log "$CONSOLE_LOGS/guest-$GUEST_NAME.log" guest-console
     show_log "$CONSOLE_LOGS/guest-$GUEST_NAME-vuart0.log" guest-vuart
     show_log "$XL_LOG" xl-log
+}
+
+# clear_console_logs: remove the console logs, so that the next guest of the same name starts
+# new ones (xenconsoled appends; xl rotates its own log at each xl create).
+clear_console_logs() {
+    rm -f "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "$CONSOLE_LOGS/guest-$GUEST_NAME-vuart0.log"
 }

@@ -1,0 +1,141 @@
+#!/bin/sh
+# Services: Dom0's side of the guest's self-tests (bootargs selftest=services), twice: the first
+# guest is ended with `xl shutdown`, the second with `xl reboot` (on_reboot = "destroy").
+#
+# Per guest, with keys relative to its /local/domain/<domid>/:
+#   1. wait (30 s) for data/vdispl-os-test/grant = "<gref> <seed>": the guest filled a page with
+#      the shared test pattern of <seed> and granted it read-only to Dom0;
+#   2. vdispl-grant-check <domid> <gref> <seed> maps it, compares, unmaps; then write
+#      data/vdispl-os-test/grant-result = ok, mismatch (the page differs) or error (the check
+#      could not be made), after which the guest ends its grant;
+#   3. wait (30 s) for data/vdispl-os-test/state = ready;
+#   4. xl shutdown (or xl reboot) and time it until the guest leaves `xl list`: it must take
+#      2 s at most (10 s before the guest is destroyed), and xl must succeed, which needs the
+#      guest to acknowledge the request by clearing control/shutdown (or to be gone);
+#   5. print its console logs and xl's log.
+# Ends with `rig: services ok (2 guests)` or `rig: services failed: ...`.
+. /rig/lib.sh
+
+TEST_DIR=data/vdispl-os-test
+GUEST_EXTRA_BOOTARGS=selftest=services
+KEY_TIMEOUT_MS=30000
+END_LIMIT_MS=2000
+END_TIMEOUT_MS=10000
+
+failures=""
+
+# fail WHAT: remember a failure for the final line.
+fail() {
+    failures="$failures${failures:+, }$1"
+}
+
+# check_grant DOMID VALUE: check the grant "<gref> <seed>" of VALUE, write grant-result.
+check_grant() {
+    local domid="$1" value="$2" gref="" seed="" result=error
+    # Exactly two decimal numbers separated by one space, or the guest wrote something else.
+    case "$value" in
+    *[!0-9\ ]* | "" | " "* | *" " | *" "*" "*) ;;
+    *" "*)
+        gref=${value% *}
+        seed=${value#* }
+        ;;
+    esac
+    if [ -z "$gref" ]; then
+        say "grant key holds \"$value\", not \"<gref> <seed>\""
+    else
+        say "vdispl-grant-check $domid $gref $seed"
+        vdispl-grant-check "$domid" "$gref" "$seed"
+        case $? in
+        0) result=ok ;;
+        1) result=mismatch ;;
+        esac
+    fi
+    say "xenstore-write $TEST_DIR/grant-result $result"
+    xenstore-write "/local/domain/$domid/$TEST_DIR/grant-result" "$result" ||
+        say "xenstore-write $TEST_DIR/grant-result failed"
+    [ "$result" = ok ]
+}
+
+# end_guest ACTION: `xl ACTION` the guest (shutdown or reboot) and time it from the command
+# until the guest has left `xl list`. Passes if it left within END_LIMIT_MS and xl succeeded.
+end_guest() {
+    local began xl_pid xl_status gone=0 waited=0
+    began=$(uptime_ms)
+    say "xl $1 $GUEST_NAME"
+    # xl writes control/shutdown, then waits (60 s at most) for the guest to acknowledge it by
+    # clearing the key (a guest that is gone has too): run it aside and time the guest itself.
+    xl "$1" "$GUEST_NAME" &
+    xl_pid=$!
+    poll_gone "$GUEST_NAME" "$began" "$END_TIMEOUT_MS" || gone=1
+    # Then xl has 2 s to return.
+    while kill -0 "$xl_pid" 2>/dev/null && [ "$waited" -lt 20 ]; do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    if kill -0 "$xl_pid" 2>/dev/null; then
+        say "xl $1 still waits for the guest to acknowledge the request; stopping it"
+        kill "$xl_pid"
+    fi
+    wait "$xl_pid"
+    xl_status=$?
+    if [ "$gone" -ne 0 ]; then
+        say "xl $1 took too long ($ELAPSED_MS ms): the guest is still running"
+    elif [ "$xl_status" -ne 0 ]; then
+        say "xl $1 failed (exit status $xl_status); the guest left after $ELAPSED_MS ms"
+    elif [ "$ELAPSED_MS" -gt "$END_LIMIT_MS" ]; then
+        say "xl $1 took too long ($ELAPSED_MS ms)"
+    else
+        say "xl $1 ended the guest within $((END_LIMIT_MS / 1000)) s ($ELAPSED_MS ms)"
+        return 0
+    fi
+    return 1
+}
+
+# run_guest N ACTION: guest number N, from xl create to gone, ended with `xl ACTION`.
+run_guest() {
+    local began domid=""
+    say "guest $1 of 2: selftest=services, ended by xl $2"
+    clear_console_logs
+    began=$(uptime_ms)
+    # Paused until its domain id is known, so that a guest that ends at once is still found.
+    if ! create_guest -p; then
+        say "xl create failed"
+        fail "guest $1: xl create"
+        show_console_logs
+        return
+    fi
+    domid=$(xl domid "$GUEST_NAME")
+    xl unpause "$GUEST_NAME"
+    say "guest created after $(($(uptime_ms) - began)) ms (domain ${domid:-unknown})"
+
+    if [ -z "$domid" ]; then
+        fail "guest $1: xl domid"
+    elif wait_key "$domid" "$TEST_DIR/grant" "$KEY_TIMEOUT_MS"; then
+        check_grant "$domid" "$KEY_VALUE" || fail "guest $1: grant"
+        if wait_key "$domid" "$TEST_DIR/state" "$KEY_TIMEOUT_MS" ready; then
+            say "guest state ready"
+            end_guest "$2" || fail "guest $1: xl $2"
+        else
+            fail "guest $1: state ready"
+        fi
+    else
+        fail "guest $1: grant key"
+    fi
+    # Whatever happened above, the guest must be gone before the next one (same name).
+    if xl list "$GUEST_NAME" >/dev/null 2>&1; then
+        say "destroying guest $1"
+        xl destroy "$GUEST_NAME"
+    fi
+    # xenconsoled writes the logs as it drains the rings; give it a moment after the domain died.
+    sleep 0.2
+    show_console_logs
+}
+
+run_guest 1 shutdown
+run_guest 2 reboot
+if [ -z "$failures" ]; then
+    say "services ok (2 guests)"
+else
+    say "services failed: $failures"
+    exit 1
+fi
