@@ -530,6 +530,7 @@ mod tests {
         let page = RingPage::new_boxed();
         assert_eq!(page.address() % 4096, 0);
         assert_eq!(page.req_prod.load(Ordering::SeqCst), 0);
+        page.init();
         let mut front = FrontRing::new(page);
         front.push_request(&message(1)).unwrap();
         assert!(front.publish());
