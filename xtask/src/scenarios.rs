@@ -265,7 +265,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GICV2, SERVICES],
         timeout: Duration::from_secs(240),
-        default: false,
+        default: true,
     },
     Scenario {
         name: "services-gicv3",
@@ -274,7 +274,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GICV3, SERVICES],
         timeout: Duration::from_secs(240),
-        default: false,
+        default: true,
     },
 ];
 
@@ -884,8 +884,7 @@ mod tests {
             .collect();
         assert_eq!(default, marked);
         assert!(default.contains(&"crash-xl"), "{default:?}");
-        // Until the guest side of issue 3 lands: only with --scenario.
-        assert!(!default.contains(&"services-gicv3"), "{default:?}");
+        assert!(default.contains(&"services-gicv3"), "{default:?}");
         for scenario in SCENARIOS {
             let named = select(&[scenario.name.to_string()]).unwrap();
             assert_eq!(named.len(), 1);
