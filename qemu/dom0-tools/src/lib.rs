@@ -1,6 +1,7 @@
-//! Programs the rig runs in Dom0, next to the Xen tools: they play Dom0's side of the guest's
-//! self-tests through the Linux Xen devices (`/dev/xen/*`) and print `rig: ` lines that
-//! `cargo xtask test` reads from the serial log.
+//! Programs the rig runs in Dom0, next to the Xen tools: the display backend the guest talks to,
+//! and Dom0's side of the guest's self-tests, through the Linux Xen devices (`/dev/xen/*`).
+//! They print `rig: `, `vdispl-backend: ` and `frame ` lines that `cargo xtask` reads from the
+//! serial log.
 //!
 //! - `vdispl-grant-check <domid> <gref> <seed>`: maps a page a domain granted to Dom0 and
 //!   compares it with the shared test pattern (`grant_check`, `gntdev`).
@@ -12,7 +13,13 @@
 //! installed into the Dom0 initramfs at `/usr/bin/`. Everything but the device access is plain
 //! logic tested on the host; wire formats shared with the guest come from the `drivers` crate.
 
+pub mod capture;
+pub mod evtchn;
+pub mod frontend;
 pub mod gntalloc;
 pub mod gntdev;
 pub mod grant_check;
+pub mod grant_map;
 pub mod grant_offer;
+pub mod lifecycle;
+pub mod xenbus;
