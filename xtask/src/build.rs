@@ -40,6 +40,11 @@ pub const DOM0_BINARIES: &[Binary] = &[
         bin: "vdispl-grant-offer",
         target: "aarch64-unknown-linux-musl",
     },
+    Binary {
+        package: "dom0-tools",
+        bin: "vdispl-backend",
+        target: "aarch64-unknown-linux-musl",
+    },
 ];
 
 /// What `cargo xtask build` produced.

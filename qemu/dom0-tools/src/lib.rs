@@ -3,6 +3,10 @@
 //! They print `rig: `, `vdispl-backend: ` and `frame ` lines that `cargo xtask` reads from the
 //! serial log.
 //!
+//! - `vdispl-backend [--out DIR]`: the vdispl (para-virtual display) backend. Serves every
+//!   frontend whose device has Dom0 as its backend, captures each flipped frame as a PNG file
+//!   and a `frame conn=.. seq=.. crc32=..` line (`display_backend`, with `xenbus`, `evtchn`,
+//!   `grant_map`, `frontend`, `lifecycle`, `capture`).
 //! - `vdispl-grant-check <domid> <gref> <seed>`: maps a page a domain granted to Dom0 and
 //!   compares it with the shared test pattern (`grant_check`, `gntdev`).
 //! - `vdispl-grant-offer <domid> <seed> [<seconds>]`: Dom0 grants a page of its own, filled
@@ -14,6 +18,7 @@
 //! logic tested on the host; wire formats shared with the guest come from the `drivers` crate.
 
 pub mod capture;
+pub mod display_backend;
 pub mod evtchn;
 pub mod frontend;
 pub mod gntalloc;

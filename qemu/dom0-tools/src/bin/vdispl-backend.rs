@@ -1,0 +1,119 @@
+//! `vdispl-backend [--out DIR] [--workers N]`: the Dom0 display backend. Serves every vdispl
+//! device whose backend is Dom0 (`/local/domain/0/backend/vdispl`), answers the frontends'
+//! requests, and for each flipped frame prints `frame conn=<N> seq=<K> crc32=<hex> ...` and,
+//! with `--out`, writes `DIR/dom<D>-conn<N>-seq<K>.png`. Runs until SIGTERM or SIGINT, then
+//! closes every device, finishes the queued frames and prints a summary.
+
+use dom0_tools::display_backend::{Backend, Options};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How to call the program.
+const USAGE: &str = "usage: vdispl-backend [--out DIR] [--workers N]";
+
+/// Set by SIGTERM and SIGINT.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Reads the options (the arguments after the program name).
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options {
+        out_dir: None,
+        workers: 2,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--out" => {
+                let dir = args.next().ok_or("--out needs a directory")?;
+                options.out_dir = Some(PathBuf::from(dir));
+            }
+            "--workers" => {
+                let count = args.next().ok_or("--workers needs a number")?;
+                options.workers = match count.parse() {
+                    Ok(count @ 1..=16) => count,
+                    _ => return Err(format!("--workers {count}: expected 1 to 16")),
+                };
+            }
+            "-h" | "--help" => return Err(String::new()),
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    Ok(options)
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) if message.is_empty() => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("vdispl-backend: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe; the
+        // function pointer has the signature signal(2) expects.
+        unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
+    }
+    let backend = match Backend::open(&options) {
+        Ok(backend) => backend,
+        Err(error) => {
+            eprintln!("vdispl-backend: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    match backend.run(&STOP) {
+        Ok(summary) => {
+            println!(
+                "vdispl-backend: stopped: {} connections, {} flips, {} frames encoded, \
+                 {} PNG files written, {} failures, {} requests rejected; per frame {} ms to \
+                 copy, {} ms to encode and write",
+                summary.connections,
+                summary.flips,
+                summary.writer.frames,
+                summary.writer.files,
+                summary.writer.failures,
+                summary.rejected,
+                summary.capture_mean_ms(),
+                summary.writer.mean_ms()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("vdispl-backend: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        parse_args(args.iter().map(|arg| arg.to_string()))
+    }
+
+    #[test]
+    fn options_are_read_and_bad_ones_named() {
+        let options = parse(&["--out", "/mnt/frames", "--workers", "3"]).unwrap();
+        assert_eq!(options.out_dir, Some(PathBuf::from("/mnt/frames")));
+        assert_eq!(options.workers, 3);
+        assert_eq!(parse(&[]).unwrap().out_dir, None);
+        assert_eq!(parse(&["--out"]).unwrap_err(), "--out needs a directory");
+        assert_eq!(
+            parse(&["--workers", "0"]).unwrap_err(),
+            "--workers 0: expected 1 to 16"
+        );
+        assert_eq!(parse(&["-x"]).unwrap_err(), "unknown argument `-x`");
+        assert_eq!(parse(&["--help"]).unwrap_err(), "");
+    }
+}

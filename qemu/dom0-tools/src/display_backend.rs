@@ -1,0 +1,957 @@
+//! The Dom0 display backend (`vdispl-backend`): serves every vdispl device whose backend is
+//! Dom0, any number of frontends and connectors, from one thread that polls xenstore and the
+//! event channels; captured frames go to worker threads ([`FrameWriter`]).
+//!
+//! Per device it follows the handshake that [`lifecycle::decide`] spells out, maps the
+//! connectors' rings and event pages (`/dev/xen/gntdev`), binds their event channels
+//! (`/dev/xen/evtchn`), and answers every request through the shared backend rules
+//! (`drivers::xen::vdispl::backend::BackendModel`): a display buffer's pages are mapped when
+//! it is created and unmapped when it is destroyed, a flipped framebuffer is copied out and
+//! captured, then EVT_PG_FLIP goes to the connector's event page. GET_EDID is answered (with a
+//! base block for the connector's resolution) only when the frontend asked for protocol
+//! version 2. Every rejected request is logged with its reason.
+
+use crate::capture::{CapturedFrame, FrameWriter, WriterStats};
+use crate::evtchn::Evtchn;
+use crate::frontend::{
+    self, ConnectorConfig, DeviceKey, NodeReader, Scope, BACKEND_ROOT, VERSIONS,
+};
+use crate::grant_map::{Access, EventMapping, GrantMapper, RingMapping};
+use crate::lifecycle::{self, Action, Phase};
+use crate::xenbus::{self, Xenbus};
+use drivers::framebuffer::{Layout, PixelFormat};
+use drivers::xen::displif::{
+    self, field, Event, Operation, Request, Response, FOURCC_RGB565, FOURCC_XRGB8888,
+};
+use drivers::xen::edid;
+use drivers::xen::gnttab::GrantRef;
+use drivers::xen::ring::{BackRing, RingError, Slot};
+use drivers::xen::vdispl::backend::{
+    read_directory, BackendModel, DirectoryReader, Effect, Rejection, EINVAL,
+};
+use drivers::xen::xenbus::XenbusState;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Token of the watch on [`BACKEND_ROOT`].
+const BACKEND_TOKEN: &str = "vdispl-backend";
+/// Prefix of the tokens of the watches on frontend `state` nodes (`frontend:<domid>/<dev>`).
+const FRONTEND_TOKEN: &str = "frontend:";
+/// How long one poll(2) waits before the stop flag is looked at again.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a full frame queue may hold the backend up before the frame is dropped.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long stopping waits for the frame workers.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of the backend.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Where PNG files go (`None`: frame lines only).
+    pub out_dir: Option<PathBuf>,
+    /// Frame worker threads.
+    pub workers: usize,
+}
+
+/// What a run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Summary {
+    /// Frames flipped (captured).
+    pub flips: u64,
+    /// Requests rejected.
+    pub rejected: u64,
+    /// Devices connected.
+    pub connections: u64,
+    /// Time spent copying flipped frames out of the display buffers (the part of a flip the
+    /// frontend waits for).
+    pub capture: Duration,
+    /// What the frame workers did.
+    pub writer: WriterStats,
+}
+
+/// One connector of a connected device.
+struct Connector {
+    config: ConnectorConfig,
+    ring: BackRing<RingMapping>,
+    /// The ring's page, unmapped (with errors reported) once `ring` is dropped.
+    ring_page: RingMapping,
+    events: EventMapping,
+    /// Local port bound to the frontend's `req-event-channel`.
+    req_port: u32,
+    /// Local port bound to the frontend's `evt-event-channel`.
+    evt_port: u32,
+    /// Flips captured on this connector: the next frame's `seq`.
+    flips: u64,
+    next_event_id: u16,
+}
+
+/// A connected device: what the frontend created and what is mapped for it.
+struct Link {
+    version: u32,
+    model: BackendModel,
+    buffers: HashMap<u64, crate::grant_map::GrantMapping>,
+    connectors: Vec<Connector>,
+}
+
+/// A device this backend knows.
+struct Device {
+    key: DeviceKey,
+    /// The frontend's device directory (the backend's `frontend` node).
+    frontend: Option<String>,
+    /// The watch on the frontend's `state` node is set.
+    watching: bool,
+    phase: Phase,
+    link: Option<Link>,
+}
+
+impl Device {
+    fn frontend_token(&self) -> String {
+        format!("{FRONTEND_TOKEN}{}/{}", self.key.domid, self.key.device)
+    }
+}
+
+/// Reads nodes through the xenstore connection for [`frontend::read_frontend`].
+struct StoreReader<'a>(&'a mut Xenbus);
+
+impl NodeReader for StoreReader<'_> {
+    fn read_node(&mut self, path: &str) -> Result<Option<String>, String> {
+        self.0.read(path).map_err(|error| error.to_string())
+    }
+}
+
+/// Reads page directory pages by mapping them one at a time.
+struct GrantReader<'a> {
+    grants: &'a GrantMapper,
+    domid: u32,
+    /// The last mapping error, for the log.
+    failure: Option<String>,
+}
+
+impl DirectoryReader for GrantReader<'_> {
+    fn read_page(&mut self, gref: GrantRef) -> Option<[u8; 4096]> {
+        match self.grants.map(self.domid, &[gref], Access::ReadOnly) {
+            Ok(mapping) => {
+                let page = mapping.first_page();
+                if let Err(error) = mapping.unmap() {
+                    self.failure = Some(error.to_string());
+                }
+                Some(page)
+            }
+            Err(error) => {
+                self.failure = Some(error.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// Milliseconds since Dom0 booted (CLOCK_MONOTONIC), for the lines that mark a device's
+/// state changes: they line up with the rig's `uptime` lines.
+fn uptime_ms() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+}
+
+/// The state node value of a xenbus state.
+fn state_value(state: XenbusState) -> String {
+    (state as u32).to_string()
+}
+
+/// The backend.
+pub struct Backend {
+    store: Xenbus,
+    evtchn: Evtchn,
+    grants: GrantMapper,
+    devices: BTreeMap<DeviceKey, Device>,
+    /// Local port -> (device, connector index).
+    ports: HashMap<u32, (DeviceKey, usize)>,
+    writer: Option<FrameWriter>,
+    summary: Summary,
+}
+
+impl Backend {
+    /// Opens the Xen devices and starts the frame workers.
+    pub fn open(options: &Options) -> Result<Self, String> {
+        let store = Xenbus::open().map_err(|error| error.to_string())?;
+        let evtchn = Evtchn::open().map_err(|error| error.to_string())?;
+        let grants = GrantMapper::open().map_err(|error| error.to_string())?;
+        if let Some(dir) = &options.out_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+        }
+        Ok(Self {
+            store,
+            evtchn,
+            grants,
+            devices: BTreeMap::new(),
+            ports: HashMap::new(),
+            writer: Some(FrameWriter::start(options.out_dir.clone(), options.workers)),
+            summary: Summary::default(),
+        })
+    }
+
+    /// Serves devices until `stop` is set, then closes every device and waits for the frame
+    /// workers.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<Summary, String> {
+        self.store
+            .watch(BACKEND_ROOT, BACKEND_TOKEN)
+            .map_err(|error| error.to_string())?;
+        println!("vdispl-backend: serving {BACKEND_ROOT} (protocol versions {VERSIONS})");
+        let result = self.serve(stop);
+        self.shutdown();
+        result.map(|()| self.summary)
+    }
+
+    fn serve(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        while !stop.load(Ordering::Relaxed) {
+            self.handle_watch_events();
+            let timeout = if self.store.has_events() {
+                Duration::ZERO
+            } else {
+                POLL_INTERVAL
+            };
+            let (store_ready, ports_ready) = self.poll(timeout)?;
+            if store_ready {
+                self.store
+                    .receive_events(Duration::ZERO)
+                    .map_err(|error| error.to_string())?;
+            }
+            if ports_ready {
+                self.service_fired_ports()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// poll(2) on the xenstore connection and the event channel device.
+    fn poll(&self, timeout: Duration) -> Result<(bool, bool), String> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.store.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.evtchn.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll(2) on two pollfds we own, for at most `millis` ms.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                return Ok((false, false));
+            }
+            return Err(format!("poll on xenstore and event channels: {error}"));
+        }
+        let readable =
+            |fd: &libc::pollfd| fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
+        Ok((readable(&fds[0]), readable(&fds[1])))
+    }
+
+    /// Looks again at every device a queued watch event concerns (each once).
+    fn handle_watch_events(&mut self) {
+        let mut keys = BTreeSet::new();
+        let mut everything = false;
+        while let Some(event) = self.store.take_event() {
+            if event.token == BACKEND_TOKEN {
+                match frontend::scope_of(&event.path) {
+                    Scope::Everything => everything = true,
+                    Scope::Device(key) => {
+                        keys.insert(key);
+                    }
+                    Scope::Elsewhere => {}
+                }
+            } else if let Some(rest) = event.token.strip_prefix(FRONTEND_TOKEN) {
+                let key = rest.split_once('/').and_then(|(domid, device)| {
+                    Some(DeviceKey {
+                        domid: frontend::number(domid)?,
+                        device: frontend::number(device)?,
+                    })
+                });
+                keys.extend(key);
+            }
+        }
+        if everything {
+            keys.extend(self.devices.keys().copied());
+            match self.listed_devices() {
+                Ok(listed) => keys.extend(listed),
+                Err(error) => eprintln!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
+            }
+        }
+        for key in keys {
+            if let Err(error) = self.reconcile(key) {
+                eprintln!("vdispl-backend: {key}: {error}");
+            }
+        }
+    }
+
+    /// Every `<domid>/<dev>` under [`BACKEND_ROOT`].
+    fn listed_devices(&mut self) -> Result<Vec<DeviceKey>, xenbus::Error> {
+        let mut keys = Vec::new();
+        for domid in self.store.directory(BACKEND_ROOT)? {
+            let Some(domid) = frontend::number(&domid) else {
+                continue;
+            };
+            for device in self.store.directory(&format!("{BACKEND_ROOT}/{domid}"))? {
+                if let Some(device) = frontend::number(&device) {
+                    keys.push(DeviceKey { domid, device });
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    fn read_state(&mut self, path: &str) -> Result<Option<XenbusState>, String> {
+        let value = self.store.read(path).map_err(|error| error.to_string())?;
+        Ok(value.map(|value| XenbusState::parse(value.as_bytes()).unwrap_or(XenbusState::Unknown)))
+    }
+
+    /// Reads the device's nodes and acts until there is nothing more to do.
+    fn reconcile(&mut self, key: DeviceKey) -> Result<(), String> {
+        let backend = key.backend_path();
+        for _ in 0..4 {
+            let backend_state = self.read_state(&format!("{backend}/state"))?;
+            if backend_state.is_none() && !self.devices.contains_key(&key) {
+                return Ok(());
+            }
+            if !self.devices.contains_key(&key) {
+                let frontend = self
+                    .store
+                    .read(&format!("{backend}/frontend"))
+                    .map_err(|error| error.to_string())?;
+                self.devices.insert(
+                    key,
+                    Device {
+                        key,
+                        frontend,
+                        watching: false,
+                        phase: Phase::New,
+                        link: None,
+                    },
+                );
+            }
+            self.watch_frontend(key);
+            let frontend_path = self.devices.get(&key).and_then(|d| d.frontend.clone());
+            let frontend_state = match &frontend_path {
+                Some(path) => self.read_state(&format!("{path}/state"))?,
+                None => None,
+            };
+            let online = self
+                .store
+                .read(&format!("{backend}/online"))
+                .map_err(|error| error.to_string())?
+                .is_none_or(|value| value.trim() != "0");
+            let phase = self.devices.get(&key).map_or(Phase::New, |d| d.phase);
+            let action = lifecycle::decide(phase, backend_state, frontend_state, online);
+            let why = || match (backend_state, frontend_state) {
+                (Some(XenbusState::Closing), _) => "the toolstack removes the device".to_string(),
+                (_, None) => "the frontend is gone".to_string(),
+                (_, Some(state)) if !online => format!("offline, frontend {state}"),
+                (_, Some(state)) => format!("frontend {state}"),
+            };
+            match action {
+                Action::Stay => return Ok(()),
+                Action::Offer => {
+                    self.write_guarded(key, field::BE_VERSIONS, VERSIONS)?;
+                    self.set_state(key, XenbusState::InitWait)?;
+                    println!(
+                        "vdispl-backend: {key}: InitWait (versions {VERSIONS}, uptime {} ms)",
+                        uptime_ms()
+                    );
+                }
+                Action::Connect => match self.connect(key) {
+                    Ok(link) => {
+                        let described = describe_link(&link);
+                        self.set_device(key, |device| device.link = Some(link));
+                        self.set_state(key, XenbusState::Connected)?;
+                        self.summary.connections += 1;
+                        println!(
+                            "vdispl-backend: {key}: Connected, {described} (uptime {} ms)",
+                            uptime_ms()
+                        );
+                        let connectors = self.connector_count(key);
+                        for index in 0..connectors {
+                            self.service(key, index);
+                        }
+                    }
+                    Err(error) => {
+                        eprintln!("vdispl-backend: {key}: cannot connect: {error}");
+                        self.set_state(key, XenbusState::Closed)?;
+                    }
+                },
+                Action::Close => {
+                    let flips = self.disconnect(key);
+                    self.set_state(key, XenbusState::Closed)?;
+                    println!(
+                        "vdispl-backend: {key}: Closed ({}){flips} (uptime {} ms)",
+                        why(),
+                        uptime_ms()
+                    );
+                }
+                Action::Reopen => {
+                    self.set_state(key, XenbusState::InitWait)?;
+                    println!("vdispl-backend: {key}: InitWait again ({})", why());
+                }
+                Action::Forget => {
+                    let flips = self.disconnect(key);
+                    if let Some(device) = self.devices.remove(&key) {
+                        if device.watching {
+                            if let Some(frontend) = &device.frontend {
+                                let _ = self.store.unwatch(
+                                    &format!("{frontend}/state"),
+                                    &device.frontend_token(),
+                                );
+                            }
+                        }
+                    }
+                    println!(
+                        "vdispl-backend: {key}: removed{flips} (uptime {} ms)",
+                        uptime_ms()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_device(&mut self, key: DeviceKey, f: impl FnOnce(&mut Device)) {
+        if let Some(device) = self.devices.get_mut(&key) {
+            f(device);
+        }
+    }
+
+    fn connector_count(&self, key: DeviceKey) -> usize {
+        self.devices
+            .get(&key)
+            .and_then(|device| device.link.as_ref())
+            .map_or(0, |link| link.connectors.len())
+    }
+
+    fn watch_frontend(&mut self, key: DeviceKey) {
+        let Some(device) = self.devices.get(&key) else {
+            return;
+        };
+        let (Some(frontend), false) = (device.frontend.clone(), device.watching) else {
+            return;
+        };
+        let token = device.frontend_token();
+        match self.store.watch(&format!("{frontend}/state"), &token) {
+            Ok(()) => self.set_device(key, |device| device.watching = true),
+            Err(error) => eprintln!("vdispl-backend: {key}: cannot watch the frontend: {error}"),
+        }
+    }
+
+    /// Writes a node of the backend directory, unless the toolstack removed the directory.
+    fn write_guarded(&mut self, key: DeviceKey, node: &str, value: &str) -> Result<bool, String> {
+        let backend = key.backend_path();
+        self.store
+            .write_if_exists(
+                &format!("{backend}/state"),
+                &format!("{backend}/{node}"),
+                value,
+            )
+            .map_err(|error| error.to_string())
+    }
+
+    fn set_state(&mut self, key: DeviceKey, state: XenbusState) -> Result<(), String> {
+        self.write_guarded(key, "state", &state_value(state))?;
+        let phase = match state {
+            XenbusState::InitWait => Phase::InitWait,
+            XenbusState::Connected => Phase::Connected,
+            _ => Phase::Closed,
+        };
+        self.set_device(key, |device| device.phase = phase);
+        Ok(())
+    }
+
+    /// Maps every connector's ring and event page and binds its event channels.
+    fn connect(&mut self, key: DeviceKey) -> Result<Link, String> {
+        let frontend_path = self
+            .devices
+            .get(&key)
+            .and_then(|device| device.frontend.clone())
+            .ok_or_else(|| format!("{}/frontend is missing", key.backend_path()))?;
+        let config = frontend::read_frontend(&mut StoreReader(&mut self.store), &frontend_path)?;
+        let mut link = Link {
+            version: config.version,
+            model: BackendModel::default(),
+            buffers: HashMap::new(),
+            connectors: Vec::new(),
+        };
+        for connector in config.connectors {
+            match self.open_connector(key, connector) {
+                Ok(connector) => link.connectors.push(connector),
+                Err(error) => {
+                    self.release(key, link);
+                    return Err(error);
+                }
+            }
+        }
+        for (index, connector) in link.connectors.iter().enumerate() {
+            self.ports.insert(connector.req_port, (key, index));
+            self.ports.insert(connector.evt_port, (key, index));
+        }
+        Ok(link)
+    }
+
+    fn open_connector(
+        &mut self,
+        key: DeviceKey,
+        config: ConnectorConfig,
+    ) -> Result<Connector, String> {
+        let domid = key.domid;
+        let index = config.index;
+        let ring = self
+            .grants
+            .map(domid, &[config.req_ring_ref], Access::ReadWrite)
+            .map_err(|error| format!("connector {index} request ring: {error}"))?;
+        let ring = RingMapping::new(ring)
+            .ok_or_else(|| format!("connector {index} request ring: not one page"))?;
+        let events = self
+            .grants
+            .map(domid, &[config.evt_ring_ref], Access::ReadWrite)
+            .map_err(|error| format!("connector {index} event page: {error}"))?;
+        let events = EventMapping::new(events)
+            .ok_or_else(|| format!("connector {index} event page: not one page"))?;
+        let req_port = self
+            .evtchn
+            .bind_interdomain(domid, config.req_port)
+            .map_err(|error| format!("connector {index} req-event-channel: {error}"))?;
+        let evt_port = match self.evtchn.bind_interdomain(domid, config.evt_port) {
+            Ok(port) => port,
+            Err(error) => {
+                let _ = self.evtchn.unbind(req_port);
+                return Err(format!("connector {index} evt-event-channel: {error}"));
+            }
+        };
+        Ok(Connector {
+            config,
+            ring: BackRing::new(ring.clone()),
+            ring_page: ring,
+            events,
+            req_port,
+            evt_port,
+            flips: 0,
+            next_event_id: 0,
+        })
+    }
+
+    /// Unbinds and unmaps everything of a link; logs what fails.
+    fn release(&mut self, key: DeviceKey, link: Link) {
+        for connector in link.connectors {
+            for port in [connector.req_port, connector.evt_port] {
+                self.ports.remove(&port);
+                if let Err(error) = self.evtchn.unbind(port) {
+                    eprintln!("vdispl-backend: {key}: {error}");
+                }
+            }
+            drop(connector.ring);
+            for result in [connector.ring_page.unmap(), connector.events.unmap()] {
+                if let Err(error) = result {
+                    eprintln!("vdispl-backend: {key}: {error}");
+                }
+            }
+        }
+        for (cookie, mapping) in link.buffers {
+            if let Err(error) = mapping.unmap() {
+                eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
+            }
+        }
+    }
+
+    /// Lets go of a device's link, if any; returns a note on what it did for the log.
+    fn disconnect(&mut self, key: DeviceKey) -> String {
+        let Some(link) = self
+            .devices
+            .get_mut(&key)
+            .and_then(|device| device.link.take())
+        else {
+            return String::new();
+        };
+        let flips: Vec<String> = link
+            .connectors
+            .iter()
+            .map(|c| format!("conn{} {}", c.config.index, c.flips))
+            .collect();
+        let note = format!(
+            ", {} buffers unmapped, flips: {}",
+            link.buffers.len(),
+            flips.join(", ")
+        );
+        self.release(key, link);
+        note
+    }
+
+    /// Handles the ports that fired, then re-enables them.
+    fn service_fired_ports(&mut self) -> Result<(), String> {
+        let fired = self.evtchn.fired().map_err(|error| error.to_string())?;
+        let targets: BTreeSet<(DeviceKey, usize)> = fired
+            .iter()
+            .filter_map(|port| self.ports.get(port).copied())
+            .collect();
+        for (key, index) in targets {
+            self.service(key, index);
+        }
+        self.evtchn
+            .unmask(&fired)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Answers every request on one connector's ring; a broken ring closes the device.
+    fn service(&mut self, key: DeviceKey, index: usize) {
+        if let Err(error) = self.service_ring(key, index) {
+            eprintln!("vdispl-backend: {key} conn{index}: {error}; closing the device");
+            let flips = self.disconnect(key);
+            match self.set_state(key, XenbusState::Closed) {
+                Ok(()) => println!("vdispl-backend: {key}: Closed (broken ring){flips}"),
+                Err(error) => eprintln!("vdispl-backend: {key}: {error}"),
+            }
+        }
+    }
+
+    fn service_ring(&mut self, key: DeviceKey, index: usize) -> Result<(), RingError> {
+        let Some(link) = self
+            .devices
+            .get_mut(&key)
+            .and_then(|device| device.link.as_mut())
+        else {
+            return Ok(());
+        };
+        if index >= link.connectors.len() {
+            return Ok(());
+        }
+        let writer = self.writer.as_ref();
+        loop {
+            let mut flipped = Vec::new();
+            while let Some(slot) = link.connectors[index].ring.take_request()? {
+                let (response, flip) = answer(
+                    key,
+                    index,
+                    link,
+                    &self.grants,
+                    writer,
+                    &slot,
+                    &mut self.summary,
+                );
+                link.connectors[index]
+                    .ring
+                    .push_response(&response.encode())?;
+                flipped.extend(flip);
+            }
+            let connector = &mut link.connectors[index];
+            if connector.ring.publish() {
+                notify(&self.evtchn, key, connector.req_port);
+            }
+            if !flipped.is_empty() {
+                for fb_cookie in flipped {
+                    let slot = Event::PageFlip { fb_cookie }.encode(connector.next_event_id);
+                    connector.next_event_id = connector.next_event_id.wrapping_add(1);
+                    if let Err(error) = connector.events.push_event(&slot) {
+                        eprintln!(
+                            "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} \
+                             dropped: {error}"
+                        );
+                    }
+                }
+                notify(&self.evtchn, key, connector.evt_port);
+            }
+            if !connector.ring.final_check_for_requests()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Closes every device (state Closed, so frontends notice) and stops the frame workers.
+    fn shutdown(&mut self) {
+        let keys: Vec<DeviceKey> = self.devices.keys().copied().collect();
+        for key in keys {
+            let connected = self
+                .devices
+                .get(&key)
+                .is_some_and(|device| device.link.is_some());
+            let flips = self.disconnect(key);
+            if connected {
+                if let Err(error) = self.set_state(key, XenbusState::Closed) {
+                    eprintln!("vdispl-backend: {key}: {error}");
+                }
+                println!("vdispl-backend: {key}: Closed (backend stopping){flips}");
+            }
+        }
+        if let Some(writer) = self.writer.take() {
+            match writer.finish_within(FINISH_TIMEOUT) {
+                Some(stats) => self.summary.writer = stats,
+                None => eprintln!(
+                    "vdispl-backend: frame workers still busy after {} s; leaving them",
+                    FINISH_TIMEOUT.as_secs()
+                ),
+            }
+        }
+    }
+}
+
+fn describe_link(link: &Link) -> String {
+    let connectors: Vec<String> = link
+        .connectors
+        .iter()
+        .map(|c| {
+            format!(
+                "conn{} {} {}x{}",
+                c.config.index, c.config.unique_id, c.config.width, c.config.height
+            )
+        })
+        .collect();
+    format!(
+        "protocol version {}, {} connectors ({})",
+        link.version,
+        link.connectors.len(),
+        connectors.join(", ")
+    )
+}
+
+fn notify(evtchn: &Evtchn, key: DeviceKey, port: u32) {
+    if let Err(error) = evtchn.notify(port) {
+        eprintln!("vdispl-backend: {key}: {error}");
+    }
+}
+
+/// Answers one request on connector `index`: the response and, for a flip, the framebuffer
+/// whose EVT_PG_FLIP is due.
+fn answer(
+    key: DeviceKey,
+    index: usize,
+    link: &mut Link,
+    grants: &GrantMapper,
+    writer: Option<&FrameWriter>,
+    slot: &Slot,
+    summary: &mut Summary,
+) -> (Response, Option<u64>) {
+    let mut reader = GrantReader {
+        grants,
+        domid: key.domid,
+        failure: None,
+    };
+    let decoded = Request::decode(slot);
+    let id = u16::from_le_bytes([slot[0], slot[1]]);
+    let operation = Operation::try_from(slot[2])
+        .map(|operation| operation.to_string())
+        .unwrap_or_else(|_| format!("operation {:#04x}", slot[2]));
+    let reject = |summary: &mut Summary, rejection: &Rejection, failure: &Option<String>| {
+        summary.rejected += 1;
+        let detail = failure
+            .as_ref()
+            .map(|failure| format!(" [{failure}]"))
+            .unwrap_or_default();
+        eprintln!(
+            "vdispl-backend: {key} conn{index}: rejected {operation} (id {id}): {rejection}{detail}"
+        );
+    };
+    if let (
+        Ok((
+            _,
+            Request::GetEdid {
+                buffer_sz,
+                gref_directory,
+            },
+        )),
+        true,
+    ) = (decoded, link.version >= 2)
+    {
+        let connector = &link.connectors[index].config;
+        let outcome = send_edid(connector, buffer_sz, gref_directory, &mut reader);
+        let (status, edid_sz) = match outcome {
+            Ok(size) => {
+                println!(
+                    "vdispl-backend: {key} conn{index}: EDID for {}x{} sent ({size} bytes)",
+                    connector.width, connector.height
+                );
+                (0, size)
+            }
+            Err(rejection) => {
+                reject(summary, &rejection, &reader.failure);
+                (rejection.status, 0)
+            }
+        };
+        let response = Response {
+            id,
+            operation: slot[2],
+            status,
+            edid_sz,
+        };
+        return (response, None);
+    }
+    let (mut response, outcome) = link.model.handle_explained(slot, &mut reader);
+    match outcome {
+        Err(rejection) => {
+            reject(summary, &rejection, &reader.failure);
+            (response, None)
+        }
+        Ok(Effect::Created(cookie)) => {
+            let Some(buffer) = link.model.buffers.get(&cookie) else {
+                return (response, None);
+            };
+            match grants.map(key.domid, &buffer.refs, Access::ReadOnly) {
+                Ok(mapping) => {
+                    link.buffers.insert(cookie, mapping);
+                }
+                Err(error) => {
+                    link.model.buffers.remove(&cookie);
+                    response.status = EINVAL;
+                    let rejection = Rejection {
+                        status: EINVAL,
+                        reason: format!("its pages cannot be mapped: {error}"),
+                    };
+                    reject(summary, &rejection, &None);
+                }
+            }
+            (response, None)
+        }
+        Ok(Effect::Destroyed(cookie)) => {
+            if let Some(mapping) = link.buffers.remove(&cookie) {
+                if let Err(error) = mapping.unmap() {
+                    eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
+                }
+            }
+            (response, None)
+        }
+        Ok(Effect::Configured(shown)) => {
+            let connector = &link.connectors[index].config;
+            match shown {
+                Some(fb_cookie) => println!(
+                    "vdispl-backend: {key} conn{index}: showing framebuffer {fb_cookie:#x} \
+                     ({} {}x{})",
+                    connector.unique_id, connector.width, connector.height
+                ),
+                None => println!("vdispl-backend: {key} conn{index}: disabled"),
+            }
+            (response, None)
+        }
+        Ok(Effect::Flipped(fb_cookie)) => {
+            let seq = link.connectors[index].flips;
+            link.connectors[index].flips += 1;
+            summary.flips += 1;
+            let started = std::time::Instant::now();
+            let captured = capture(key, index, link, fb_cookie, seq);
+            summary.capture += started.elapsed();
+            match captured {
+                Ok(frame) => {
+                    if let Some(writer) = writer {
+                        if !writer.submit_within(frame, SUBMIT_TIMEOUT) {
+                            eprintln!(
+                                "vdispl-backend: {key} conn{index}: frame seq {seq} dropped \
+                                 (the frame workers are stuck)"
+                            );
+                        }
+                    }
+                }
+                Err(error) => {
+                    eprintln!(
+                        "vdispl-backend: {key} conn{index}: cannot capture seq {seq}: {error}"
+                    )
+                }
+            }
+            (response, Some(fb_cookie))
+        }
+        Ok(Effect::None) => (response, None),
+    }
+}
+
+/// Copies the framebuffer `fb_cookie` out of its display buffer.
+fn capture(
+    key: DeviceKey,
+    index: usize,
+    link: &Link,
+    fb_cookie: u64,
+    seq: u64,
+) -> Result<CapturedFrame, String> {
+    let framebuffer = link
+        .model
+        .framebuffers
+        .get(&fb_cookie)
+        .ok_or_else(|| format!("framebuffer {fb_cookie:#x} is unknown"))?;
+    let buffer = link
+        .model
+        .buffers
+        .get(&framebuffer.dbuf_cookie)
+        .ok_or_else(|| format!("display buffer {:#x} is unknown", framebuffer.dbuf_cookie))?;
+    let mapping = link.buffers.get(&framebuffer.dbuf_cookie).ok_or_else(|| {
+        format!(
+            "display buffer {:#x} is not mapped",
+            framebuffer.dbuf_cookie
+        )
+    })?;
+    let format = match framebuffer.pixel_format {
+        FOURCC_XRGB8888 => PixelFormat::Xrgb8888,
+        FOURCC_RGB565 => PixelFormat::Rgb565,
+        other => return Err(format!("pixel format {other:#010x}")),
+    };
+    let stride = displif::stride(buffer.width, buffer.bpp) as usize;
+    let layout = Layout::new(framebuffer.width, framebuffer.height, stride, format)
+        .map_err(|error| error.to_string())?;
+    let mut bytes = Vec::new();
+    mapping.copy_into(layout.size_bytes(), &mut bytes);
+    Ok(CapturedFrame {
+        domid: key.domid,
+        connector: link.connectors[index].config.index,
+        seq,
+        layout,
+        bytes,
+    })
+}
+
+/// GET_EDID (version 2): writes a base block for the connector's resolution into the first
+/// page of the frontend's buffer; returns the EDID's size.
+fn send_edid(
+    connector: &ConnectorConfig,
+    buffer_sz: u32,
+    gref_directory: GrantRef,
+    reader: &mut GrantReader,
+) -> Result<u32, Rejection> {
+    let block = edid::base_block(connector.width, connector.height);
+    if (buffer_sz as usize) < block.len() {
+        return Err(Rejection {
+            status: EINVAL,
+            reason: format!(
+                "EDID buffer of {buffer_sz} bytes cannot hold a {}-byte block",
+                block.len()
+            ),
+        });
+    }
+    let refs = read_directory(gref_directory, displif::buffer_pages(buffer_sz), reader)?;
+    let mapping = reader
+        .grants
+        .map(reader.domid, &refs[..1], Access::ReadWrite)
+        .map_err(|error| Rejection {
+            status: EINVAL,
+            reason: format!("the EDID buffer cannot be mapped: {error}"),
+        })?;
+    mapping.write_start(&block);
+    if let Err(error) = mapping.unmap() {
+        eprintln!("vdispl-backend: EDID buffer: {error}");
+    }
+    Ok(block.len() as u32)
+}
+
+impl Summary {
+    /// Mean time to copy a flipped frame, in milliseconds.
+    pub fn capture_mean_ms(&self) -> u64 {
+        match u32::try_from(self.flips) {
+            Ok(flips) if flips > 0 => (self.capture / flips).as_millis() as u64,
+            _ => 0,
+        }
+    }
+}
