@@ -129,3 +129,80 @@ show_console_logs() {
 clear_console_logs() {
     rm -f "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "$CONSOLE_LOGS/guest-$GUEST_NAME-vuart0.log"
 }
+
+# The guest's xl config with the vdispl device (two connectors).
+DISPLAY_CONFIG=/etc/xen/vdispl-os-display.cfg
+# Where `cargo xtask` shares a host directory for the captured frames (QEMU -virtfs, mount tag
+# `frames`), and the file listing the kernel modules the share needs, in load order.
+FRAMES_MOUNT=/mnt/frames
+FRAMES_MODULES=/etc/rig/9p-modules
+# The display backend's output, also copied to the console.
+BACKEND_LOG=/tmp/vdispl-backend.log
+
+# mount_frames: load the 9p modules and mount the host's frames share at $FRAMES_MOUNT. Fails
+# (saying why) when there is no share; FRAMES_DIR is then a directory in Dom0's memory.
+mount_frames() {
+    local release module
+    release=$(uname -r)
+    FRAMES_DIR=/tmp/frames
+    mkdir -p "$FRAMES_MOUNT" "$FRAMES_DIR"
+    if [ ! -f "$FRAMES_MODULES" ]; then
+        say "no $FRAMES_MODULES: frames stay in Dom0"
+        return 1
+    fi
+    while read -r module; do
+        if ! grep -q "^$(echo "$module" | tr - _) " /proc/modules; then
+            insmod "/lib/modules/$release/$module.ko" || say "insmod $module failed"
+        fi
+    done <"$FRAMES_MODULES"
+    if mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 frames "$FRAMES_MOUNT"; then
+        FRAMES_DIR=$FRAMES_MOUNT
+        say "frames share mounted at $FRAMES_MOUNT"
+    else
+        say "cannot mount the frames share (9p, tag frames): frames stay in Dom0"
+        return 1
+    fi
+}
+
+# start_backend [OPTIONS]: start vdispl-backend in the background, its output on the console
+# and in $BACKEND_LOG; sets BACKEND_PID. Fails if it exits at once.
+start_backend() {
+    local waited
+    : >"$BACKEND_LOG"
+    say "vdispl-backend $*"
+    vdispl-backend "$@" 2>&1 | tee -a "$BACKEND_LOG" &
+    # $! is tee's pid; the backend is the other process of the pipeline.
+    waited=0
+    BACKEND_PID=
+    while [ -z "$BACKEND_PID" ]; do
+        if [ "$waited" -ge 20 ]; then
+            say "vdispl-backend did not start"
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+        BACKEND_PID=$(pidof vdispl-backend)
+    done
+    # It watches the backend directory at once; a device created before that is picked up
+    # by the watch's first event.
+}
+
+# stop_backend: SIGTERM to the backend, then wait (30 s at most) until it has written its
+# queued frames and exited.
+stop_backend() {
+    local waited=0
+    [ -n "$BACKEND_PID" ] || return 0
+    kill -TERM "$BACKEND_PID" 2>/dev/null
+    while kill -0 "$BACKEND_PID" 2>/dev/null; do
+        if [ "$waited" -ge 300 ]; then
+            say "vdispl-backend still running after 30 s, killing it"
+            kill -KILL "$BACKEND_PID"
+            break
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    BACKEND_PID=
+    # Let tee copy the last lines.
+    sleep 0.1
+}

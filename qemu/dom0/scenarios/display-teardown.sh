@@ -1,0 +1,114 @@
+#!/bin/sh
+# Display teardown: two guests with the display device and many frames to show, the first
+# ended by `xl shutdown`, the second by `xl destroy`, each while it is flipping. Per guest:
+#   1. xl create (paused until its domain id is known), unpause;
+#   2. wait (60 s) until the backend has captured 4 of its frames;
+#   3. xl shutdown (or xl destroy) and time it until the guest leaves `xl list`: 2 s at most
+#      (10 s before it is destroyed). After xl shutdown the guest tears the display down
+#      (disable, detach, destroy, Closing), returns every grant and powers off; after xl
+#      destroy the toolstack asks the backend to close (backend state Closing) and waits for
+#      Closed, so the backend must let go at once;
+#   4. print its console logs and xl's log.
+# Ends with `rig: display teardown ok (2 guests)` or `rig: display teardown failed: ...`.
+. /rig/lib.sh
+
+GUEST_CONFIG=$DISPLAY_CONFIG
+FLIP_TIMEOUT_MS=60000
+FLIPS_BEFORE_END=4
+END_LIMIT_MS=2000
+END_TIMEOUT_MS=10000
+
+failures=""
+
+# fail WHAT: remember a failure for the final line.
+fail() {
+    failures="$failures${failures:+, }$1"
+}
+
+# wait_flipping DOMID: wait until the backend printed $FLIPS_BEFORE_END frame lines of DOMID.
+wait_flipping() {
+    local began count now
+    began=$(uptime_ms)
+    while :; do
+        count=$(grep -c "^frame .* dom=$1 " "$BACKEND_LOG")
+        if [ "$count" -ge "$FLIPS_BEFORE_END" ]; then
+            say "domain $1 is flipping ($count frames captured after $(($(uptime_ms) - began)) ms)"
+            return 0
+        fi
+        if ! xl list "$GUEST_NAME" >/dev/null 2>&1; then
+            say "guest (domain $1) gone before flipping"
+            return 1
+        fi
+        now=$(uptime_ms)
+        if [ $((now - began)) -ge "$FLIP_TIMEOUT_MS" ]; then
+            say "domain $1 captured $count frames in $((FLIP_TIMEOUT_MS / 1000)) s (timeout)"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# end_guest ACTION: `xl ACTION` the guest (shutdown or destroy) and time it until it is gone.
+end_guest() {
+    local began
+    began=$(uptime_ms)
+    say "xl $1 $GUEST_NAME (uptime $began ms)"
+    if ! xl "$1" "$GUEST_NAME"; then
+        say "xl $1 failed"
+        return 1
+    fi
+    if ! poll_gone "$GUEST_NAME" "$began" "$END_TIMEOUT_MS"; then
+        say "xl $1 took too long ($ELAPSED_MS ms): still running"
+        return 1
+    fi
+    if [ "$ELAPSED_MS" -le "$END_LIMIT_MS" ]; then
+        say "xl $1 ended the guest within $((END_LIMIT_MS / 1000)) s ($ELAPSED_MS ms)"
+    else
+        say "xl $1 took too long ($ELAPSED_MS ms)"
+        return 1
+    fi
+}
+
+# run_guest N ACTION: guest number N, from xl create to gone, ended with `xl ACTION`.
+run_guest() {
+    local began domid
+    say "guest $1 of 2: ended by xl $2 while flipping"
+    clear_console_logs
+    began=$(uptime_ms)
+    if ! create_guest -p; then
+        say "xl create failed"
+        fail "guest $1: xl create"
+        show_console_logs
+        return
+    fi
+    domid=$(xl domid "$GUEST_NAME")
+    xl unpause "$GUEST_NAME"
+    say "guest created after $(($(uptime_ms) - began)) ms (domain ${domid:-unknown})"
+    if [ -z "$domid" ]; then
+        fail "guest $1: xl domid"
+    elif wait_flipping "$domid"; then
+        end_guest "$2" || fail "guest $1: xl $2"
+    else
+        fail "guest $1: flipping"
+    fi
+    if xl list "$GUEST_NAME" >/dev/null 2>&1; then
+        say "destroying guest $1"
+        xl destroy "$GUEST_NAME"
+    fi
+    # xenconsoled writes the logs as it drains the rings; give it a moment after the domain died.
+    sleep 0.2
+    show_console_logs
+}
+
+if ! start_backend; then
+    exit 1
+fi
+run_guest 1 shutdown
+run_guest 2 destroy
+stop_backend
+if [ -z "$failures" ]; then
+    say "display teardown ok (2 guests)"
+else
+    say "display teardown failed: $failures"
+    exit 1
+fi
