@@ -9,7 +9,7 @@ use super::{control, heap, services, store, time};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use drivers::framebuffer::{FormatXrgb8888, Framebuffer};
+use drivers::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
 use drivers::xen::displif::{self, DbufCreate, Event, Request};
 use drivers::xen::evtchn;
 use drivers::xen::gnttab::{GrantError, GrantRef};
@@ -19,6 +19,8 @@ use drivers::xen::vdispl::config::{self, ConnectorConfig, ConnectorTransport, De
 use drivers::xen::vdispl::connector::{self, write_directory, Connector, Wait};
 use drivers::xen::vdispl::VdisplError;
 use drivers::xen::xenbus::{self, XenbusState};
+use embedded_graphics::draw_target::{DrawTarget, DrawTargetExt};
+use embedded_graphics::pixelcolor::Rgb888;
 use kernel::scenes::{self, FlipLine, Frame, Label, SceneSpec, Status};
 
 extern crate alloc;
@@ -60,6 +62,8 @@ struct Flight {
 /// One connector being driven.
 struct Output {
     config: ConnectorConfig,
+    /// Bits per pixel of its buffers: 32 (XRGB8888) or 16 (RGB565).
+    bpp: u32,
     connector: FrontConnector,
     req_port: u32,
     evt_port: u32,
@@ -137,7 +141,7 @@ pub struct Outcome {
 /// Drives every vdispl device until all scenes were shown (or every
 /// connector failed), or the toolstack asks for a shutdown; then tears the
 /// devices down and returns their grants.
-pub fn run(spec: &SceneSpec) -> Outcome {
+pub fn run(spec: &SceneSpec, depths: &[u32]) -> Outcome {
     let ids = match store_call("device/vdispl", config::enumerate) {
         Ok(ids) => ids,
         Err(error) => {
@@ -151,7 +155,7 @@ pub fn run(spec: &SceneSpec) -> Outcome {
     }
     let mut shutdown = None;
     for id in ids {
-        match Device::connect(&id) {
+        match Device::connect(&id, depths) {
             Ok(mut device) => {
                 shutdown = device.show(spec);
                 device.teardown();
@@ -173,7 +177,7 @@ struct Device {
 }
 
 impl Device {
-    fn connect(id: &str) -> Result<Device, String> {
+    fn connect(id: &str, depths: &[u32]) -> Result<Device, String> {
         let device = store_call("device configuration", |client| {
             config::read_device(client, id)
         })?;
@@ -191,8 +195,10 @@ impl Device {
             config::wait_for_backend_ready(client, &device, HANDSHAKE_TIMEOUT_NS).map(|_| ())
         })?;
         let mut outputs = Vec::new();
-        for connector in &device.connectors {
-            outputs.push(Self::open_output(&device, connector.clone())?);
+        for (index, connector) in device.connectors.iter().enumerate() {
+            let mut output = Self::open_output(&device, connector.clone())?;
+            output.bpp = depths.get(index).or(depths.last()).copied().unwrap_or(32);
+            outputs.push(output);
         }
         let transports: Vec<ConnectorTransport> = outputs
             .iter()
@@ -242,6 +248,7 @@ impl Device {
         }
         Ok(Output {
             config,
+            bpp: 32,
             connector: Connector::new(ring, events),
             req_port,
             evt_port,
@@ -359,7 +366,12 @@ impl Device {
             self.outputs[index].config.width,
             self.outputs[index].config.height,
         );
-        let bpp = 32;
+        let bpp = self.outputs[index].bpp;
+        let pixel_format = if bpp == 16 {
+            displif::FOURCC_RGB565
+        } else {
+            displif::FOURCC_XRGB8888
+        };
         let size = displif::stride(width, bpp) * height;
         let backend = self.config.backend_id;
         for slot in 0..2u64 {
@@ -421,7 +433,7 @@ impl Device {
                     fb_cookie,
                     width,
                     height,
-                    pixel_format: displif::FOURCC_XRGB8888,
+                    pixel_format,
                 },
             )?;
             self.mark(index, |buffer| buffer.attached = true);
@@ -439,7 +451,7 @@ impl Device {
             },
         )?;
         crate::println!(
-            "display: {} {width}x{height} ready, 2 buffers of {} KiB",
+            "display: {} {width}x{height} {bpp} bpp ready, 2 buffers of {} KiB",
             self.outputs[index].name(),
             size / 1024
         );
@@ -560,22 +572,23 @@ impl Device {
             output.fail(String::from("no buffers"));
             return false;
         };
-        match Framebuffer::<FormatXrgb8888>::packed(buffer.memory.bytes_mut(), width, height) {
-            Ok(mut target) => {
-                let frame = Frame {
-                    scene,
-                    number: frame,
-                    connector: &name,
-                    status,
-                };
-                // Drawing into memory cannot fail (the error type is Infallible).
-                let _ = scenes::draw(&frame, &mut target);
-            }
-            Err(error) => {
-                let reason = format!("framebuffer: {error}");
-                output.fail(reason);
-                return false;
-            }
+        let frame_inputs = Frame {
+            scene,
+            number: frame,
+            connector: &name,
+            status,
+        };
+        let bpp = output.bpp;
+        let drawn = if bpp == 16 {
+            Framebuffer::<FormatRgb565>::packed(buffer.memory.bytes_mut(), width, height)
+                .map(|mut target| draw_frame(&frame_inputs, &mut target.color_converted()))
+        } else {
+            Framebuffer::<FormatXrgb8888>::packed(buffer.memory.bytes_mut(), width, height)
+                .map(|mut target| draw_frame(&frame_inputs, &mut target))
+        };
+        if let Err(error) = drawn {
+            output.fail(format!("framebuffer: {error}"));
+            return false;
         }
         let fb_cookie = buffer.fb_cookie;
         let line = FlipLine {
@@ -585,7 +598,7 @@ impl Device {
             frame,
             width,
             height,
-            bpp: 32,
+            bpp,
             name: Label::from_str_truncated(&name),
             status,
         };
@@ -778,6 +791,32 @@ fn end_all(refs: &[GrantRef], deadline: u64) -> bool {
         }
         time::sleep_ns(NS_PER_MS);
     }
+}
+
+/// Draws a frame; drawing into memory cannot fail (its error type is
+/// `Infallible`).
+fn draw_frame<D: DrawTarget<Color = Rgb888>>(frame: &Frame<'_>, target: &mut D) {
+    let _ = scenes::draw(frame, target);
+}
+
+/// `bpp=<32|16>[,<32|16>...]` from the bootargs: the depth of each
+/// connector's buffers in order, the last one repeating; 32 by default.
+pub fn depths_from_bootargs(bootargs: &str) -> Vec<u32> {
+    let Some(list) = bootargs
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("bpp="))
+    else {
+        return Vec::new();
+    };
+    list.split(',')
+        .map(|value| match value.parse() {
+            Ok(depth @ (16 | 32)) => depth,
+            _ => {
+                log::warn!("bpp={value} is not 16 or 32; using 32");
+                32
+            }
+        })
+        .collect()
 }
 
 fn percentile(sorted: &[u32], percent: usize) -> u32 {

@@ -276,7 +276,7 @@ fn bring_up(
             log::error!("bootargs: {error}; showing the default scenes");
             SceneSpec::default()
         });
-        let outcome = display::run(&spec);
+        let outcome = display::run(&spec, &display::depths_from_bootargs(platform.bootargs));
         return Ok(outcome.shutdown.unwrap_or(ShutdownReason::Poweroff));
     }
     selftest::report("evtchn loopback", selftest::evtchn_loopback());
