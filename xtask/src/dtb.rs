@@ -159,6 +159,7 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
             expected: vec![Pattern::start("rig: dtb-end")],
             timeout: Duration::from_secs(180),
             console: Console::Quiet,
+            frames: None,
         };
         let outcome = scenarios::boot(&plan, &prepared)?;
         let log = fs::read_to_string(&outcome.log)?;

@@ -1,13 +1,21 @@
 //! Golden frames: the host redraws a frame the guest flipped, from the flip
 //! line it printed, with the very scene code the guest runs but through an
-//! independent per-pixel target (embedded-graphics-simulator, no SDL), and
-//! compares it pixel for pixel with the PNG the Dom0 backend captured. On a
-//! mismatch it writes a diff image next to the capture.
+//! independent target that stores one pixel at a time ([`PixelBuffer`], none
+//! of the framebuffer's fast paths), and compares it pixel for pixel with the
+//! PNG the Dom0 backend captured. On a mismatch it writes a diff image next to
+//! the capture.
+//!
+//! Why not embedded-graphics-simulator: it pulls in the `image` crate, which
+//! turns on num-traits' `std` feature for the whole build, and with it
+//! embedded-graphics draws some shapes differently from the guest's `no_std`
+//! build (a `Sector` of the primitives scene gains or loses edge pixels). The
+//! goldens must come from the guest's arithmetic, so xtask stays free of it.
 
+use embedded_graphics::draw_target::DrawTarget;
 use embedded_graphics::pixelcolor::{Rgb565, Rgb888, RgbColor};
-use embedded_graphics::prelude::{Point, Size};
-use embedded_graphics_simulator::SimulatorDisplay;
+use embedded_graphics::prelude::{OriginDimensions, Pixel, Size};
 use kernel::scenes::{draw, FlipLine};
+use std::convert::Infallible;
 use std::fmt;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -31,6 +39,7 @@ impl fmt::Debug for RgbImage {
 
 impl RgbImage {
     /// The pixel at (`x`, `y`), if inside.
+    #[cfg(test)]
     pub fn pixel(&self, x: u32, y: u32) -> Option<[u8; 3]> {
         if x >= self.width || y >= self.height {
             return None;
@@ -96,7 +105,63 @@ impl std::error::Error for GoldenError {}
 /// The largest frame drawn (displif's 8K maximum and then some).
 const MAX_SIDE: u32 = 16384;
 
-/// Draws the frame `line` describes into a fresh `SimulatorDisplay` and
+/// A plain RGB8 image as a draw target: every pixel drawn is stored on its
+/// own (only `draw_iter`; the fills fall back to it), clipped to the image.
+pub struct PixelBuffer {
+    image: RgbImage,
+}
+
+impl PixelBuffer {
+    /// A black image of `width` x `height`.
+    pub fn new(width: u32, height: u32) -> Self {
+        PixelBuffer {
+            image: RgbImage {
+                width,
+                height,
+                pixels: vec![0; width as usize * height as usize * 3],
+            },
+        }
+    }
+
+    /// The image drawn.
+    pub fn into_image(self) -> RgbImage {
+        self.image
+    }
+}
+
+impl OriginDimensions for PixelBuffer {
+    fn size(&self) -> Size {
+        Size::new(self.image.width, self.image.height)
+    }
+}
+
+impl DrawTarget for PixelBuffer {
+    type Color = Rgb888;
+    type Error = Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Pixel<Self::Color>>,
+    {
+        let (width, height) = (self.image.width, self.image.height);
+        for Pixel(point, color) in pixels {
+            let (Ok(x), Ok(y)) = (u32::try_from(point.x), u32::try_from(point.y)) else {
+                continue;
+            };
+            if x < width && y < height {
+                let offset = (y as usize * width as usize + x as usize) * 3;
+                self.image.pixels[offset..offset + 3].copy_from_slice(&[
+                    color.r(),
+                    color.g(),
+                    color.b(),
+                ]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Draws the frame `line` describes into a fresh [`PixelBuffer`] and
 /// returns it as RGB8. A 16 bpp frame goes through RGB565 and back the way
 /// the guest's color conversion and [`drivers::framebuffer::FrameView`] do,
 /// so it compares exactly with what the backend read from the buffer.
@@ -110,21 +175,17 @@ pub fn render_golden(line: &FlipLine) -> Result<RgbImage, GoldenError> {
         16 => |color| Rgb888::from(Rgb565::from(color)),
         bpp => return Err(GoldenError::UnsupportedBpp(bpp)),
     };
-    let mut display = SimulatorDisplay::with_default_color(Size::new(width, height), Rgb888::BLACK);
-    // The simulator never fails to draw.
-    let Ok(()) = draw(&line.frame(), &mut display);
-    let mut pixels = Vec::with_capacity(width as usize * height as usize * 3);
-    for y in 0..height {
-        for x in 0..width {
-            let color = quantize(display.get_pixel(Point::new(x as i32, y as i32)));
-            pixels.extend_from_slice(&[color.r(), color.g(), color.b()]);
+    let mut buffer = PixelBuffer::new(width, height);
+    // Storing pixels in memory never fails.
+    let Ok(()) = draw(&line.frame(), &mut buffer);
+    let mut image = buffer.into_image();
+    if line.bpp != 32 {
+        for pixel in image.pixels.chunks_exact_mut(3) {
+            let color = quantize(Rgb888::new(pixel[0], pixel[1], pixel[2]));
+            pixel.copy_from_slice(&[color.r(), color.g(), color.b()]);
         }
     }
-    Ok(RgbImage {
-        width,
-        height,
-        pixels,
-    })
+    Ok(image)
 }
 
 /// Decodes an 8-bit RGB or RGBA PNG (alpha is dropped).

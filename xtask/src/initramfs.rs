@@ -5,7 +5,7 @@
 //! arm64 root. The archive (uncompressed newc, `cpio.rs`) is rewritten only when one of its inputs
 //! changed.
 
-use crate::{cpio, rig};
+use crate::{cpio, modinfo, rig};
 use anyhow::{bail, Context, Result};
 use object::elf::{FileHeader64, DT_NEEDED};
 use object::read::elf::FileHeader;
@@ -30,13 +30,21 @@ const MODULES: &[&str] = &[
     "xen-gntalloc",
 ];
 
+/// Kernel modules the frames share needs (virtio-mmio transport, 9p over virtio, the 9p file
+/// system); their dependencies are added from the modules' own `.modinfo`, and the load order
+/// goes to [`FRAMES_MODULES_LIST`] for `mount_frames` in `qemu/dom0/lib.sh`.
+const FRAMES_MODULES: &[&str] = &["virtio_mmio", "9pnet_virtio", "9p"];
+
+/// The file listing the frames share's modules in load order, one name per line.
+pub const FRAMES_MODULES_LIST: &str = "etc/rig/9p-modules";
+
 /// busybox applets linked into /bin (the rig's scripts use only these).
 const APPLETS: &[&str] = &[
     "[", "awk", "base64", "basename", "cat", "chmod", "cp", "cttyhack", "cut", "date", "dd",
     "dirname", "dmesg", "echo", "env", "expr", "false", "find", "free", "grep", "halt", "head",
     "hexdump", "id", "insmod", "kill", "less", "ln", "ls", "lsmod", "mkdir", "mknod", "more",
-    "mount", "mv", "od", "poweroff", "printf", "ps", "readlink", "reboot", "rm", "rmmod", "sed",
-    "seq", "setsid", "sh", "sleep", "sort", "stat", "stty", "sync", "tail", "tee", "test",
+    "mount", "mv", "od", "pidof", "poweroff", "printf", "ps", "readlink", "reboot", "rm", "rmmod",
+    "sed", "seq", "setsid", "sh", "sleep", "sort", "stat", "stty", "sync", "tail", "tee", "test",
     "timeout", "touch", "tr", "true", "umount", "uname", "uniq", "usleep", "vi", "watch", "wc",
     "which", "xargs",
 ];
@@ -58,7 +66,15 @@ const DLOPENED: &[&str] = &["libgcc_s.so.1"];
 #[derive(Hash)]
 enum Node {
     Directory,
-    File { source: PathBuf, perm: u32 },
+    File {
+        source: PathBuf,
+        perm: u32,
+    },
+    /// A file generated here.
+    Contents {
+        data: Vec<u8>,
+        perm: u32,
+    },
     Symlink(String),
 }
 
@@ -144,6 +160,7 @@ impl Tree {
                         .with_context(|| format!("cannot read {}", source.display()))?;
                     archive.file(path, *perm, &data)?;
                 }
+                Node::Contents { data, perm } => archive.file(path, *perm, data)?,
                 Node::Symlink(target) => archive.symlink(path, target)?,
             }
         }
@@ -215,6 +232,21 @@ pub fn build(inputs: &Inputs) -> Result<PathBuf> {
         tree.file(&format!("lib/modules/{release}/{module}.ko"), &found)?;
     }
 
+    let frames_modules = frames_modules(&modules.join("kernel"))?;
+    let mut list = String::new();
+    for (name, path) in &frames_modules {
+        tree.file(&format!("lib/modules/{release}/{name}.ko"), path)?;
+        list.push_str(name);
+        list.push('\n');
+    }
+    tree.add(
+        FRAMES_MODULES_LIST,
+        Node::Contents {
+            data: list.into_bytes(),
+            perm: 0o644,
+        },
+    );
+
     tree.file_with_mode(GUEST_IMAGE, inputs.guest_image, 0o644)?;
     for binary in inputs.dom0_binaries {
         let name = binary.file_name().unwrap_or_default().to_string_lossy();
@@ -279,6 +311,40 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect::<std::io::Result<_>>()?;
     entries.sort();
     Ok(entries)
+}
+
+/// The frames share's modules with their dependencies, in load order: (file stem, path).
+fn frames_modules(kernel_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = BTreeMap::new();
+    index_modules(kernel_dir, &mut files)?;
+    let order = modinfo::load_order(FRAMES_MODULES, |name| {
+        let (_, path) = files
+            .get(name)
+            .with_context(|| format!("{name}.ko not found under {}", kernel_dir.display()))?;
+        let data = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        modinfo::depends(&data).with_context(|| format!("cannot read {}", path.display()))
+    })?;
+    Ok(order
+        .into_iter()
+        .filter_map(|name| files.remove(&name))
+        .collect())
+}
+
+/// Every `.ko` under `dir`: canonical module name -> (file stem, path).
+fn index_modules(dir: &Path, files: &mut BTreeMap<String, (String, PathBuf)>) -> Result<()> {
+    for entry in read_dir_sorted(dir)? {
+        if entry.is_dir() {
+            index_modules(&entry, files)?;
+        } else if entry.extension().is_some_and(|extension| extension == "ko") {
+            let stem = entry
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            files.insert(modinfo::canonical(&stem), (stem, entry));
+        }
+    }
+    Ok(())
 }
 
 fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>> {

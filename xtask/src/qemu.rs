@@ -84,6 +84,9 @@ pub enum Boot<'a> {
         kernel_args: &'a str,
         /// Dom0 initramfs.
         initramfs: &'a Path,
+        /// A host directory shared with Dom0 as 9p mount tag [`FRAMES_TAG`] (virtio-mmio),
+        /// where the display backend writes its PNG files.
+        frames: Option<&'a Path>,
     },
     /// Xen and one guest described in the device tree's `/chosen` (no Dom0).
     Dom0less {
@@ -95,6 +98,9 @@ pub enum Boot<'a> {
         guest: &'a Path,
     },
 }
+
+/// The 9p mount tag of the frames share (`mount_frames` in `qemu/dom0/lib.sh` mounts it).
+pub const FRAMES_TAG: &str = "frames";
 
 /// Escapes a value for a QEMU `-device` property list (commas are doubled).
 fn property(value: &str) -> String {
@@ -111,6 +117,7 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
             kernel,
             kernel_args,
             initramfs,
+            frames,
         } => {
             cmd.arg("-kernel").arg(xen).args(["-append", XEN_ARGS]);
             cmd.arg("-device").arg(format!(
@@ -122,6 +129,17 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
                 "guest-loader,addr={INITRD_ADDR:#x},initrd={}",
                 property(&initramfs.to_string_lossy())
             ));
+            if let Some(frames) = frames {
+                // A virtio-mmio 9p device (the virt board's PCI bus is not Dom0's under Xen);
+                // security_model=none: files are created as the user running QEMU.
+                cmd.arg("-fsdev").arg(format!(
+                    "local,id={FRAMES_TAG},path={},security_model=none",
+                    property(&frames.to_string_lossy())
+                ));
+                cmd.arg("-device").arg(format!(
+                    "virtio-9p-device,fsdev={FRAMES_TAG},mount_tag={FRAMES_TAG}"
+                ));
+            }
         }
         Boot::Dom0less { xen, dtb, guest } => {
             cmd.arg("-kernel").arg(xen).arg("-dtb").arg(dtb);
@@ -390,6 +408,7 @@ mod tests {
                 kernel: Path::new("/r/vmlinuz"),
                 kernel_args: "console=hvc0 rig.bootargs=\"a,b\"",
                 initramfs: Path::new("/r/dom0.cpio"),
+                frames: Some(Path::new("/t/frames,1")),
             },
         );
         let line = cmd::display(&cmd);
@@ -407,6 +426,13 @@ mod tests {
         );
         assert!(
             line.contains("guest-loader,addr=0x58000000,initrd=/r/dom0.cpio"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "-fsdev local,id=frames,path=/t/frames,,1,security_model=none \
+                 -device virtio-9p-device,fsdev=frames,mount_tag=frames"
+            ),
             "{line}"
         );
     }

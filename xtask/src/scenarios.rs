@@ -7,8 +7,8 @@
 
 use crate::logmatch::{self, Expectations, Pattern};
 use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
-use crate::{build, cmd, deps, dtb, initramfs, rig};
-use anyhow::{bail, ensure, Result};
+use crate::{build, cmd, deps, display, dtb, initramfs, rig};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -82,6 +82,39 @@ pub const GRANT_LOOPBACK: &[Pattern] = &[
     Pattern::start("rig: grant loopback ok"),
 ];
 
+/// `display.sh`: the backend serves, the guest shows its scenes on both connectors of the
+/// display xl config (`qemu/xl/vdispl-os-display.cfg`), returns every grant and powers off, and
+/// the backend stops after writing its PNG files.
+pub const DISPLAY: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("display: summary conn=0 1280x720 "),
+    Pattern::start("display: summary conn=1 800x600 "),
+    Pattern::start("display: all grants returned (0 in use)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: guest vdispl-os gone after "),
+    Pattern::anywhere("has shut down, reason code 0 0x0"),
+    Pattern::start("vdispl-backend: stopped: "),
+];
+
+/// `display-teardown.sh`: a guest ended by `xl shutdown` and one ended by `xl destroy`, both
+/// while flipping, each gone within 2 s; the first returns every grant first.
+pub const DISPLAY_TEARDOWN: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("vdispl-os: shutdown requested (poweroff)"),
+    Pattern::start("display: all grants returned (0 in use)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: xl shutdown ended the guest within 2 s"),
+    Pattern::start("rig: xl destroy ended the guest within 2 s"),
+    Pattern::start("rig: display teardown ok (2 guests)"),
+];
+
+/// Connectors of the display xl config; the display scenarios check that each flipped.
+pub const DISPLAY_CONNECTORS: usize = 2;
+
+/// The display scenarios' guest: every scene, two frames each (short, still every scene on
+/// both connectors).
+pub const DISPLAY_TEST_BOOTARGS: &str = "log=info scene=bars,primitives,animation,status frames=2";
+
 /// Lines that end a run at once: nothing good follows them.
 const FATAL: &[&str] = &[
     "(XEN) Panic on CPU",
@@ -122,6 +155,17 @@ const PROGRESS: &[(&str, &str)] = &[
     ("rig: xl reboot ended", "xl reboot done"),
     ("rig: xl reboot took", "xl reboot too slow"),
     ("rig: services ", "services done"),
+    ("rig: frames share mounted", "frames share mounted"),
+    ("vdispl-backend: serving", "display backend up"),
+    ("vdispl-backend: dom", "display backend serving the guest"),
+    ("frame conn=0 seq=0 ", "first frame captured on connector 0"),
+    ("frame conn=1 seq=0 ", "first frame captured on connector 1"),
+    ("frame conn=0 seq=10 ", "10 frames captured on connector 0"),
+    ("frame conn=0 seq=30 ", "30 frames captured on connector 0"),
+    ("rig: guest 2 of 2: ended by xl destroy", "second guest"),
+    ("rig: xl destroy ended", "xl destroy done"),
+    ("rig: xl destroy took", "xl destroy too slow"),
+    ("vdispl-backend: stopped", "display backend stopped"),
     ("vdispl-os ", "guest booting"),
     ("report: end", "guest report done"),
     ("vdispl-os: panic", "guest panicked"),
@@ -177,6 +221,9 @@ pub struct Scenario {
     pub expect: &'static [&'static [Pattern]],
     /// Upper bound for the whole boot, QEMU start to exit.
     pub timeout: Duration,
+    /// Share `target/frames/<name>/` with Dom0 for the display backend's PNG files, and hold
+    /// every flipped frame against its golden afterwards (`display.rs`).
+    pub check_frames: bool,
     /// Run by `cargo xtask test` without `--scenario`. Scenarios whose guest side is still
     /// being written are `false`: they run only when named.
     pub default: bool,
@@ -191,6 +238,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2, GUEST_GONE, XL_POWEROFF],
         timeout: Duration::from_secs(180),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -200,6 +248,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV3, GUEST_GONE, XL_POWEROFF],
         timeout: Duration::from_secs(180),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -209,6 +258,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV3],
         timeout: Duration::from_secs(30),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -218,6 +268,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2],
         timeout: Duration::from_secs(30),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -227,6 +278,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info crash=panic"),
         expect: &[GUEST_REPORT, GICV3, GUEST_PANIC],
         timeout: Duration::from_secs(30),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -236,6 +288,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info crash=data-abort"),
         expect: &[GUEST_REPORT, GICV3, GUEST_DATA_ABORT],
         timeout: Duration::from_secs(30),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -245,6 +298,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info crash=data-abort"),
         expect: &[GUEST_REPORT, GICV2, GUEST_DATA_ABORT, GUEST_GONE, XL_CRASH],
         timeout: Duration::from_secs(180),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -256,6 +310,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GRANT_LOOPBACK],
         timeout: Duration::from_secs(180),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -265,6 +320,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GICV2, SERVICES],
         timeout: Duration::from_secs(240),
+        check_frames: false,
         default: true,
     },
     Scenario {
@@ -274,6 +330,39 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GICV3, SERVICES],
         timeout: Duration::from_secs(240),
+        check_frames: false,
+        default: true,
+    },
+    Scenario {
+        name: "display-gicv2",
+        gic: 2,
+        kind: Kind::Dom0 { script: "display" },
+        bootargs: Some(DISPLAY_TEST_BOOTARGS),
+        expect: &[GUEST_REPORT, GICV2, DISPLAY],
+        timeout: Duration::from_secs(300),
+        check_frames: true,
+        default: true,
+    },
+    Scenario {
+        name: "display-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "display" },
+        bootargs: Some(DISPLAY_TEST_BOOTARGS),
+        expect: &[GUEST_REPORT, GICV3, DISPLAY],
+        timeout: Duration::from_secs(300),
+        check_frames: true,
+        default: true,
+    },
+    Scenario {
+        name: "display-teardown-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "display-teardown",
+        },
+        bootargs: Some("log=info scene=animation,status frames=100000"),
+        expect: &[GUEST_REPORT, GICV3, DISPLAY_TEARDOWN],
+        timeout: Duration::from_secs(300),
+        check_frames: false,
         default: true,
     },
 ];
@@ -303,7 +392,7 @@ pub struct RunArgs {
     /// GIC version of the emulated board.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
-    /// Guest RAM in MiB (default: the xl config's, 32).
+    /// Guest RAM in MiB (default: the xl config's: 64 with the display, 32 without).
     #[arg(long)]
     pub memory: Option<u32>,
     /// Guest bootargs (its /chosen/bootargs; default: the xl config's `extra`).
@@ -312,8 +401,10 @@ pub struct RunArgs {
     /// Boot the guest dom0less (Xen + guest only, no Dom0) instead of with `xl create`.
     #[arg(long)]
     pub dom0less: bool,
-    /// Dom0 scenario script to run (`qemu/dom0/scenarios/<NAME>.sh`).
-    #[arg(long, default_value = "boot")]
+    /// Dom0 scenario script to run (`qemu/dom0/scenarios/<NAME>.sh`): `display` is the demo
+    /// (display backend, guest with two connectors, PNG files in target/frames/), `boot` the
+    /// guest without a display.
+    #[arg(long, default_value = "display")]
     pub script: String,
     /// After the script, hand Dom0's shell to the terminal (`poweroff -f` there ends the run;
     /// Ctrl-a x quits QEMU).
@@ -440,6 +531,22 @@ pub struct Plan<'a> {
     pub timeout: Duration,
     /// Where the serial console goes besides the log.
     pub console: Console,
+    /// A host directory shared with Dom0 for the display backend's PNG files (emptied of
+    /// PNG files first).
+    pub frames: Option<PathBuf>,
+}
+
+/// Creates `dir` and removes the PNG files an earlier run left in it.
+pub fn prepare_frames_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|extension| extension == "png") {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Boots QEMU as `plan` says and watches the log.
@@ -453,11 +560,15 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
             let Some(initramfs) = &prepared.initramfs else {
                 bail!("internal: no Dom0 initramfs was built");
             };
+            if let Some(frames) = &plan.frames {
+                prepare_frames_dir(frames)?;
+            }
             let boot = Boot::Dom0 {
                 xen: &xen,
                 kernel: &kernel,
                 kernel_args: &kernel_args,
                 initramfs,
+                frames: plan.frames.as_deref(),
             };
             (qemu::command(&plan.machine, &boot), false)
         }
@@ -591,7 +702,7 @@ pub fn run_expectations(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Patt
     let same_kind = || {
         SCENARIOS
             .iter()
-            .filter(|s| s.kind == kind && s.bootargs.is_none())
+            .filter(|s| s.kind == kind && !s.bootargs.is_some_and(|b| b.contains("crash=")))
     };
     if let Some(scenario) = same_kind().find(|s| s.gic == gic) {
         return scenario.expected();
@@ -628,10 +739,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
             format!("run-gicv{}", args.gic),
         )
     };
+    let frames = matches!(kind, Kind::Dom0 { script: "display" }).then(frames_dir);
     let plan = Plan {
         label: &label,
         machine: Machine::new(args.gic),
         kind,
+        frames: frames.clone(),
         guest: GuestOptions {
             memory_mib: args.memory,
             bootargs: args.bootargs.clone(),
@@ -659,10 +772,36 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         println!("rig: not seen: {}", quote_all(&outcome.missing));
     }
+    if let Some(frames) = &frames {
+        let log = display::DisplayLog::read(&outcome.log)?;
+        for line in display::summary_lines(&log, frames) {
+            println!("{line}");
+        }
+    }
     if let Some(problem) = outcome.problem {
         bail!("run failed: {problem} (log: {})", outcome.log.display());
     }
     Ok(())
+}
+
+/// Where `cargo xtask run` puts the captured frames: `target/frames/`.
+pub fn frames_dir() -> PathBuf {
+    rig::target().join("frames")
+}
+
+/// Holds the frames of a display scenario against their goldens: the failures (empty when
+/// all match) and how many matched.
+fn check_scenario_frames(log: &Path, dir: &Path) -> Result<(Vec<String>, usize)> {
+    let started = Instant::now();
+    let log = display::DisplayLog::read(log)?;
+    let check = display::check_frames(&log, dir, DISPLAY_CONNECTORS);
+    let matched = check.matched.values().sum();
+    println!(
+        "test: {matched} frames checked against their goldens in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok((check.failures, matched))
 }
 
 /// Runs `cargo xtask test`.
@@ -718,11 +857,23 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 expected: scenario.expected(),
                 timeout: scenario.timeout,
                 console: Console::Quiet,
+                frames: scenario
+                    .check_frames
+                    .then(|| frames_dir().join(scenario.name)),
             };
-            let outcome = boot(&plan, &prepared)?;
+            let mut outcome = boot(&plan, &prepared)?;
+            let mut frames_note = String::new();
+            if let (Some(dir), true) = (&plan.frames, outcome.passed()) {
+                let (failures, matched) = check_scenario_frames(&outcome.log, dir)?;
+                if failures.is_empty() {
+                    frames_note = format!(", {matched} frames match their goldens");
+                } else {
+                    outcome.problem = Some(failures.join("; "));
+                }
+            }
             if outcome.passed() {
                 println!(
-                    "PASS {} ({:.1} s, log: {})",
+                    "PASS {} ({:.1} s{frames_note}, log: {})",
                     scenario.name,
                     outcome.seconds,
                     outcome.log.display()
@@ -928,6 +1079,53 @@ mod tests {
         let unknown = run_expectations(3, Kind::Dom0 { script: "mine" }, None);
         assert!(unknown.contains(&GUEST_POWEROFF[0]));
         assert!(unknown.contains(&GICV3[0]));
+    }
+
+    #[test]
+    fn display_scenarios_check_frames_and_run_expects_the_demo() {
+        let display = Kind::Dom0 { script: "display" };
+        let run = run_expectations(3, display, None);
+        assert!(run.contains(&GICV3[0]));
+        for line in DISPLAY {
+            assert!(run.contains(line), "{line}");
+        }
+        // Other scenes or frame counts: the same lines, on the board's GIC.
+        let on_v2 = run_expectations(2, display, Some("log=info scene=bars frames=1"));
+        assert!(on_v2.contains(&GICV2[0]));
+        assert!(!on_v2.contains(&GICV3[0]));
+        assert!(on_v2.contains(&DISPLAY[1]));
+        let teardown = run_expectations(
+            3,
+            Kind::Dom0 {
+                script: "display-teardown",
+            },
+            None,
+        );
+        assert!(teardown.contains(&DISPLAY_TEARDOWN[5]));
+        for scenario in SCENARIOS {
+            assert_eq!(
+                scenario.check_frames,
+                scenario.kind == display,
+                "{}",
+                scenario.name
+            );
+        }
+        check_bootargs(DISPLAY_TEST_BOOTARGS).unwrap();
+    }
+
+    #[test]
+    fn a_frames_directory_is_emptied_of_old_pngs_only() {
+        let dir = std::env::temp_dir().join(format!("xtask-frames-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dom1-conn0-seq0.png"), b"old").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"kept").unwrap();
+        prepare_frames_dir(&dir).unwrap();
+        assert!(!dir.join("dom1-conn0-seq0.png").exists());
+        assert!(dir.join("notes.txt").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+        prepare_frames_dir(&dir).unwrap();
+        assert!(dir.is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,0 +1,544 @@
+//! The display run as the serial log and the frames share show it: the guest's flip lines
+//! (`flip conn=.. seq=..`, `kernel::scenes::FlipLine`) and summary lines (`display: summary
+//! conn=..`), the Dom0 backend's frame lines (`frame conn=.. seq=.. crc32=.. dom=.. png=..`),
+//! and the PNG files it wrote. [`check_frames`] holds every flipped frame against its golden
+//! (`golden.rs`); [`summary_lines`] is what `cargo xtask run` prints at the end.
+
+use crate::golden::{self, Comparison};
+use crate::logmatch;
+use anyhow::{Context, Result};
+use kernel::scenes::FlipLine;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Raw prefixes of the guest's console lines in the log (PV console and vpl011; both carry the
+/// same lines).
+const GUEST_CONSOLES: &[&str] = &["guest-console: ", "guest-vuart: "];
+
+/// A backend `frame` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrameRecord {
+    /// The frontend's domain.
+    pub domid: Option<u32>,
+    /// Connector index.
+    pub connector: u32,
+    /// Flip sequence number on that connector.
+    pub seq: u64,
+    /// CRC-32 of the frame's RGB8 bytes.
+    pub crc32: u32,
+    /// The PNG file's name, when one was written.
+    pub png: Option<String>,
+}
+
+/// Parses a (stripped) backend frame line.
+pub fn parse_frame_line(text: &str) -> Option<FrameRecord> {
+    let rest = text.strip_prefix("frame ")?;
+    let mut connector = None;
+    let mut seq = None;
+    let mut crc32 = None;
+    let mut domid = None;
+    let mut png = None;
+    for word in rest.split_whitespace() {
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "conn" => connector = Some(value.parse().ok()?),
+            "seq" => seq = Some(value.parse().ok()?),
+            "crc32" => crc32 = Some(u32::from_str_radix(value, 16).ok()?),
+            "dom" => domid = Some(value.parse().ok()?),
+            "png" => png = Some(value.to_string()),
+            _ => {}
+        }
+    }
+    Some(FrameRecord {
+        domid,
+        connector: connector?,
+        seq: seq?,
+        crc32: crc32?,
+        png,
+    })
+}
+
+/// A guest `display: summary` line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// Connector index.
+    pub connector: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames flipped.
+    pub frames: u64,
+    /// Frames per second as the guest measured it (text, as printed).
+    pub fps: String,
+    /// Median flip round trip (request to response and EVT_PG_FLIP), microseconds.
+    pub rtt_p50_us: u64,
+    /// 99th percentile flip round trip, microseconds.
+    pub rtt_p99_us: u64,
+    /// Why the connector stopped early, if it did.
+    pub failed: Option<String>,
+}
+
+/// Parses a (stripped) `display: summary conn=0 1280x720 frames=32 fps=7.812
+/// rtt_p50_us=.. rtt_p99_us=..[ failed: ...]` line.
+pub fn parse_summary(text: &str) -> Option<Summary> {
+    let rest = text.strip_prefix("display: summary ")?;
+    let (fields, failed) = match rest.split_once(" failed: ") {
+        Some((fields, reason)) => (fields, Some(reason.to_string())),
+        None => (rest, None),
+    };
+    let mut words = fields.split_whitespace();
+    let connector = words.next()?.strip_prefix("conn=")?.parse().ok()?;
+    let (width, height) = words.next()?.split_once('x')?;
+    let mut summary = Summary {
+        connector,
+        width: width.parse().ok()?,
+        height: height.parse().ok()?,
+        frames: 0,
+        fps: String::new(),
+        rtt_p50_us: 0,
+        rtt_p99_us: 0,
+        failed,
+    };
+    for word in words {
+        let (key, value) = word.split_once('=')?;
+        match key {
+            "frames" => summary.frames = value.parse().ok()?,
+            "fps" => summary.fps = value.to_string(),
+            "rtt_p50_us" => summary.rtt_p50_us = value.parse().ok()?,
+            "rtt_p99_us" => summary.rtt_p99_us = value.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(summary)
+}
+
+/// Everything about the display in one serial log.
+#[derive(Default)]
+pub struct DisplayLog {
+    /// The guest's flip lines by (connector, seq); the consoles' copies merged.
+    pub flips: BTreeMap<(u32, u64), FlipLine>,
+    /// Guest flip lines that did not parse, with the reason.
+    pub bad_flip_lines: Vec<String>,
+    /// The backend's frame lines.
+    pub frames: Vec<FrameRecord>,
+    /// The guest's summaries by connector.
+    pub summaries: BTreeMap<u32, Summary>,
+}
+
+impl DisplayLog {
+    /// Reads a serial log file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut log = Self::default();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            log.feed(line);
+        }
+        Ok(log)
+    }
+
+    /// Takes one raw log line.
+    pub fn feed(&mut self, raw: &str) {
+        let text = logmatch::strip_prefixes(raw);
+        let from_guest = GUEST_CONSOLES
+            .iter()
+            .any(|prefix| raw.trim_start_matches(['\r', ' ']).starts_with(prefix));
+        if from_guest {
+            match FlipLine::find_in(text) {
+                Some(Ok(flip)) => {
+                    self.flips.entry((flip.connector, flip.seq)).or_insert(flip);
+                }
+                Some(Err(error)) => self.bad_flip_lines.push(format!("`{text}`: {error}")),
+                None => {}
+            }
+            if let Some(summary) = parse_summary(text) {
+                self.summaries.insert(summary.connector, summary);
+            }
+        } else if let Some(record) = parse_frame_line(text) {
+            self.frames.push(record);
+        }
+    }
+
+    /// The backend's record of flip (`connector`, `seq`) whose PNG exists in `dir`, else any.
+    fn record(&self, connector: u32, seq: u64, dir: &Path) -> Option<&FrameRecord> {
+        let mut matching = self
+            .frames
+            .iter()
+            .filter(|record| record.connector == connector && record.seq == seq);
+        let first = matching.clone().next();
+        matching
+            .find(|record| {
+                record
+                    .png
+                    .as_ref()
+                    .is_some_and(|png| dir.join(png).is_file())
+            })
+            .or(first)
+    }
+}
+
+/// What [`check_frames`] found.
+#[derive(Debug, Default)]
+pub struct FrameCheck {
+    /// Frames that match their goldens, per connector.
+    pub matched: BTreeMap<u32, usize>,
+    /// What is wrong, one sentence each.
+    pub failures: Vec<String>,
+}
+
+/// The guest's frame count a failure list shows before it says "and N more".
+const SHOWN_FAILURES: usize = 6;
+
+/// Checks that every flip line has a frame line whose PNG in `dir` is pixel-identical to the
+/// golden drawn from the flip line (diff images go next to the PNGs), that every frame line
+/// has a flip line, and that at least `connectors` connectors with different resolutions
+/// flipped.
+pub fn check_frames(log: &DisplayLog, dir: &Path, connectors: usize) -> FrameCheck {
+    let mut check = FrameCheck::default();
+    check.failures.extend(
+        log.bad_flip_lines
+            .iter()
+            .map(|bad| format!("guest flip line {bad}")),
+    );
+    if log.flips.is_empty() {
+        check
+            .failures
+            .push("the guest printed no flip line".to_string());
+        return check;
+    }
+    let mut sizes: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+    for flip in log.flips.values() {
+        sizes.insert(flip.connector, (flip.width, flip.height));
+    }
+    let mut distinct: Vec<(u32, u32)> = sizes.values().copied().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if sizes.len() < connectors || distinct.len() < connectors {
+        let shown: Vec<String> = sizes
+            .iter()
+            .map(|(connector, (w, h))| format!("conn {connector} {w}x{h}"))
+            .collect();
+        check.failures.push(format!(
+            "expected {connectors} connectors with different resolutions, the guest flipped on {}",
+            shown.join(", ")
+        ));
+    }
+    for record in &log.frames {
+        if !log.flips.contains_key(&(record.connector, record.seq)) {
+            check.failures.push(format!(
+                "backend frame conn={} seq={} has no guest flip line",
+                record.connector, record.seq
+            ));
+        }
+    }
+    // Goldens are drawn pixel by pixel; spread them over the host's cores.
+    let jobs: Vec<&FlipLine> = log.flips.values().collect();
+    let threads = std::thread::available_parallelism().map_or(2, |count| count.get());
+    let results: Vec<(u32, Result<(), String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(jobs.len().div_ceil(threads).max(1))
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|flip| (flip.connector, check_one(log, flip, dir)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| vec![(0, Err("a golden check panicked".to_string()))])
+            })
+            .collect()
+    });
+    for (connector, result) in results {
+        match result {
+            Ok(()) => *check.matched.entry(connector).or_default() += 1,
+            Err(failure) => check.failures.push(failure),
+        }
+    }
+    if check.failures.len() > SHOWN_FAILURES {
+        let more = check.failures.len() - SHOWN_FAILURES;
+        check.failures.truncate(SHOWN_FAILURES);
+        check.failures.push(format!("and {more} more"));
+    }
+    check
+}
+
+/// The diff image's name for a PNG.
+fn diff_name(png: &str) -> String {
+    match png.strip_suffix(".png") {
+        Some(stem) => format!("{stem}-diff.png"),
+        None => format!("{png}-diff.png"),
+    }
+}
+
+fn check_one(log: &DisplayLog, flip: &FlipLine, dir: &Path) -> Result<(), String> {
+    let what = format!("flip conn={} seq={}", flip.connector, flip.seq);
+    let record = log
+        .record(flip.connector, flip.seq, dir)
+        .ok_or_else(|| format!("{what}: the backend printed no frame line for it"))?;
+    let png = record
+        .png
+        .as_ref()
+        .ok_or_else(|| format!("{what}: the backend wrote no PNG file for it"))?;
+    let path = dir.join(png);
+    if !path.is_file() {
+        return Err(format!("{what}: {} is missing", path.display()));
+    }
+    let diff = dir.join(diff_name(png));
+    match golden::check_frame(flip, &path, &diff) {
+        Ok(Comparison::Match) => Ok(()),
+        Ok(comparison @ Comparison::SizeDiffers { .. }) => {
+            Err(format!("{what}: {} {comparison}", path.display()))
+        }
+        Ok(comparison) => Err(format!(
+            "{what}: {} {comparison} (diff: {})",
+            path.display(),
+            diff.display()
+        )),
+        Err(error) => Err(format!("{what}: {error}")),
+    }
+}
+
+/// Milliseconds with three decimals from microseconds.
+fn millis(micros: u64) -> String {
+    format!("{}.{:03}", micros / 1000, micros % 1000)
+}
+
+/// The end-of-run summary: per connector the guest's figures and the PNG files written, then
+/// where they are.
+pub fn summary_lines(log: &DisplayLog, dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    if log.summaries.is_empty() {
+        lines.push("display: the guest printed no summary (see the log)".to_string());
+    }
+    let mut files_total = 0;
+    for summary in log.summaries.values() {
+        let name = log
+            .flips
+            .values()
+            .find(|flip| flip.connector == summary.connector)
+            .map(|flip| format!("{} ", flip.name.as_str()))
+            .unwrap_or_default();
+        let files = log
+            .frames
+            .iter()
+            .filter(|record| record.connector == summary.connector)
+            .filter(|record| {
+                record
+                    .png
+                    .as_ref()
+                    .is_some_and(|png| dir.join(png).is_file())
+            })
+            .count();
+        files_total += files;
+        let mut line = format!(
+            "display: conn {} ({name}{}x{}): {} frames, {} fps, flip round trip p50 {} ms, \
+             p99 {} ms; {files} PNG files",
+            summary.connector,
+            summary.width,
+            summary.height,
+            summary.frames,
+            summary.fps,
+            millis(summary.rtt_p50_us),
+            millis(summary.rtt_p99_us),
+        );
+        if let Some(reason) = &summary.failed {
+            line.push_str(&format!("; stopped early: {reason}"));
+        }
+        lines.push(line);
+    }
+    lines.push(format!(
+        "display: frames in {}/ ({files_total} PNG files, dom<D>-conn<N>-seq<K>.png)",
+        dir.display()
+    ));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drivers::framebuffer::{FrameView, Layout, PixelFormat, Xrgb8888Framebuffer};
+    use kernel::scenes::draw;
+
+    const FLIP: &str = "flip conn=1 seq=0 scene=bars frame=0 size=64x48 bpp=32 name=HDMI-A-1 \
+                        uptime_ms=10 flips=0 rtt_us=0 heap=100 grants=20";
+
+    #[test]
+    fn frame_and_summary_lines_parse() {
+        assert_eq!(
+            parse_frame_line("frame conn=1 seq=7 crc32=00ab12cd dom=3 size=800x600 png=x.png"),
+            Some(FrameRecord {
+                domid: Some(3),
+                connector: 1,
+                seq: 7,
+                crc32: 0x00ab_12cd,
+                png: Some("x.png".into())
+            })
+        );
+        assert_eq!(
+            parse_frame_line("frame conn=0 seq=1 crc32=1").map(|r| (r.png, r.domid)),
+            Some((None, None))
+        );
+        assert_eq!(parse_frame_line("frame conn=0 crc32=1"), None);
+        assert_eq!(parse_frame_line("framebuffer 3"), None);
+
+        let summary = parse_summary(
+            "display: summary conn=0 1280x720 frames=32 fps=7.812 rtt_p50_us=12000 \
+             rtt_p99_us=23456",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                summary.connector,
+                summary.width,
+                summary.height,
+                summary.frames
+            ),
+            (0, 1280, 720, 32)
+        );
+        assert_eq!(summary.fps, "7.812");
+        assert_eq!((summary.rtt_p50_us, summary.rtt_p99_us), (12000, 23456));
+        assert_eq!(summary.failed, None);
+        let failed = parse_summary(
+            "display: summary conn=1 800x600 frames=3 fps=0.000 rtt_p50_us=1 rtt_p99_us=2 \
+             failed: PG_FLIP not completed within 3100 ms",
+        )
+        .unwrap();
+        assert_eq!(
+            failed.failed.as_deref(),
+            Some("PG_FLIP not completed within 3100 ms")
+        );
+    }
+
+    #[test]
+    fn the_log_merges_both_consoles_and_keeps_backend_lines_apart() {
+        let mut log = DisplayLog::default();
+        log.feed(&format!("guest-console: {FLIP}"));
+        log.feed(&format!("guest-vuart: {FLIP}"));
+        log.feed("guest-console: flip conn=0 seq=0 scene=nope");
+        log.feed("frame conn=1 seq=0 crc32=00000001 dom=2 size=64x48 png=dom2-conn1-seq0.png");
+        log.feed("(XEN) frame conn=1 seq=1 crc32=00000002 dom=2");
+        log.feed(
+            "guest-console: display: summary conn=1 64x48 frames=1 fps=0.000 rtt_p50_us=5 \
+             rtt_p99_us=5",
+        );
+        // A flip line that reaches the console outside the guest's logs is not the guest's.
+        log.feed(FLIP);
+        assert_eq!(log.flips.len(), 1);
+        assert_eq!(log.bad_flip_lines.len(), 1);
+        assert_eq!(log.frames.len(), 2);
+        assert_eq!(log.summaries[&1].frames, 1);
+    }
+
+    /// A directory with the PNG the backend would write for `flip`, the frame drawn by the
+    /// guest's code into an XRGB8888 buffer.
+    fn captured(flip: &FlipLine, name: &str, tamper: bool) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-display-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = Layout::packed(flip.width, flip.height, PixelFormat::Xrgb8888).unwrap();
+        let mut buffer = vec![0u8; layout.size_bytes()];
+        let mut target = Xrgb8888Framebuffer::with_layout(&mut buffer, layout).unwrap();
+        draw(&flip.frame(), &mut target).unwrap();
+        if tamper {
+            buffer[4 * 70] ^= 0xff;
+        }
+        let mut rgb = Vec::new();
+        FrameView::new(&buffer, layout)
+            .unwrap()
+            .write_rgb8(&mut rgb);
+        let image = golden::RgbImage {
+            width: flip.width,
+            height: flip.height,
+            pixels: rgb,
+        };
+        std::fs::write(
+            dir.join("dom2-conn1-seq0.png"),
+            golden::encode_png(&image).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn log_with(lines: &[&str]) -> DisplayLog {
+        let mut log = DisplayLog::default();
+        for line in lines {
+            log.feed(line);
+        }
+        log
+    }
+
+    #[test]
+    fn captured_frames_are_held_against_their_goldens() {
+        let flip: FlipLine = FLIP.parse().unwrap();
+        let guest = format!("guest-console: {FLIP}");
+        let backend = "frame conn=1 seq=0 crc32=00000001 dom=2 size=64x48 png=dom2-conn1-seq0.png";
+        let log = log_with(&[&guest, backend]);
+
+        let dir = captured(&flip, "match", false);
+        let check = check_frames(&log, &dir, 1);
+        assert!(check.failures.is_empty(), "{:?}", check.failures);
+        assert_eq!(check.matched[&1], 1);
+        let summary = summary_lines(&log, &dir);
+        assert_eq!(summary.len(), 2, "{summary:?}");
+
+        let dir = captured(&flip, "mismatch", true);
+        let check = check_frames(&log, &dir, 1);
+        assert_eq!(check.failures.len(), 1, "{:?}", check.failures);
+        assert!(
+            check.failures[0].contains("differs from its golden in 1 of 3072 pixels"),
+            "{:?}",
+            check.failures
+        );
+        assert!(check.failures[0].contains("dom2-conn1-seq0-diff.png"));
+        assert!(dir.join("dom2-conn1-seq0-diff.png").is_file());
+
+        // Two connectors were asked for; a frame line without a flip line; a flip line
+        // without a PNG.
+        let orphan = "frame conn=0 seq=4 crc32=00000001 dom=2";
+        let check = check_frames(&log_with(&[&guest, backend, orphan]), &dir, 2);
+        assert!(check
+            .failures
+            .iter()
+            .any(|f| f.starts_with("expected 2 connectors")));
+        assert!(check
+            .failures
+            .iter()
+            .any(|f| f == "backend frame conn=0 seq=4 has no guest flip line"));
+        let check = check_frames(&log_with(&[&guest]), &dir, 1);
+        assert_eq!(
+            check.failures,
+            ["flip conn=1 seq=0: the backend printed no frame line for it"]
+        );
+        assert_eq!(
+            check_frames(&DisplayLog::default(), &dir, 1).failures,
+            ["the guest printed no flip line"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_run_summary_names_connectors_rates_and_files() {
+        let log = log_with(&[
+            &format!("guest-console: {FLIP}"),
+            "guest-console: display: summary conn=1 64x48 frames=1 fps=2.500 rtt_p50_us=12345 \
+             rtt_p99_us=20000",
+            "frame conn=1 seq=0 crc32=00000001 dom=2 png=missing.png",
+        ]);
+        let lines = summary_lines(&log, Path::new("/nonexistent/frames"));
+        assert_eq!(
+            lines,
+            [
+                "display: conn 1 (HDMI-A-1 64x48): 1 frames, 2.500 fps, flip round trip p50 \
+                 12.345 ms, p99 20.000 ms; 0 PNG files",
+                "display: frames in /nonexistent/frames/ (0 PNG files, dom<D>-conn<N>-seq<K>.png)"
+            ]
+        );
+    }
+}
