@@ -6,9 +6,12 @@
 use super::pages::PageBuffer;
 use super::xen::Xen;
 use super::{control, heap, services, store, time};
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
 use drivers::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
 use drivers::xen::displif::{self, DbufCreate, Event, Request};
 use drivers::xen::evtchn;
@@ -19,6 +22,7 @@ use drivers::xen::vdispl::config::{self, ConnectorConfig, ConnectorTransport, De
 use drivers::xen::vdispl::connector::{self, write_directory, Connector, Wait};
 use drivers::xen::vdispl::VdisplError;
 use drivers::xen::xenbus::{self, XenbusState};
+use drivers::xen::xenstore::client::WatchHandle;
 use embedded_graphics::draw_target::{DrawTarget, DrawTargetExt};
 use embedded_graphics::pixelcolor::Rgb888;
 use kernel::scenes::{self, FlipLine, Frame, Label, SceneSpec, Status};
@@ -33,6 +37,8 @@ const REQUEST_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
 /// How long a flip may wait for its response and EVT_PG_FLIP (Linux's
 /// xen-drm-front uses the same bound).
 const FLIP_TIMEOUT_NS: u64 = 3_100 * NS_PER_MS;
+/// How long a teardown request may wait: the domain may be shutting down.
+const TEARDOWN_TIMEOUT_NS: u64 = 300 * NS_PER_MS;
 /// How long teardown waits for the backend to unmap the pages.
 const RELEASE_TIMEOUT_NS: u64 = 1_500 * NS_PER_MS;
 
@@ -138,9 +144,32 @@ pub struct Outcome {
     pub shutdown: Option<ShutdownReason>,
 }
 
-/// Drives every vdispl device until all scenes were shown (or every
-/// connector failed), or the toolstack asks for a shutdown; then tears the
-/// devices down and returns their grants.
+/// Reconnections tried in a row without a single flip in between before a
+/// device is given up.
+const MAX_FRUITLESS_RECONNECTS: u32 = 10;
+
+/// How a device's display run ended.
+enum ShowEnd {
+    /// Every connector showed every frame, or failed for good.
+    Finished,
+    /// The toolstack asked for a shutdown.
+    Shutdown(ShutdownReason),
+    /// The backend went away or every connector failed: reconnect.
+    Lost(String),
+}
+
+/// Where each connector (by index) got to, kept across reconnections.
+#[derive(Clone, Copy, Default)]
+struct Progress {
+    next_frame: u64,
+    flips: u32,
+}
+
+/// Drives every vdispl device until all scenes were shown, or the toolstack
+/// asks for a shutdown. A device whose backend goes away (or whose every
+/// connector fails) is torn down, its grants ended and its event channels
+/// closed, and connected again when the backend is back; frames resume where
+/// they stopped.
 pub fn run(spec: &SceneSpec, depths: &[u32]) -> Outcome {
     let ids = match store_call("device/vdispl", config::enumerate) {
         Ok(ids) => ids,
@@ -153,31 +182,102 @@ pub fn run(spec: &SceneSpec, depths: &[u32]) -> Outcome {
         crate::println!("display: no vdispl device (add vdispl = [...] to the xl config)");
         return Outcome { shutdown: None };
     }
-    let mut shutdown = None;
     for id in ids {
-        match Device::connect(&id, depths) {
-            Ok(mut device) => {
-                shutdown = device.show(spec);
-                device.teardown();
-            }
-            Err(error) => log::error!("display device {id}: {error}"),
-        }
-        if shutdown.is_some() {
-            break;
+        if let Some(reason) = run_device(&id, spec, depths) {
+            return Outcome {
+                shutdown: Some(reason),
+            };
         }
     }
-    Outcome { shutdown }
+    Outcome { shutdown: None }
 }
+
+/// Runs one device through as many connections as it takes.
+fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReason> {
+    let mut progress = [Progress::default(); MAX_OUTPUTS];
+    let mut fruitless = 0;
+    let mut generation = 0u64;
+    loop {
+        generation += 1;
+        let flips_before: u32 = progress.iter().map(|p| p.flips).sum();
+        let end = match Device::connect(id, depths, generation, &progress) {
+            Ok(mut device) => {
+                let end = device.show(spec);
+                for (slot, output) in progress.iter_mut().zip(&device.outputs) {
+                    slot.next_frame = output.next_frame;
+                    slot.flips = output.flips;
+                }
+                device.teardown();
+                end
+            }
+            Err(error) => ShowEnd::Lost(error),
+        };
+        match end {
+            ShowEnd::Finished => return None,
+            ShowEnd::Shutdown(reason) => return Some(reason),
+            ShowEnd::Lost(reason) => {
+                let flips_after: u32 = progress.iter().map(|p| p.flips).sum();
+                fruitless = if flips_after > flips_before {
+                    0
+                } else {
+                    fruitless + 1
+                };
+                if fruitless > MAX_FRUITLESS_RECONNECTS {
+                    crate::println!("display device {id}: giving up after {fruitless} reconnections without a frame: {reason}");
+                    return None;
+                }
+                crate::println!("display device {id}: {reason}; reconnecting");
+                let reinitialised = store::with(|client| {
+                    let path = format!("{}/{id}/state", config::DEVICES);
+                    xenbus::write_state(client, &path, XenbusState::Initialising)
+                });
+                if let Some(Err(error)) = reinitialised {
+                    log::warn!("display device {id}: {error}");
+                }
+                // Let a restarting backend come back, unless a shutdown comes first.
+                let deadline = time::now_ns() + 500 * NS_PER_MS;
+                while time::now_ns() < deadline {
+                    if let Some(reason) = control::take_request() {
+                        return Some(reason);
+                    }
+                    let port = store::port();
+                    let events = services::events();
+                    time::wait_until(
+                        deadline,
+                        || matches!((port, events), (Some(port), Some(events)) if events.is_fired(port)),
+                    );
+                    if let (Some(port), Some(events)) = (port, events) {
+                        events.take(port);
+                    }
+                    store::service();
+                }
+            }
+        }
+    }
+}
+
+/// Connectors driven per device.
+pub const MAX_OUTPUTS: usize = drivers::xen::vdispl::MAX_CONNECTORS;
 
 struct Device {
     config: DeviceConfig,
     version: u32,
     outputs: Vec<Output>,
     generation: u64,
+    /// Set by the watch on the backend's state node.
+    backend_changed: Arc<AtomicBool>,
+    backend_watch: Option<WatchHandle>,
+    /// Whether the handshake completed (the rings have a backend).
+    connected: bool,
 }
 
 impl Device {
-    fn connect(id: &str, depths: &[u32]) -> Result<Device, String> {
+    fn connect(
+        id: &str,
+        depths: &[u32],
+        generation: u64,
+        progress: &[Progress],
+    ) -> Result<Device, String> {
         let device = store_call("device configuration", |client| {
             config::read_device(client, id)
         })?;
@@ -194,13 +294,34 @@ impl Device {
         store_call("waiting for the backend", |client| {
             config::wait_for_backend_ready(client, &device, HANDSHAKE_TIMEOUT_NS).map(|_| ())
         })?;
-        let mut outputs = Vec::new();
-        for (index, connector) in device.connectors.iter().enumerate() {
-            let mut output = Self::open_output(&device, connector.clone())?;
+        let mut device = Device {
+            config: device,
+            version,
+            outputs: Vec::new(),
+            generation,
+            backend_changed: Arc::new(AtomicBool::new(false)),
+            backend_watch: None,
+            connected: false,
+        };
+        let connectors = device.config.connectors.clone();
+        for (index, connector) in connectors.into_iter().enumerate() {
+            // On failure, what was opened so far is released by teardown.
+            let mut output = match Self::open_output(&device.config, connector) {
+                Ok(output) => output,
+                Err(error) => {
+                    device.teardown();
+                    return Err(error);
+                }
+            };
             output.bpp = depths.get(index).or(depths.last()).copied().unwrap_or(32);
-            outputs.push(output);
+            if let Some(done) = progress.get(index) {
+                output.next_frame = done.next_frame;
+                output.flips = done.flips;
+            }
+            device.outputs.push(output);
         }
-        let transports: Vec<ConnectorTransport> = outputs
+        let transports: Vec<ConnectorTransport> = device
+            .outputs
             .iter()
             .map(|output| ConnectorTransport {
                 req_ring_ref: output.req_ref,
@@ -209,17 +330,29 @@ impl Device {
                 evt_port: output.evt_port,
             })
             .collect();
-        let mut device = Device {
-            config: device,
-            version,
-            outputs,
-            generation: 1,
-        };
         let config = device.config.clone();
-        store_call("publishing the connectors", |client| {
+        let flag = Arc::clone(&device.backend_changed);
+        let connected = store_call("publishing the connectors", |client| {
             config::publish(client, &config, version, &transports)?;
-            config::complete_handshake(client, &config, HANDSHAKE_TIMEOUT_NS)
-        })?;
+            config::complete_handshake(client, &config, HANDSHAKE_TIMEOUT_NS)?;
+            let node = format!("{}/state", config.backend);
+            client
+                .watch(
+                    &node,
+                    Box::new(move |_| flag.store(true, Ordering::Release)),
+                )
+                .map_err(|error| VdisplError::Store { node, error })
+        });
+        match connected {
+            Ok(handle) => {
+                device.backend_watch = Some(handle);
+                device.connected = true;
+            }
+            Err(error) => {
+                device.teardown();
+                return Err(error);
+            }
+        }
         crate::println!("display: device {} connected", device.config.path);
         for index in 0..device.outputs.len() {
             if device.version >= 2 {
@@ -268,19 +401,22 @@ impl Device {
 
     /// Sends `request` on connector `ring`'s ring and waits for its response.
     fn call(&mut self, ring: usize, request: &Request) -> Result<(), String> {
+        self.call_with(ring, request, REQUEST_TIMEOUT_NS)
+            .map_err(|error| format!("{error}"))
+    }
+
+    fn call_with(
+        &mut self,
+        ring: usize,
+        request: &Request,
+        timeout_ns: u64,
+    ) -> Result<(), VdisplError> {
         let output = &mut self.outputs[ring];
         let mut wait = PortWait {
             req_port: output.req_port,
             evt_port: output.evt_port,
         };
-        connector::call(
-            &mut output.connector,
-            &mut wait,
-            request,
-            REQUEST_TIMEOUT_NS,
-        )
-        .map(|_| ())
-        .map_err(|error| format!("{error}"))
+        connector::call(&mut output.connector, &mut wait, request, timeout_ns).map(|_| ())
     }
 
     /// GET_EDID (protocol version 2): an EDID's preferred mode takes
@@ -466,25 +602,49 @@ impl Device {
 
     /// Renders and flips frames on every healthy connector until all are
     /// done; returns a shutdown request if one came in.
-    fn show(&mut self, spec: &SceneSpec) -> Option<ShutdownReason> {
+    fn show(&mut self, spec: &SceneSpec) -> ShowEnd {
         let start = time::now_ns();
-        loop {
+        let end = loop {
             if let Some(reason) = control::take_request() {
-                return Some(reason);
+                break ShowEnd::Shutdown(reason);
+            }
+            if self.backend_changed.swap(false, Ordering::AcqRel) {
+                if let Some(reason) = self.backend_gone() {
+                    break ShowEnd::Lost(reason);
+                }
             }
             let mut busy = false;
             for index in 0..self.outputs.len() {
                 busy |= self.step(index, spec, start);
             }
             if !busy {
-                break;
+                let failed: Vec<&str> = self
+                    .outputs
+                    .iter()
+                    .filter_map(|output| output.failed.as_deref())
+                    .collect();
+                break if !failed.is_empty() && failed.len() == self.outputs.len() {
+                    ShowEnd::Lost(format!("every connector failed ({})", failed.join("; ")))
+                } else {
+                    ShowEnd::Finished
+                };
             }
             self.wait_for_activity();
-        }
+        };
         for output in &self.outputs {
             summarize(output);
         }
-        None
+        end
+    }
+
+    /// Whether the backend left the connection, and how.
+    fn backend_gone(&self) -> Option<String> {
+        let node = format!("{}/state", self.config.backend);
+        match store::with(|client| xenbus::read_state(client, &node)) {
+            Some(Ok(XenbusState::Connected)) | None => None,
+            Some(Ok(state)) => Some(format!("the backend went to {state}")),
+            Some(Err(error)) => Some(format!("the backend's state is unreadable: {error}")),
+        }
     }
 
     /// Advances one connector; returns whether it still has work.
@@ -659,9 +819,32 @@ impl Device {
         store::service();
     }
 
+    /// Sends one teardown request while the backend still answers; a request
+    /// left unanswered means it does not, and the rest are skipped.
+    fn teardown_request(&mut self, responsive: &mut bool, ring: usize, request: Request) {
+        if !*responsive {
+            return;
+        }
+        match self.call_with(ring, &request, TEARDOWN_TIMEOUT_NS) {
+            Ok(()) => {}
+            Err(error) => {
+                log::warn!("display: {} during teardown: {error}", request.operation());
+                *responsive = !matches!(error, VdisplError::Timeout { .. } | VdisplError::Ring(_));
+            }
+        }
+    }
+
     /// Undoes everything: disable, detach, destroy, close the connection,
     /// then end every grant once the backend let go of it.
     fn teardown(&mut self) {
+        if let Some(handle) = self.backend_watch.take() {
+            if let Some(Err(error)) = store::with(|client| client.unwatch(handle)) {
+                log::warn!("display: unwatching the backend: {error}");
+            }
+        }
+        // Undo on the rings only while the backend is there to answer; the
+        // first request it leaves unanswered ends that.
+        let mut responsive = self.connected && self.backend_gone().is_none();
         for index in 0..self.outputs.len() {
             if self.outputs[index].failed.is_none() {
                 let disable = Request::SetConfig {
@@ -672,29 +855,27 @@ impl Device {
                     height: 0,
                     bpp: 0,
                 };
-                if let Err(error) = self.call(index, &disable) {
-                    log::warn!("display {}: disabling: {error}", self.outputs[index].name());
-                }
+                self.teardown_request(&mut responsive, index, disable);
             }
         }
-        let ring_usable = self
+        if self
             .outputs
             .first()
-            .is_some_and(|output| output.failed.is_none());
+            .is_some_and(|output| output.failed.is_some())
+        {
+            // DBUF_* and FB_* travel on connector 0's ring only.
+            responsive = false;
+        }
         for index in 0..self.outputs.len() {
             for slot in 0..self.outputs[index].buffers.len() {
                 let buffer = &self.outputs[index].buffers[slot];
                 let (attached, created) = (buffer.attached, buffer.created);
                 let (fb_cookie, dbuf_cookie) = (buffer.fb_cookie, buffer.dbuf_cookie);
-                if ring_usable && attached {
-                    if let Err(error) = self.call(0, &Request::FbDetach { fb_cookie }) {
-                        log::warn!("display: FB_DETACH {fb_cookie:#x}: {error}");
-                    }
+                if attached {
+                    self.teardown_request(&mut responsive, 0, Request::FbDetach { fb_cookie });
                 }
-                if ring_usable && created {
-                    if let Err(error) = self.call(0, &Request::DbufDestroy { dbuf_cookie }) {
-                        log::warn!("display: DBUF_DESTROY {dbuf_cookie:#x}: {error}");
-                    }
+                if created {
+                    self.teardown_request(&mut responsive, 0, Request::DbufDestroy { dbuf_cookie });
                 }
             }
         }
@@ -725,7 +906,10 @@ impl Device {
         }
         let in_use = services::with_grants(|grants| grants.in_use()).unwrap_or(0);
         if kept == 0 {
-            crate::println!("display: all grants returned ({in_use} in use)");
+            crate::println!(
+                "display: all grants returned ({in_use} in use), heap in use {} bytes",
+                heap::used()
+            );
         } else {
             crate::println!(
                 "display: {kept} pages are still mapped by the backend and stay allocated ({in_use} grants in use)"
