@@ -3,8 +3,8 @@
 # ended by `xl shutdown`, the second by `xl destroy`, each while it is flipping. Per guest:
 #   1. xl create (paused until its domain id is known), unpause;
 #   2. wait (60 s) until the backend has captured 4 of its frames;
-#   3. xl shutdown (or xl destroy) and time it until the guest leaves `xl list`: 2 s at most
-#      (10 s before it is destroyed). After xl shutdown the guest tears the display down
+#   3. xl shutdown (or xl destroy) and time it until the guest leaves `xl list` (end_guest in
+#      lib.sh): 2 s at most (10 s before it is destroyed). After xl shutdown the guest tears the display down
 #      (disable, detach, destroy, Closing), returns every grant and powers off; after xl
 #      destroy the toolstack asks the backend to close (backend state Closing) and waits for
 #      Closed, so the backend must let go at once;
@@ -46,27 +46,6 @@ wait_flipping() {
         fi
         sleep 0.1
     done
-}
-
-# end_guest ACTION: `xl ACTION` the guest (shutdown or destroy) and time it until it is gone.
-end_guest() {
-    local began
-    began=$(uptime_ms)
-    say "xl $1 $GUEST_NAME (uptime $began ms)"
-    if ! xl "$1" "$GUEST_NAME"; then
-        say "xl $1 failed"
-        return 1
-    fi
-    if ! poll_gone "$GUEST_NAME" "$began" "$END_TIMEOUT_MS"; then
-        say "xl $1 took too long ($ELAPSED_MS ms): still running"
-        return 1
-    fi
-    if [ "$ELAPSED_MS" -le "$END_LIMIT_MS" ]; then
-        say "xl $1 ended the guest within $((END_LIMIT_MS / 1000)) s ($ELAPSED_MS ms)"
-    else
-        say "xl $1 took too long ($ELAPSED_MS ms)"
-        return 1
-    fi
 }
 
 # run_guest N ACTION: guest number N, from xl create to gone, ended with `xl ACTION`.

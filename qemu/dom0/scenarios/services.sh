@@ -56,41 +56,6 @@ check_grant() {
     [ "$result" = ok ]
 }
 
-# end_guest ACTION: `xl ACTION` the guest (shutdown or reboot) and time it from the command
-# until the guest has left `xl list`. Passes if it left within END_LIMIT_MS and xl succeeded.
-end_guest() {
-    local began xl_pid xl_status gone=0 waited=0
-    began=$(uptime_ms)
-    say "xl $1 $GUEST_NAME"
-    # xl writes control/shutdown, then waits (60 s at most) for the guest to acknowledge it by
-    # clearing the key (a guest that is gone has too): run it aside and time the guest itself.
-    xl "$1" "$GUEST_NAME" &
-    xl_pid=$!
-    poll_gone "$GUEST_NAME" "$began" "$END_TIMEOUT_MS" || gone=1
-    # Then xl has 2 s to return.
-    while kill -0 "$xl_pid" 2>/dev/null && [ "$waited" -lt 20 ]; do
-        sleep 0.1
-        waited=$((waited + 1))
-    done
-    if kill -0 "$xl_pid" 2>/dev/null; then
-        say "xl $1 still waits for the guest to acknowledge the request; stopping it"
-        kill "$xl_pid"
-    fi
-    wait "$xl_pid"
-    xl_status=$?
-    if [ "$gone" -ne 0 ]; then
-        say "xl $1 took too long ($ELAPSED_MS ms): the guest is still running"
-    elif [ "$xl_status" -ne 0 ]; then
-        say "xl $1 failed (exit status $xl_status); the guest left after $ELAPSED_MS ms"
-    elif [ "$ELAPSED_MS" -gt "$END_LIMIT_MS" ]; then
-        say "xl $1 took too long ($ELAPSED_MS ms)"
-    else
-        say "xl $1 ended the guest within $((END_LIMIT_MS / 1000)) s ($ELAPSED_MS ms)"
-        return 0
-    fi
-    return 1
-}
-
 # run_guest N ACTION: guest number N, from xl create to gone, ended with `xl ACTION`.
 run_guest() {
     local began domid=""
