@@ -105,6 +105,9 @@ struct Device {
     watching: bool,
     phase: Phase,
     link: Option<Link>,
+    /// Flips captured per connector index over every connection so far: a frontend that
+    /// reconnects carries on with its frame sequence numbers, and so do the file names.
+    flips: BTreeMap<u32, u64>,
 }
 
 impl Device {
@@ -341,6 +344,7 @@ impl Backend {
                         watching: false,
                         phase: Phase::New,
                         link: None,
+                        flips: BTreeMap::new(),
                     },
                 );
             }
@@ -502,9 +506,14 @@ impl Backend {
                 }
             }
         }
-        for (index, connector) in link.connectors.iter().enumerate() {
+        let earlier = self.devices.get(&key).map(|device| &device.flips);
+        for (index, connector) in link.connectors.iter_mut().enumerate() {
             self.ports.insert(connector.req_port, (key, index));
             self.ports.insert(connector.evt_port, (key, index));
+            connector.flips = earlier
+                .and_then(|flips| flips.get(&connector.config.index))
+                .copied()
+                .unwrap_or(0);
         }
         Ok(link)
     }
@@ -588,6 +597,11 @@ impl Backend {
             .iter()
             .map(|c| format!("conn{} {}", c.config.index, c.flips))
             .collect();
+        if let Some(device) = self.devices.get_mut(&key) {
+            for connector in &link.connectors {
+                device.flips.insert(connector.config.index, connector.flips);
+            }
+        }
         let note = format!(
             ", {} buffers unmapped, flips: {}",
             link.buffers.len(),
