@@ -114,6 +114,10 @@ pub const DISPLAY_CONNECTORS: usize = 2;
 /// The display scenarios' guest: every scene, two frames each (short, still every scene on
 /// both connectors).
 pub const DISPLAY_TEST_BOOTARGS: &str = "log=info scene=bars,primitives,animation,status frames=2";
+/// The same with the second connector's buffers in RGB565 (`bpp=32,16`: XRGB8888 on
+/// connector 0, RGB565 on connector 1).
+pub const DISPLAY_TEST_BOOTARGS_RGB565: &str =
+    "log=info scene=bars,primitives,animation,status frames=2 bpp=32,16";
 
 /// Lines that end a run at once: nothing good follows them.
 const FATAL: &[&str] = &[
@@ -337,7 +341,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "display-gicv2",
         gic: 2,
         kind: Kind::Dom0 { script: "display" },
-        bootargs: Some(DISPLAY_TEST_BOOTARGS),
+        bootargs: Some(DISPLAY_TEST_BOOTARGS_RGB565),
         expect: &[GUEST_REPORT, GICV2, DISPLAY],
         timeout: Duration::from_secs(300),
         check_frames: true,
@@ -1111,6 +1115,7 @@ mod tests {
             );
         }
         check_bootargs(DISPLAY_TEST_BOOTARGS).unwrap();
+        check_bootargs(DISPLAY_TEST_BOOTARGS_RGB565).unwrap();
     }
 
     #[test]
