@@ -281,6 +281,10 @@ impl Device {
         let device = store_call("device configuration", |client| {
             config::read_device(client, id)
         })?;
+        // The backend publishes `versions` before it reaches InitWait.
+        store_call("waiting for the backend", |client| {
+            config::wait_for_backend_ready(client, &device, HANDSHAKE_TIMEOUT_NS).map(|_| ())
+        })?;
         let version = store_call("version negotiation", |client| {
             config::negotiate(client, &device)
         })?;
@@ -291,9 +295,6 @@ impl Device {
             device.backend_id,
             device.connectors.len()
         );
-        store_call("waiting for the backend", |client| {
-            config::wait_for_backend_ready(client, &device, HANDSHAKE_TIMEOUT_NS).map(|_| ())
-        })?;
         let mut device = Device {
             config: device,
             version,
@@ -787,6 +788,24 @@ impl Device {
         }
     }
 
+    /// Sleeps until an event channel of a connector fires or `deadline_ns`.
+    fn wait_on_rings(&self, deadline_ns: u64) {
+        let Some(events) = services::events() else {
+            return;
+        };
+        let ports: Vec<u32> = self
+            .outputs
+            .iter()
+            .flat_map(|output| [output.req_port, output.evt_port])
+            .collect();
+        time::wait_until(deadline_ns, || {
+            ports.iter().any(|&port| events.is_fired(port))
+        });
+        for &port in &ports {
+            events.take(port);
+        }
+    }
+
     /// Sleeps until an event channel of a connector or xenstore fires, or
     /// the next flip deadline.
     fn wait_for_activity(&mut self) {
@@ -819,18 +838,59 @@ impl Device {
         store::service();
     }
 
-    /// Sends one teardown request while the backend still answers; a request
-    /// left unanswered means it does not, and the rest are skipped.
-    fn teardown_request(&mut self, responsive: &mut bool, ring: usize, request: Request) {
-        if !*responsive {
-            return;
-        }
-        match self.call_with(ring, &request, TEARDOWN_TIMEOUT_NS) {
-            Ok(()) => {}
-            Err(error) => {
-                log::warn!("display: {} during teardown: {error}", request.operation());
-                *responsive = !matches!(error, VdisplError::Timeout { .. } | VdisplError::Ring(_));
+    /// Sends every request of `batch` (ring index, request) without waiting
+    /// in between, notifies each ring once, then waits until all are answered
+    /// or `timeout_ns` passes. Returns whether the backend answered them all
+    /// (error statuses included).
+    fn send_batch(&mut self, batch: &[(usize, Request)], timeout_ns: u64) -> bool {
+        let start = time::now_ns();
+        let mut pending = Vec::new();
+        let mut notify = [false; MAX_OUTPUTS];
+        for (ring, request) in batch {
+            match self.outputs[*ring].connector.send(request, start) {
+                Ok((id, wanted)) => {
+                    pending.push((*ring, id, request.operation()));
+                    notify[*ring] |= wanted;
+                }
+                Err(error) => {
+                    log::warn!("display: {} during teardown: {error}", request.operation())
+                }
             }
+        }
+        for (ring, wanted) in notify.iter().enumerate() {
+            if *wanted {
+                services::notify(self.outputs[ring].req_port);
+            }
+        }
+        let deadline = start + timeout_ns;
+        loop {
+            let outputs = &mut self.outputs;
+            pending.retain(|&(ring, id, operation)| {
+                let connector = &mut outputs[ring].connector;
+                if let Err(error) = connector.pump() {
+                    log::warn!("display: {operation} during teardown: {error}");
+                    return false;
+                }
+                match connector.take_response(id) {
+                    None => true,
+                    Some(Ok(_)) => false,
+                    Some(Err(error)) => {
+                        log::warn!("display: {operation} during teardown: {error}");
+                        false
+                    }
+                }
+            });
+            if pending.is_empty() {
+                return true;
+            }
+            if time::now_ns() >= deadline {
+                for &(ring, id, operation) in &pending {
+                    log::warn!("display: {operation} during teardown got no response");
+                    self.outputs[ring].connector.abandon(id);
+                }
+                return false;
+            }
+            self.wait_on_rings(deadline);
         }
     }
 
@@ -842,42 +902,54 @@ impl Device {
                 log::warn!("display: unwatching the backend: {error}");
             }
         }
-        // Undo on the rings only while the backend is there to answer; the
-        // first request it leaves unanswered ends that.
+        // Undo on the rings only while the backend is there to answer, in two
+        // batches (one round trip each): switch the connectors off, then
+        // detach and destroy the buffers on connector 0's ring, in order.
         let mut responsive = self.connected && self.backend_gone().is_none();
-        for index in 0..self.outputs.len() {
-            if self.outputs[index].failed.is_none() {
-                let disable = Request::SetConfig {
-                    fb_cookie: 0,
-                    x: 0,
-                    y: 0,
-                    width: 0,
-                    height: 0,
-                    bpp: 0,
-                };
-                self.teardown_request(&mut responsive, index, disable);
-            }
+        if responsive {
+            let disable = Request::SetConfig {
+                fb_cookie: 0,
+                x: 0,
+                y: 0,
+                width: 0,
+                height: 0,
+                bpp: 0,
+            };
+            let batch: Vec<(usize, Request)> = (0..self.outputs.len())
+                .filter(|&index| self.outputs[index].failed.is_none())
+                .map(|index| (index, disable))
+                .collect();
+            responsive = self.send_batch(&batch, TEARDOWN_TIMEOUT_NS);
         }
-        if self
-            .outputs
-            .first()
-            .is_some_and(|output| output.failed.is_some())
+        // DBUF_* and FB_* travel on connector 0's ring only.
+        if responsive
+            && self
+                .outputs
+                .first()
+                .is_some_and(|output| output.failed.is_none())
         {
-            // DBUF_* and FB_* travel on connector 0's ring only.
-            responsive = false;
-        }
-        for index in 0..self.outputs.len() {
-            for slot in 0..self.outputs[index].buffers.len() {
-                let buffer = &self.outputs[index].buffers[slot];
-                let (attached, created) = (buffer.attached, buffer.created);
-                let (fb_cookie, dbuf_cookie) = (buffer.fb_cookie, buffer.dbuf_cookie);
-                if attached {
-                    self.teardown_request(&mut responsive, 0, Request::FbDetach { fb_cookie });
-                }
-                if created {
-                    self.teardown_request(&mut responsive, 0, Request::DbufDestroy { dbuf_cookie });
-                }
-            }
+            let buffers = self.outputs.iter().flat_map(|output| &output.buffers);
+            let detach = buffers
+                .clone()
+                .filter(|buffer| buffer.attached)
+                .map(|buffer| {
+                    (
+                        0,
+                        Request::FbDetach {
+                            fb_cookie: buffer.fb_cookie,
+                        },
+                    )
+                });
+            let destroy = buffers.filter(|buffer| buffer.created).map(|buffer| {
+                (
+                    0,
+                    Request::DbufDestroy {
+                        dbuf_cookie: buffer.dbuf_cookie,
+                    },
+                )
+            });
+            let batch: Vec<(usize, Request)> = detach.chain(destroy).collect();
+            self.send_batch(&batch, TEARDOWN_TIMEOUT_NS);
         }
         let config = self.config.clone();
         let closed = store_call("closing", |client| {

@@ -13,9 +13,10 @@ use drivers::xen::hypercall::DOMID_SELF;
 extern crate alloc;
 
 const NS_PER_MS: u64 = 1_000_000;
-/// How late a timer deadline may be met under emulation before it counts as
-/// missed.
-const TIMER_TOLERANCE_NS: u64 = 20 * NS_PER_MS;
+/// How late a timer deadline may be met before it counts as missed. The rig
+/// emulates the CPU, and a busy host can hold a vCPU back for tens of
+/// milliseconds; on hardware deadlines are met within microseconds.
+const TIMER_TOLERANCE_NS: u64 = 100 * NS_PER_MS;
 
 /// Runs one self-test and prints its outcome; returns whether it passed.
 pub fn report(name: &str, outcome: Result<String, String>) -> bool {
