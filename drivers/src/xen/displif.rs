@@ -218,6 +218,16 @@ fn get64(slot: &Slot, offset: usize) -> u64 {
 }
 
 impl Request {
+    /// SET_CONFIG with every field zero: switch the connector off.
+    pub const DISABLE: Request = Request::SetConfig {
+        fb_cookie: 0,
+        x: 0,
+        y: 0,
+        width: 0,
+        height: 0,
+        bpp: 0,
+    };
+
     /// Its operation code.
     pub fn operation(&self) -> Operation {
         match self {

@@ -907,14 +907,7 @@ impl Device {
         // detach and destroy the buffers on connector 0's ring, in order.
         let mut responsive = self.connected && self.backend_gone().is_none();
         if responsive {
-            let disable = Request::SetConfig {
-                fb_cookie: 0,
-                x: 0,
-                y: 0,
-                width: 0,
-                height: 0,
-                bpp: 0,
-            };
+            let disable = Request::DISABLE;
             let batch: Vec<(usize, Request)> = (0..self.outputs.len())
                 .filter(|&index| self.outputs[index].failed.is_none())
                 .map(|index| (index, disable))

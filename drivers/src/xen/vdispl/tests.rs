@@ -336,14 +336,7 @@ fn error_statuses_reach_the_caller_with_the_operation() {
         })
     ));
     wait.backend.faults.status = Some((Operation::SetConfig, -5));
-    let config = Request::SetConfig {
-        fb_cookie: 0,
-        x: 0,
-        y: 0,
-        width: 0,
-        height: 0,
-        bpp: 0,
-    };
+    let config = Request::DISABLE;
     let error = call(&mut front, &mut wait, &config, SECOND).unwrap_err();
     assert_eq!(error.to_string(), "SET_CONFIG failed with status -5");
 }
