@@ -4,12 +4,14 @@
 //! never outlives the xtask that started it. The rig itself (Dom0 init, scenario scripts, xl
 //! configs) lives in `qemu/`; see `qemu/README.md`.
 
+mod bench;
 mod build;
 mod cmd;
 mod cpio;
 mod deps;
 mod display;
 mod dtb;
+mod fuzz;
 mod golden;
 mod image;
 mod initramfs;
@@ -43,6 +45,12 @@ enum Command {
     /// Run the host tests, then the rig scenarios (boot-gicv2, boot-gicv3, dom0less, crash-*,
     /// ...; runs the deps step first).
     Test(scenarios::TestArgs),
+    /// Measure the guest on the rig: boot to first frame against a Linux DomU, flips per second
+    /// and round trips at 1920x1080, Image size, smallest memory (runs the deps step first).
+    Bench(bench::BenchArgs),
+    /// Build the cargo-fuzz targets in fuzz/ (installing cargo-fuzz if missing) and run each for
+    /// a bounded time.
+    Fuzz(fuzz::FuzzArgs),
     /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/
     /// (runs the deps step first).
     DumpDtbs(dtb::DumpArgs),
@@ -55,6 +63,8 @@ fn main() -> ExitCode {
         Command::Build => build::run().map(|_| ()),
         Command::Run(args) => scenarios::run(&args),
         Command::Test(args) => scenarios::test(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::DumpDtbs(args) => dtb::dump(&args),
     };
     match result {

@@ -1,0 +1,152 @@
+#!/bin/sh
+# Bench: Dom0's side of `cargo xtask bench`. Every figure is timed in Dom0 (uptime in ms) and
+# printed as a `rig: bench ...` line the host turns into the table.
+#  1. boot to first frame: the display guest (one 1920x1080 connector) from `xl create`
+#     returning until its first flip is acknowledged (its `flip conn=0 seq=0` console line);
+#     the last of these runs flips every scene and gives the guest's per-connector summary.
+#  2. the peer: a Debian Linux DomU (Dom0's kernel, a busybox initramfs whose /init prints a
+#     marker and powers off) with the same memory, from `xl create` returning to the marker.
+#  3. the smallest memory= with which the guest flips 1920x1080 double-buffered: bisection,
+#     each try a short run that must flip its frames and return every grant.
+# Settings come from bench.conf on the share (written by `cargo xtask bench`): RUNS (boots of
+# each kind), MEMORY (MiB of both kinds' boots), FRAMES (per scene in the flipping run), LOW and
+# HIGH (the bisection's range).
+. /rig/lib.sh
+
+GUEST_CONFIG=/etc/xen/vdispl-os-bench.cfg
+# Files the host put on the share: the Linux kernel and its initramfs.
+PEER_NAME=linux-peer
+PEER_DIR=/tmp/peer
+PEER_CONFIG=$PEER_DIR/linux-peer.cfg
+
+
+# wait_line FILE TEXT START_MS TIMEOUT_MS: poll FILE until it holds TEXT; sets ELAPSED_MS to
+# the time since START_MS. Fails on timeout.
+wait_line() {
+    local deadline now
+    deadline=$(($3 + $4))
+    while ! grep -q -F "$2" "$1" 2>/dev/null; do
+        now=$(uptime_ms)
+        if [ "$now" -ge "$deadline" ]; then
+            ELAPSED_MS=$((now - $3))
+            return 1
+        fi
+        sleep 0.01
+    done
+    ELAPSED_MS=$(($(uptime_ms) - $3))
+}
+
+# guest_run MEMORY BOOTARGS: one display guest; sets FIRST_MS (xl create returned to the first
+# flip acknowledged, empty if none). Leaves its console log in place.
+guest_run() {
+    local start
+    FIRST_MS=
+    clear_console_logs
+    say "xl create $GUEST_CONFIG memory=$1 extra=\"$2\""
+    if ! xl create "$GUEST_CONFIG" "memory=$1" "extra=\"$2\""; then
+        say "bench: xl create failed (memory=$1)"
+        return 1
+    fi
+    start=$(uptime_ms)
+    if wait_line "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "flip conn=0 seq=0" "$start" 120000; then
+        FIRST_MS=$ELAPSED_MS
+    fi
+    wait_gone "$GUEST_NAME" "$start" 300000
+}
+
+mount_frames || { say "bench: no share with the Linux peer"; exit 1; }
+if [ -f "$FRAMES_DIR/bench.conf" ]; then
+    . "$FRAMES_DIR/bench.conf"
+fi
+: "${RUNS:=3}" "${MEMORY:=64}" "${FRAMES:=8}" "${LOW:=16}" "${HIGH:=64}"
+if ! start_backend; then
+    exit 1
+fi
+
+# 1. The guest, first frame.
+run=1
+while [ "$run" -le "$RUNS" ]; do
+    if [ "$run" -eq "$RUNS" ]; then
+        bootargs="log=info scene=bars,primitives,animation,status frames=$FRAMES"
+    else
+        bootargs="log=info scene=bars frames=1"
+    fi
+    guest_run "$MEMORY" "$bootargs"
+    if [ -n "$FIRST_MS" ]; then
+        say "bench: guest first-frame run=$run memory=$MEMORY ms=$FIRST_MS"
+    else
+        say "bench: guest first-frame run=$run memory=$MEMORY failed"
+    fi
+    run=$((run + 1))
+done
+# The last run's summary lines (display: summary ...) and the rest of its log.
+sleep 0.2
+show_console_logs
+
+# 2. The Linux peer.
+mkdir -p "$PEER_DIR"
+cp "$FRAMES_DIR/linux-peer/Image" "$FRAMES_DIR/linux-peer/initrd.cpio" "$PEER_DIR/"
+cat >"$PEER_CONFIG" <<EOF
+name = "$PEER_NAME"
+kernel = "$PEER_DIR/Image"
+ramdisk = "$PEER_DIR/initrd.cpio"
+memory = $MEMORY
+vcpus = 1
+extra = "console=hvc0 quiet rdinit=/init"
+on_poweroff = "destroy"
+on_crash = "destroy"
+on_reboot = "destroy"
+EOF
+run=1
+while [ "$run" -le "$RUNS" ]; do
+    rm -f "$CONSOLE_LOGS/guest-$PEER_NAME.log"
+    say "xl create $PEER_CONFIG"
+    if xl create "$PEER_CONFIG"; then
+        start=$(uptime_ms)
+        if wait_line "$CONSOLE_LOGS/guest-$PEER_NAME.log" "vdispl-bench: linux /init" "$start" 120000; then
+            say "bench: linux init run=$run memory=$MEMORY ms=$ELAPSED_MS"
+        else
+            say "bench: linux init run=$run memory=$MEMORY failed"
+            show_log "$CONSOLE_LOGS/guest-$PEER_NAME.log" peer-console
+        fi
+        wait_gone "$PEER_NAME" "$start" 60000
+    else
+        say "bench: linux init run=$run memory=$MEMORY failed (xl create)"
+    fi
+    run=$((run + 1))
+done
+rm -f "$PEER_DIR/Image" "$PEER_DIR/initrd.cpio"
+
+# 3. The smallest memory, by bisection: LOW fails or is assumed to, HIGH passes or is assumed
+# to.
+fits() {
+    guest_run "$1" "log=info scene=bars frames=2"
+    local log="$CONSOLE_LOGS/guest-$GUEST_NAME.log"
+    if grep -q -F "flip conn=0 seq=1" "$log" 2>/dev/null &&
+        grep -q -F "display: all grants returned" "$log" 2>/dev/null; then
+        say "bench: memory try mib=$1 ok"
+        return 0
+    fi
+    say "bench: memory try mib=$1 failed"
+    grep -e "error" -e "ERROR" -e "WARN" -e "panic" "$log" 2>/dev/null | head -n 5 | sed 's/^/guest-console: /'
+    return 1
+}
+low=$((LOW - 1))
+high=$HIGH
+if fits "$LOW"; then
+    high=$LOW
+else
+    low=$LOW
+    while [ $((high - low)) -gt 1 ]; do
+        mid=$(((low + high) / 2))
+        if fits "$mid"; then
+            high=$mid
+        else
+            low=$mid
+        fi
+    done
+fi
+say "bench: memory smallest mib=$high (tried $LOW..$HIGH)"
+
+stop_backend
+say "bench: done"

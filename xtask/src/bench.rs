@@ -1,0 +1,340 @@
+//! `cargo xtask bench`: the guest's speed and size on the rig, each figure next to a peer or a
+//! target measured or set in the same run.
+//!
+//! One boot of Xen + Dom0 runs `qemu/dom0/scenarios/bench.sh`, which times, in Dom0: the
+//! guest's boot to its first acknowledged flip (`xl create` returning to the guest's
+//! `flip conn=0 seq=0` line) and, as the peer, a Debian Linux DomU with the same memory
+//! (`xl create` returning to its `/init`); the guest flipping every scene at 1920x1080 (its
+//! `display: summary` lines: flips per second, flip round trip p50/p99); and the smallest
+//! `memory=` that runs 1920x1080 double-buffered, by bisection. The host adds the Image size.
+//! Figures come from the emulated rig (TCG); the bench never fails on timing, only when a
+//! measurement could not be made.
+
+use crate::logmatch::{self, Pattern};
+use crate::qemu::{Console, Machine};
+use crate::scenarios::{self, GuestOptions, Kind, Plan, Prepared};
+use crate::{cpio, deps, display, rig};
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+/// Target: the guest's first frame at least this many times sooner than Linux's `/init`.
+const FIRST_FRAME_TARGET: f64 = 50.0;
+/// Target: the Image under this many bytes.
+const IMAGE_TARGET_BYTES: u64 = 256 * 1024;
+/// Target: 1920x1080 double-buffered in this much memory (MiB).
+const MEMORY_TARGET_MIB: u32 = 32;
+
+/// The marker the Linux peer's `/init` prints (bench.sh waits for it).
+const PEER_MARKER: &str = "vdispl-bench: linux /init reached";
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// GIC version of the emulated board.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub gic: u8,
+    /// Boots of each kind (guest and Linux) for the first-frame comparison.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    /// Guest RAM in MiB for the boot comparison, the same for both.
+    #[arg(long, default_value_t = 64)]
+    pub memory: u32,
+    /// Frames per scene in the 1920x1080 flipping run.
+    #[arg(long, default_value_t = 8)]
+    pub frames: u32,
+    /// The memory bisection's range in MiB: LOW..=HIGH.
+    #[arg(long, default_value_t = 16)]
+    pub low: u32,
+    /// Upper end of the memory bisection (assumed to work).
+    #[arg(long, default_value_t = 64)]
+    pub high: u32,
+    /// Overall timeout in seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout: u64,
+}
+
+/// Runs `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.low == 0 || args.low > args.high {
+        bail!("--low must be at least 1 and not above --high");
+    }
+    deps::ensure()?;
+    let prepared = Prepared::build(true)?;
+    let share = rig::target().join("bench");
+    prepare_share(&share, args)?;
+    let label = format!("bench-gicv{}", args.gic);
+    let plan = Plan {
+        label: &label,
+        machine: Machine::new(args.gic),
+        kind: Kind::Dom0 { script: "bench" },
+        guest: GuestOptions::default(),
+        expected: vec![Pattern::start("rig: bench: done")],
+        timeout: Duration::from_secs(args.timeout),
+        console: Console::Quiet,
+        frames: Some(share),
+    };
+    println!(
+        "bench: booting the rig (GICv{}, log: target/rig/logs/{label}.log); this takes a few minutes",
+        args.gic
+    );
+    let outcome = scenarios::boot(&plan, &prepared)?;
+    let text = fs::read_to_string(&outcome.log)
+        .with_context(|| format!("cannot read {}", outcome.log.display()))?;
+    let figures = Figures::parse(&text);
+    let image_bytes = fs::metadata(&prepared.guest_image)
+        .with_context(|| format!("cannot stat {}", prepared.guest_image.display()))?
+        .len();
+    print_report(&figures, image_bytes, args, outcome.seconds);
+    if let Some(problem) = outcome.problem {
+        bail!(
+            "bench run failed: {problem} (log: {})",
+            outcome.log.display()
+        );
+    }
+    if !outcome.missing.is_empty() {
+        bail!("bench run did not finish (log: {})", outcome.log.display());
+    }
+    Ok(())
+}
+
+/// Fills the directory shared with Dom0: the Linux peer's kernel (Dom0's) and initramfs, and
+/// `bench.conf`, the settings bench.sh sources.
+fn prepare_share(share: &Path, args: &BenchArgs) -> Result<()> {
+    scenarios::prepare_frames_dir(share)?;
+    let peer = share.join("linux-peer");
+    fs::create_dir_all(&peer).with_context(|| format!("cannot create {}", peer.display()))?;
+    let kernel = rig::dom0_kernel()?;
+    let image = peer.join("Image");
+    fs::copy(&kernel, &image)
+        .with_context(|| format!("cannot copy {} to {}", kernel.display(), image.display()))?;
+    let initrd = peer_initramfs()?;
+    fs::write(peer.join("initrd.cpio"), initrd).context("cannot write the peer's initramfs")?;
+    let conf = format!(
+        "RUNS={}\nMEMORY={}\nFRAMES={}\nLOW={}\nHIGH={}\n",
+        args.runs.max(1),
+        args.memory,
+        args.frames.max(1),
+        args.low,
+        args.high
+    );
+    fs::write(share.join("bench.conf"), conf).context("cannot write bench.conf")?;
+    Ok(())
+}
+
+/// The Linux peer's initramfs: static busybox and an `/init` that prints [`PEER_MARKER`] on the
+/// PV console and powers the domain off.
+fn peer_initramfs() -> Result<Vec<u8>> {
+    let busybox_path = rig::root().join("bin/busybox");
+    let busybox = fs::read(&busybox_path)
+        .with_context(|| format!("cannot read {}", busybox_path.display()))?;
+    let init = format!(
+        "#!/bin/busybox sh\n\
+         /bin/busybox mount -t devtmpfs devtmpfs /dev\n\
+         /bin/busybox echo '{PEER_MARKER}' >/dev/hvc0\n\
+         /bin/busybox poweroff -f\n"
+    );
+    let mut writer = cpio::Writer::new(Vec::new());
+    for dir in ["bin", "dev", "proc", "sys"] {
+        writer.directory(dir, 0o755)?;
+    }
+    writer.file("bin/busybox", 0o755, &busybox)?;
+    writer.symlink("bin/sh", "busybox")?;
+    writer.file("init", 0o755, init.as_bytes())?;
+    Ok(writer.finish()?)
+}
+
+/// What the bench run printed.
+#[derive(Debug, Default, PartialEq)]
+struct Figures {
+    /// Milliseconds from `xl create` returning to the guest's first acknowledged flip, per run.
+    guest_first_frame_ms: Vec<u64>,
+    /// Milliseconds from `xl create` returning to the Linux peer's `/init`, per run.
+    linux_init_ms: Vec<u64>,
+    /// Runs of either kind that gave no figure.
+    failures: Vec<String>,
+    /// The guest's summary per connector, from the flipping run.
+    summaries: Vec<display::Summary>,
+    /// Each memory tried: MiB and whether it worked.
+    memory_tries: Vec<(u32, bool)>,
+    /// The smallest memory that worked, MiB.
+    memory_smallest: Option<u32>,
+}
+
+impl Figures {
+    fn parse(log: &str) -> Self {
+        let mut figures = Figures::default();
+        for raw in log.lines() {
+            let text = logmatch::strip_prefixes(raw);
+            if let Some(summary) = display::parse_summary(text) {
+                if !figures
+                    .summaries
+                    .iter()
+                    .any(|seen| seen.connector == summary.connector)
+                {
+                    figures.summaries.push(summary);
+                }
+                continue;
+            }
+            let Some(rest) = text.strip_prefix("rig: bench: ") else {
+                continue;
+            };
+            let is_boot = rest.starts_with("guest first-frame ") || rest.starts_with("linux init ");
+            if is_boot && (rest.ends_with(" failed") || rest.contains(" failed ")) {
+                figures.failures.push(rest.to_string());
+            }
+            let field = |key: &str| {
+                rest.split_whitespace()
+                    .find_map(|word| word.strip_prefix(key))
+                    .and_then(|value| value.parse::<u64>().ok())
+            };
+            if rest.starts_with("guest first-frame ") {
+                figures.guest_first_frame_ms.extend(field("ms="));
+            } else if rest.starts_with("linux init ") {
+                figures.linux_init_ms.extend(field("ms="));
+            } else if rest.starts_with("memory try ") {
+                if let Some(mib) = field("mib=") {
+                    figures
+                        .memory_tries
+                        .push((mib as u32, rest.ends_with(" ok")));
+                }
+            } else if rest.starts_with("memory smallest ") {
+                figures.memory_smallest = field("mib=").map(|mib| mib as u32);
+            }
+        }
+        figures
+    }
+}
+
+/// The median of `values` (the lower middle one of an even count).
+fn median(values: &[u64]) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn list(values: &[u64]) -> String {
+    values
+        .iter()
+        .map(|value| value.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: f64) {
+    println!();
+    println!(
+        "vdispl-os bench (emulated rig: Xen 4.17 + Dom0 under qemu-system-aarch64 TCG, GICv{}; \
+         times are Dom0's clock; run took {seconds:.0} s)",
+        args.gic
+    );
+    let guest = median(&figures.guest_first_frame_ms);
+    let linux = median(&figures.linux_init_ms);
+    println!(
+        "boot, memory={} MiB for both (median of runs, ms):",
+        args.memory
+    );
+    match guest {
+        Some(ms) => println!(
+            "  vdispl-os: xl create returned -> first flip acknowledged  {ms:>7} ms  (runs: {})",
+            list(&figures.guest_first_frame_ms)
+        ),
+        None => println!("  vdispl-os: no first frame measured"),
+    }
+    match linux {
+        Some(ms) => println!(
+            "  Debian Linux DomU: xl create returned -> /init           {ms:>7} ms  (runs: {})",
+            list(&figures.linux_init_ms)
+        ),
+        None => println!("  Debian Linux DomU: /init not reached"),
+    }
+    if let (Some(guest), Some(linux)) = (guest, linux) {
+        let ratio = linux as f64 / guest.max(1) as f64;
+        println!(
+            "  first frame {ratio:.1}x sooner than Linux reaches /init; target >= {FIRST_FRAME_TARGET}x: {}",
+            met(ratio >= FIRST_FRAME_TARGET)
+        );
+    }
+    for failure in &figures.failures {
+        println!("  failed: {failure}");
+    }
+    println!("flipping every scene at 1920x1080 (the guest's figures):");
+    if figures.summaries.is_empty() {
+        println!("  no display summary");
+    }
+    for summary in &figures.summaries {
+        println!(
+            "  conn {} {}x{}: {} flips, {} flips/s, flip round trip p50 {:.1} ms, p99 {:.1} ms{}",
+            summary.connector,
+            summary.width,
+            summary.height,
+            summary.frames,
+            summary.fps,
+            summary.rtt_p50_us as f64 / 1000.0,
+            summary.rtt_p99_us as f64 / 1000.0,
+            summary
+                .failed
+                .as_ref()
+                .map(|why| format!(" (failed: {why})"))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "size: target/vdispl-os.Image {image_bytes} bytes ({:.1} KiB); target < 256 KiB: {}",
+        image_bytes as f64 / 1024.0,
+        met(image_bytes < IMAGE_TARGET_BYTES)
+    );
+    let tries = figures
+        .memory_tries
+        .iter()
+        .map(|(mib, ok)| format!("{mib} {}", if *ok { "ok" } else { "failed" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match figures.memory_smallest {
+        Some(mib) => println!(
+            "memory: smallest memory= for 1920x1080 double-buffered {mib} MiB (tried {tries}); \
+             target <= {MEMORY_TARGET_MIB} MiB: {}",
+            met(mib <= MEMORY_TARGET_MIB)
+        ),
+        None => println!("memory: not measured (tried {tries})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_come_from_the_rig_lines_and_the_guest_summary() {
+        let log = "\
+rig: bench: guest first-frame run=1 memory=64 ms=900\n\
+rig: bench: guest first-frame run=2 memory=64 failed\n\
+rig: bench: guest first-frame run=3 memory=64 ms=700\n\
+guest-console: display: summary conn=0 1920x1080 frames=32 fps=2.500 rtt_p50_us=300000 rtt_p99_us=500000\n\
+guest-vuart: display: summary conn=0 1920x1080 frames=32 fps=2.500 rtt_p50_us=300000 rtt_p99_us=500000\n\
+rig: bench: linux init run=1 memory=64 ms=5000\n\
+rig: bench: memory try mib=16 failed\n\
+rig: bench: memory try mib=40 ok\n\
+rig: bench: memory smallest mib=40 (tried 16..64)\n";
+        let figures = Figures::parse(log);
+        assert_eq!(figures.guest_first_frame_ms, [900, 700]);
+        assert_eq!(figures.linux_init_ms, [5000]);
+        assert_eq!(figures.failures.len(), 1);
+        assert_eq!(figures.summaries.len(), 1);
+        assert_eq!(figures.summaries[0].width, 1920);
+        assert_eq!(figures.memory_tries, [(16, false), (40, true)]);
+        assert_eq!(figures.memory_smallest, Some(40));
+        assert_eq!(median(&figures.guest_first_frame_ms), Some(700));
+        assert_eq!(median(&[3, 1, 2]), Some(2));
+        assert_eq!(median(&[]), None);
+    }
+}
