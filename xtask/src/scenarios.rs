@@ -108,6 +108,17 @@ pub const DISPLAY_TEARDOWN: &[Pattern] = &[
     Pattern::start("rig: display teardown ok (2 guests)"),
 ];
 
+/// `recovery.sh`: the backend killed and restarted five times while the guest flips; frames
+/// resume each time, and every connection ends with grants and heap back at the baseline.
+pub const RECOVERY: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("rig: recovery cycle 5 of 5: frames resumed "),
+    Pattern::start("display: device 0 connection 6 closed: "),
+    Pattern::start("rig: xl shutdown ended the guest within "),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: recovery ok (5 backend restarts"),
+];
+
 /// Connectors of the display xl config; the display scenarios check that each flipped.
 pub const DISPLAY_CONNECTORS: usize = 2;
 
@@ -364,6 +375,16 @@ pub const SCENARIOS: &[Scenario] = &[
         },
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, DISPLAY_TEARDOWN],
+        timeout: Duration::from_secs(300),
+        check_frames: false,
+        default: true,
+    },
+    Scenario {
+        name: "recovery-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "recovery" },
+        bootargs: Some("log=info scene=animation,status frames=100000"),
+        expect: &[GUEST_REPORT, GICV3, RECOVERY],
         timeout: Duration::from_secs(300),
         check_frames: false,
         default: true,

@@ -197,6 +197,13 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
     let mut progress = [Progress::default(); MAX_OUTPUTS];
     let mut fruitless = 0;
     let mut generation = 0u64;
+    store::service();
+    let baseline = Usage::now();
+    crate::println!(
+        "display: device {id} baseline: {} grants in use, heap in use {} bytes",
+        baseline.grants,
+        baseline.heap_bytes
+    );
     loop {
         generation += 1;
         let flips_before: u32 = progress.iter().map(|p| p.flips).sum();
@@ -212,11 +219,11 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
             }
             Err(error) => ShowEnd::Lost(error),
         };
-        match end {
-            ShowEnd::Finished => return None,
-            ShowEnd::Shutdown(reason) => return Some(reason),
+        let flips_after: u32 = progress.iter().map(|p| p.flips).sum();
+        let lost = match end {
+            ShowEnd::Finished => None,
+            ShowEnd::Shutdown(reason) => Some(Err(reason)),
             ShowEnd::Lost(reason) => {
-                let flips_after: u32 = progress.iter().map(|p| p.flips).sum();
                 fruitless = if flips_after > flips_before {
                     0
                 } else {
@@ -224,9 +231,21 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
                 };
                 if fruitless > MAX_FRUITLESS_RECONNECTS {
                     crate::println!("display device {id}: giving up after {fruitless} reconnections without a frame: {reason}");
-                    return None;
+                    None
+                } else {
+                    crate::println!("display device {id}: {reason}; reconnecting");
+                    Some(Ok(()))
                 }
-                crate::println!("display device {id}: {reason}; reconnecting");
+            }
+        };
+        // Everything of this connection is gone now: what it held must have
+        // gone back (watch events still queued for it are dropped first).
+        store::service();
+        Usage::now().report(id, generation, baseline);
+        match lost {
+            None => return None,
+            Some(Err(reason)) => return Some(reason),
+            Some(Ok(())) => {
                 let reinitialised = store::with(|client| {
                     let path = format!("{}/{id}/state", config::DEVICES);
                     xenbus::write_state(client, &path, XenbusState::Initialising)
@@ -253,6 +272,41 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
                 }
             }
         }
+    }
+}
+
+/// Grants and heap in use, compared before and after each connection.
+#[derive(Clone, Copy)]
+struct Usage {
+    grants: u32,
+    heap_bytes: usize,
+}
+
+impl Usage {
+    fn now() -> Usage {
+        Usage {
+            grants: services::with_grants(|grants| grants.in_use()).unwrap_or(0),
+            heap_bytes: heap::used(),
+        }
+    }
+
+    /// Prints the figures after connection `generation` of device `id`
+    /// ended, and whether they are back at `baseline`.
+    fn report(self, id: &str, generation: u64, baseline: Usage) {
+        let heap_bytes = self.heap_bytes;
+        let verdict = if self.grants == baseline.grants && heap_bytes == baseline.heap_bytes {
+            String::from("at baseline")
+        } else {
+            format!(
+                "above baseline by {} grants, {} bytes",
+                i64::from(self.grants) - i64::from(baseline.grants),
+                heap_bytes as i64 - baseline.heap_bytes as i64
+            )
+        };
+        crate::println!(
+            "display: device {id} connection {generation} closed: {} grants in use, heap in use {heap_bytes} bytes, {verdict}",
+            self.grants
+        );
     }
 }
 

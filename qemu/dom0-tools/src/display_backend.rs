@@ -42,6 +42,8 @@ const BACKEND_TOKEN: &str = "vdispl-backend";
 const FRONTEND_TOKEN: &str = "frontend:";
 /// How long one poll(2) waits before the stop flag is looked at again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often every device is looked at again, watch events or not.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a full frame queue may hold the backend up before the frame is dropped.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long stopping waits for the frame workers.
@@ -216,7 +218,16 @@ impl Backend {
     }
 
     fn serve(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        // Every device present now, without waiting for the watch's first event, and again
+        // every RESCAN_INTERVAL: a device left by an earlier run (its state still Connected
+        // with nothing mapped) is closed at once, and a watch event that never came cannot
+        // leave a device unserved.
+        let mut rescan_at = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= rescan_at {
+                self.rescan();
+                rescan_at = std::time::Instant::now() + RESCAN_INTERVAL;
+            }
             self.handle_watch_events();
             let timeout = if self.store.has_events() {
                 Duration::ZERO
@@ -294,6 +305,20 @@ impl Backend {
                 Ok(listed) => keys.extend(listed),
                 Err(error) => eprintln!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
             }
+        }
+        for key in keys {
+            if let Err(error) = self.reconcile(key) {
+                eprintln!("vdispl-backend: {key}: {error}");
+            }
+        }
+    }
+
+    /// Looks again at every known and listed device.
+    fn rescan(&mut self) {
+        let mut keys: BTreeSet<DeviceKey> = self.devices.keys().copied().collect();
+        match self.listed_devices() {
+            Ok(listed) => keys.extend(listed),
+            Err(error) => eprintln!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
         }
         for key in keys {
             if let Err(error) = self.reconcile(key) {

@@ -195,7 +195,11 @@ pub fn publish<T: Transport>(
         .map_err(store_error(&device.path))
 }
 
-/// Waits until the backend reaches InitWait (or is already further).
+/// Waits until the backend reaches InitWait. A backend already Connected to
+/// a frontend that is (back at) Initialising is left over from an earlier
+/// connection, or from a backend that died without closing: its rings are
+/// not this frontend's, so the wait goes on until the backend (restarted,
+/// or having closed the old connection) offers InitWait again.
 pub fn wait_for_backend_ready<T: Transport>(
     client: &mut Client<T>,
     device: &DeviceConfig,
@@ -205,7 +209,7 @@ pub fn wait_for_backend_ready<T: Transport>(
     Ok(xenbus::wait_for_state(
         client,
         &node,
-        |state| matches!(state, XenbusState::InitWait | XenbusState::Connected),
+        |state| state == XenbusState::InitWait,
         timeout_ns,
     )?)
 }

@@ -453,3 +453,22 @@ fn directory_pages_link_and_end_with_zero() {
     let state: XenbusState = XenbusState::Connected;
     assert_eq!(state as u32, 4);
 }
+
+#[test]
+fn a_backend_left_connected_from_an_earlier_connection_is_not_ready() {
+    let mut client = store_with_device(Some("1,2"));
+    let device = config::read_device(&mut client, "0").unwrap();
+    let backend_state = format!("{}/state", device.backend);
+    client.transport_mut().set(&backend_state, b"4");
+    let error = config::wait_for_backend_ready(&mut client, &device, SECOND).unwrap_err();
+    assert!(error.to_string().contains("Connected"), "{error}");
+    // A restarted backend closes the stale connection and offers InitWait again.
+    let now = client.now_ns();
+    client
+        .transport_mut()
+        .set_at(now + 50_000_000, &backend_state, b"2");
+    assert_eq!(
+        config::wait_for_backend_ready(&mut client, &device, SECOND).unwrap(),
+        XenbusState::InitWait
+    );
+}

@@ -1,0 +1,131 @@
+#!/bin/sh
+# Recovery: the display backend is killed (SIGKILL) and restarted $CYCLES times while the guest
+# flips. The guest has two small connectors (so frames come quickly) and many frames to show.
+#   1. start vdispl-backend, xl create the guest, wait until both connectors flip;
+#   2. per cycle: kill -KILL the backend (Linux unmaps its grants and unbinds its event
+#      channels as the process dies; its xenstore nodes stay, state Connected), wait
+#      $DEAD_MS, start it again: it finds the device Connected with nothing mapped and says
+#      Closed; the guest's watch on the backend state sees that, tears the device down (grants
+#      ended, event channels closed), goes back to Initialising, finds InitWait and connects
+#      again; wait (60 s) until the new backend captured $FLIPS_PER_CYCLE frames of each
+#      connector;
+#   3. xl shutdown the guest (10 s at most), print its console logs, then compare the figures
+#      the guest printed after each connection (`display: device 0 connection <n> closed:
+#      <g> grants in use, heap in use <b> bytes, at baseline`) with its baseline line.
+# Ends with `rig: recovery ok (...)` or `rig: recovery failed: ...`.
+. /rig/lib.sh
+
+CYCLES=${RECOVERY_CYCLES:-5}
+# How long the backend stays dead in each cycle.
+DEAD_MS=1000
+FLIPS_PER_CYCLE=2
+FLIP_TIMEOUT_MS=60000
+# The shutdown at the end is timed, but its 2 s bound is display-teardown's to check (this
+# scenario's point is the figures); here it only has to end the guest.
+END_LIMIT_MS=10000
+
+# The display guest with two small connectors.
+GUEST_CONFIG=/tmp/vdispl-os-recovery.cfg
+sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:320x240;HDMI-A-1:256x192' ]/" \
+    "$DISPLAY_CONFIG" >"$GUEST_CONFIG"
+
+failures=""
+
+# fail WHAT: remember a failure for the final line.
+fail() {
+    failures="$failures${failures:+, }$1"
+}
+
+# wait_frames DOMID COUNT: wait until the backend (since its last start) captured COUNT frames
+# of DOMID on each of the two connectors.
+wait_frames() {
+    local began now zero one
+    began=$(uptime_ms)
+    while :; do
+        zero=$(grep -c "^frame conn=0 .* dom=$1 " "$BACKEND_LOG")
+        one=$(grep -c "^frame conn=1 .* dom=$1 " "$BACKEND_LOG")
+        if [ "$zero" -ge "$2" ] && [ "$one" -ge "$2" ]; then
+            FRAMES_AFTER_MS=$(($(uptime_ms) - began))
+            return 0
+        fi
+        if ! xl list "$GUEST_NAME" >/dev/null 2>&1; then
+            say "guest (domain $1) gone"
+            return 1
+        fi
+        now=$(uptime_ms)
+        if [ $((now - began)) -ge "$FLIP_TIMEOUT_MS" ]; then
+            say "domain $1: $zero and $one frames in $((FLIP_TIMEOUT_MS / 1000)) s (timeout)"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# check_figures: the guest's per-connection figures against its baseline, from its console log.
+check_figures() {
+    local log baseline closed above
+    log="$CONSOLE_LOGS/guest-$GUEST_NAME.log"
+    baseline=$(grep -o 'display: device 0 baseline: .*' "$log" | head -n 1)
+    closed=$(grep -c 'display: device 0 connection [0-9]* closed: .*, at baseline' "$log")
+    above=$(grep -c 'display: device 0 connection [0-9]* closed: .*, above baseline' "$log")
+    say "guest figures: ${baseline:-no baseline line}; $closed connections closed at baseline, $above above"
+    if [ -z "$baseline" ]; then
+        fail "no baseline line"
+    elif [ "$above" -ne 0 ]; then
+        fail "$above connections left grants or heap in use"
+    elif [ "$closed" -lt $((CYCLES + 1)) ]; then
+        fail "$closed connections closed at baseline, expected $((CYCLES + 1))"
+    fi
+    CLOSED_AT_BASELINE=$closed
+}
+
+if ! start_backend; then
+    exit 1
+fi
+clear_console_logs
+began=$(uptime_ms)
+if ! create_guest -p; then
+    say "xl create failed"
+    stop_backend
+    exit 1
+fi
+domid=$(xl domid "$GUEST_NAME")
+xl unpause "$GUEST_NAME"
+say "guest created after $(($(uptime_ms) - began)) ms (domain ${domid:-unknown})"
+if ! wait_frames "$domid" "$FLIPS_PER_CYCLE"; then
+    fail "first frames"
+else
+    say "guest flips on both connectors after $FRAMES_AFTER_MS ms"
+    cycle=1
+    while [ "$cycle" -le "$CYCLES" ]; do
+        kill -KILL "$BACKEND_PID"
+        killed=$(uptime_ms)
+        say "recovery cycle $cycle of $CYCLES: backend killed (SIGKILL)"
+        sleep $((DEAD_MS / 1000)).$(printf '%03d' $((DEAD_MS % 1000)))
+        BACKEND_PID=
+        if ! start_backend; then
+            fail "cycle $cycle: backend restart"
+            break
+        fi
+        if ! wait_frames "$domid" "$FLIPS_PER_CYCLE"; then
+            fail "cycle $cycle: frames did not resume"
+            break
+        fi
+        say "recovery cycle $cycle of $CYCLES: frames resumed $(($(uptime_ms) - killed)) ms after the kill ($FRAMES_AFTER_MS ms after the restart)"
+        cycle=$((cycle + 1))
+    done
+fi
+end_guest shutdown || fail "xl shutdown"
+if xl list "$GUEST_NAME" >/dev/null 2>&1; then
+    xl destroy "$GUEST_NAME"
+fi
+stop_backend
+sleep 0.2
+show_console_logs
+check_figures
+if [ -z "$failures" ]; then
+    say "recovery ok ($CYCLES backend restarts, $CLOSED_AT_BASELINE connections closed with grants and heap at baseline)"
+else
+    say "recovery failed: $failures"
+    exit 1
+fi
