@@ -451,6 +451,9 @@ pub struct TestArgs {
     /// Skip the rig scenarios (host tests only).
     #[arg(long)]
     pub no_rig: bool,
+    /// Skip the short run of each fuzz target that follows the host tests.
+    #[arg(long)]
+    pub no_fuzz: bool,
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
@@ -861,6 +864,21 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 println!("FAIL host-tests: {error}");
                 failed.push("host-tests".to_string());
             }
+        }
+    }
+
+    if !args.no_host && !args.no_fuzz {
+        match crate::fuzz::run_all(&[], crate::fuzz::SMOKE_SECONDS, "none") {
+            Ok(runs) => {
+                for run in runs {
+                    println!("{}", crate::fuzz::verdict(&run));
+                    match run.failure {
+                        None => passed += 1,
+                        Some(_) => failed.push(format!("fuzz-{}", run.name)),
+                    }
+                }
+            }
+            Err(error) => println!("SKIP fuzz: the fuzz targets cannot be built: {error:#}"),
         }
     }
 

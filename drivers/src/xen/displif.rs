@@ -481,8 +481,15 @@ pub fn negotiate_version(backend_versions: Option<&str>) -> Option<u32> {
 /// Bytes per row for `width` pixels at `bpp`, rounded up so that a row is a
 /// whole number of 32-bit words (what both Linux and displ_be assume when
 /// width * bpp is a multiple of 32).
+/// For sizes the caller chose; a peer's sizes go through [`checked_stride`].
 pub fn stride(width: u32, bpp: u32) -> u32 {
     (width * bpp).div_ceil(32) * 4
+}
+
+/// [`stride`], or `None` when `width * bpp` does not fit in 32 bits (a
+/// request no real buffer can satisfy).
+pub fn checked_stride(width: u32, bpp: u32) -> Option<u32> {
+    Some(width.checked_mul(bpp)?.div_ceil(32) * 4)
 }
 
 #[cfg(test)]
@@ -694,5 +701,8 @@ mod tests {
         assert_eq!(negotiate_version(Some("")), None);
         assert_eq!(stride(800, 32), 3200);
         assert_eq!(stride(801, 16), 1604);
+        assert_eq!(checked_stride(801, 16), Some(1604));
+        assert_eq!(checked_stride(u32::MAX / 32, 32), Some(u32::MAX / 32 * 4));
+        assert_eq!(checked_stride((1 << 27) + 1, 32), None, "width * bpp wraps");
     }
 }

@@ -204,6 +204,54 @@ impl SharedRing {
     }
 }
 
+/// Stores a raw page image (zero-padded to 4096 bytes) into `indexes` (the
+/// 32-bit words at offsets 0, 4, ...) and `slots` (from offset 64): what a
+/// hostile peer can make the page hold. Test and fuzzing helper.
+#[cfg(any(test, feature = "fake"))]
+fn overwrite_page(indexes: &[&AtomicU32], slots: &[SlotWords], bytes: &[u8]) {
+    let mut page = [0u8; 4096];
+    let count = bytes.len().min(page.len());
+    page[..count].copy_from_slice(&bytes[..count]);
+    for (index, chunk) in indexes.iter().zip(page.chunks_exact(4)) {
+        index.store(
+            u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+            Ordering::Relaxed,
+        );
+    }
+    for (slot, chunk) in slots.iter().zip(page[64..].chunks_exact(SLOT_SIZE)) {
+        let mut message = [0u8; SLOT_SIZE];
+        message.copy_from_slice(chunk);
+        slot.store(&message);
+    }
+    fence(Ordering::Release);
+}
+
+#[cfg(any(test, feature = "fake"))]
+impl SharedRing {
+    /// Makes the page hold `bytes` (zero-padded), as a hostile peer could:
+    /// `req_prod`, `req_event`, `rsp_prod`, `rsp_event` from the first 16
+    /// bytes, the slots from offset 64. Test and fuzzing helper.
+    pub fn overwrite_raw(&self, bytes: &[u8]) {
+        let indexes = [
+            &self.req_prod,
+            &self.req_event,
+            &self.rsp_prod,
+            &self.rsp_event,
+        ];
+        overwrite_page(&indexes, &self.slots, bytes);
+    }
+}
+
+#[cfg(any(test, feature = "fake"))]
+impl EventPage {
+    /// Makes the page hold `bytes` (zero-padded), as a hostile backend
+    /// could: `in_cons` and `in_prod` from the first 8 bytes, the events
+    /// from offset 64. Test and fuzzing helper.
+    pub fn overwrite_raw(&self, bytes: &[u8]) {
+        overwrite_page(&[&self.in_cons, &self.in_prod], &self.slots, bytes);
+    }
+}
+
 /// The frontend's side of a ring: produces requests, consumes responses.
 pub struct FrontRing<R: Deref<Target = SharedRing>> {
     shared: R,
@@ -566,5 +614,25 @@ mod tests {
             page.take_event(),
             Err(RingError::ProducerPastRing { .. })
         ));
+    }
+
+    #[test]
+    fn a_raw_page_image_lands_where_the_page_layout_says() {
+        let shared = ring();
+        let mut image = std::vec![0u8; 4096];
+        for (offset, byte) in image.iter_mut().enumerate() {
+            *byte = offset as u8 ^ 0x5a;
+        }
+        shared.overwrite_raw(&image);
+        let bytes = bytes_of(&*shared);
+        assert_eq!(&bytes[..16], &image[..16], "the four indexes");
+        assert_eq!(&bytes[64..], &image[64..bytes.len()], "the slots");
+
+        // SAFETY: zero is valid for every atomic and byte of the page.
+        let events: Box<EventPage> = unsafe { Box::new(core::mem::zeroed()) };
+        events.overwrite_raw(&[1, 0, 0, 0, 3]);
+        let bytes = bytes_of(&*events);
+        assert_eq!(&bytes[..8], &[1, 0, 0, 0, 3, 0, 0, 0]);
+        assert!(bytes[64..].iter().all(|&byte| byte == 0), "zero-padded");
     }
 }

@@ -4,8 +4,8 @@
 //! frontend is tested against the same checks it meets in the rig.
 
 use crate::xen::displif::{
-    buffer_pages, read_directory_page, stride, DbufCreate, Request, Response, DBUF_FLAG_REQ_ALLOC,
-    FOURCC_RGB565, FOURCC_XRGB8888, REFS_PER_DIRECTORY_PAGE,
+    buffer_pages, checked_stride, read_directory_page, DbufCreate, Request, Response,
+    DBUF_FLAG_REQ_ALLOC, FOURCC_RGB565, FOURCC_XRGB8888, REFS_PER_DIRECTORY_PAGE,
 };
 use crate::xen::gnttab::GrantRef;
 use crate::xen::ring::Slot;
@@ -341,7 +341,13 @@ impl BackendModel {
                 format!("data offset {} (only 0 is supported)", create.data_ofs),
             ));
         }
-        let needed = u64::from(stride(create.width, create.bpp)) * u64::from(create.height);
+        let row = checked_stride(create.width, create.bpp).ok_or_else(|| {
+            Rejection::new(
+                EINVAL,
+                format!("a row of {} pixels at {} bpp", create.width, create.bpp),
+            )
+        })?;
+        let needed = u64::from(row) * u64::from(create.height);
         if u64::from(create.buffer_sz) != needed {
             return Err(Rejection::new(
                 EINVAL,
@@ -529,5 +535,30 @@ mod tests {
             (response.id, response.status, effect),
             (3, 0, Effect::Flipped(6))
         );
+    }
+
+    #[test]
+    fn a_row_too_wide_for_32_bits_is_rejected_not_wrapped() {
+        // width * bpp = 2^32 + 32 wraps to 32: a 4-byte stride would make this 4-byte buffer
+        // look right for a width of 134 million pixels.
+        let request = Request::DbufCreate(DbufCreate {
+            dbuf_cookie: 1,
+            width: (1 << 27) + 1,
+            height: 1,
+            bpp: 32,
+            buffer_sz: 4,
+            flags: 0,
+            gref_directory: 100,
+            data_ofs: 0,
+        });
+        let mut pages = Pages::directory(&[1000]);
+        let mut model = BackendModel::default();
+        let (response, outcome) = model.handle_explained(&request.encode(3), &mut pages);
+        assert_eq!(response.status, EINVAL);
+        assert_eq!(
+            outcome.unwrap_err().reason,
+            "a row of 134217729 pixels at 32 bpp"
+        );
+        assert!(model.buffers.is_empty());
     }
 }

@@ -1,0 +1,235 @@
+//! The fuzzing harness: one function per cargo-fuzz target, each feeding arbitrary bytes to code
+//! that reads what another domain wrote (xenstored's replies, a backend's ring and event pages,
+//! displif packets, EDID, a device tree). None of them may panic, loop or index out of bounds.
+//!
+//! The targets in `fuzz_targets/` call these functions; `kernel/tests/fuzz_regressions.rs`
+//! includes this file and runs every input kept in `fuzz/regressions/<target>/` through them, so
+//! `cargo test` replays past crashes without the fuzzer.
+
+use drivers::xen::displif::{read_directory_page, Event, Request, Response};
+use drivers::xen::edid::preferred_resolution;
+use drivers::xen::gnttab::GrantRef;
+use drivers::xen::ring::{BackRing, EventFrame, FrontRing, RingPage, Slot, RING_SLOTS, SLOT_SIZE};
+use drivers::xen::vdispl::backend::{BackendModel, DirectoryReader};
+use drivers::xen::vdispl::connector::Connector;
+use drivers::xen::xenstore::client::Client;
+use drivers::xen::xenstore::fake::FakeXenstored;
+use drivers::xen::xenstore::wire::{
+    decode_directory, decode_error, decode_ok, decode_path, decode_transaction_id,
+    decode_watch_event, Header, HEADER_SIZE, XENSTORE_PAYLOAD_MAX,
+};
+
+/// A fuzz target: what each function below is.
+pub type Target = fn(&[u8]);
+
+/// Every target by name, as `cargo xtask fuzz` and the regression test know them.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("xenstore_wire", xenstore_wire),
+    ("xenstore_client", xenstore_client),
+    ("rings", rings),
+    ("connector", connector),
+    ("displif", displif),
+    ("backend", backend),
+    ("platform", platform),
+];
+
+/// `data` as one 64-byte packet, zero-padded or cut.
+fn slot_of(data: &[u8]) -> Slot {
+    let mut slot = [0u8; SLOT_SIZE];
+    let count = data.len().min(SLOT_SIZE);
+    slot[..count].copy_from_slice(&data[..count]);
+    slot
+}
+
+/// The xenstore message decoders: a header from the first 16 bytes, every payload decoder over
+/// the whole input.
+pub fn xenstore_wire(data: &[u8]) {
+    if let Some(bytes) = data.first_chunk::<HEADER_SIZE>() {
+        let header = Header::from_bytes(bytes);
+        assert_eq!(&header.to_bytes(), bytes, "a header survives a round trip");
+        if header.check().is_ok() {
+            assert!(header.len as usize <= XENSTORE_PAYLOAD_MAX);
+        }
+    }
+    let _ = decode_ok(data);
+    let _ = decode_error(data);
+    if let Ok(names) = decode_directory(data) {
+        assert!(names
+            .iter()
+            .all(|name| !name.is_empty() && !name.contains('/')));
+    }
+    if let Ok(id) = decode_transaction_id(data) {
+        assert_ne!(id, 0);
+    }
+    let _ = decode_path(data);
+    let _ = decode_watch_event(data);
+}
+
+/// The xenstore client's ring consumer: the input is the response stream a hostile xenstored
+/// sends, delivered in ring-sized steps around a watch, polls and a request.
+pub fn xenstore_client(data: &[u8]) {
+    let mut client = Client::new(FakeXenstored::new());
+    client.set_request_timeout_ns(50_000_000);
+    let watch = client.watch("/w", Box::new(|_| {}));
+    client.transport_mut().send_raw(data);
+    // A ring holds 1 KiB: enough rounds for the whole input to pass through.
+    for _ in 0..data.len() / 512 + 4 {
+        client.transport_mut().step();
+        let _ = client.poll();
+        client.dispatch_watches();
+    }
+    let _ = client.read("/x");
+    let _ = client.write("/x", b"1");
+    let _ = client.poll();
+    client.dispatch_watches();
+    if let Ok(handle) = watch {
+        let _ = client.unwatch(handle);
+    }
+}
+
+/// Front, back and event ring consumers over a page the peer filled: the first byte says how
+/// many requests the frontend has in flight, the rest is the raw page image (indexes and slots).
+pub fn rings(data: &[u8]) {
+    let Some((&sent, image)) = data.split_first() else {
+        return;
+    };
+    let page = RingPage::new_boxed();
+    page.init();
+    let mut front = FrontRing::new(&*page);
+    for index in 0..usize::from(sent) % (RING_SLOTS + 1) {
+        front
+            .push_request(&slot_of(&[index as u8]))
+            .expect("a ring takes RING_SLOTS requests");
+    }
+    front.publish();
+    page.overwrite_raw(image);
+    let mut taken = 0;
+    while let Ok(Some(_)) = front.take_response() {
+        taken += 1;
+        assert!(
+            taken <= RING_SLOTS,
+            "more responses than requests in flight"
+        );
+    }
+    let _ = front.final_check_for_responses();
+    assert!(front.outstanding() <= RING_SLOTS);
+
+    let mut back = BackRing::new(&*page);
+    let mut requests = 0;
+    while let Ok(Some(request)) = back.take_request() {
+        requests += 1;
+        assert!(requests <= RING_SLOTS, "more requests than slots");
+        back.push_response(&request)
+            .expect("a request taken can be answered");
+    }
+    back.publish();
+    let _ = back.final_check_for_requests();
+
+    let events = EventFrame::new_boxed();
+    events.overwrite_raw(image);
+    let mut count = 0;
+    while let Ok(Some(_)) = events.take_event() {
+        count += 1;
+        assert!(
+            count <= drivers::xen::ring::EVENT_SLOTS,
+            "more events than slots"
+        );
+    }
+}
+
+/// A connector pumping a ring and an event page the backend filled: the first byte says how
+/// many requests are in flight, the rest is split in two page images (ring, then events); a
+/// second pump follows the first with the images swapped.
+pub fn connector(data: &[u8]) {
+    let Some((&sent, images)) = data.split_first() else {
+        return;
+    };
+    let ring = RingPage::new_boxed();
+    let events = EventFrame::new_boxed();
+    let mut connector = Connector::new(&*ring, &*events);
+    let mut ids = Vec::new();
+    for cookie in 0..u64::from(sent) % (RING_SLOTS as u64 + 1) {
+        let request = Request::PageFlip { fb_cookie: cookie };
+        if let Ok((id, _)) = connector.send(&request, cookie) {
+            ids.push(id);
+        }
+    }
+    let (first, second) = images.split_at(images.len() / 2);
+    for (ring_image, event_image) in [(first, second), (second, first)] {
+        ring.overwrite_raw(ring_image);
+        events.overwrite_raw(event_image);
+        let _ = connector.pump();
+        for &id in &ids {
+            let _ = connector.take_response(id);
+        }
+        while connector.take_event().is_some() {}
+        let _ = connector.take_stray();
+        assert!(connector.in_flight().len() <= RING_SLOTS);
+    }
+}
+
+/// The displif decoders over every 64-byte packet of the input (decoded requests and events
+/// re-encode to packets that decode to the same value), a directory page and an EDID.
+pub fn displif(data: &[u8]) {
+    for packet in data.chunks(SLOT_SIZE) {
+        let slot = slot_of(packet);
+        if let Ok((id, request)) = Request::decode(&slot) {
+            assert_eq!(Request::decode(&request.encode(id)), Ok((id, request)));
+        }
+        let response = Response::decode(&slot);
+        assert_eq!(Response::decode(&response.encode()), response);
+        if let Ok((id, event)) = Event::decode(&slot) {
+            assert_eq!(Event::decode(&event.encode(id)), Ok((id, event)));
+        }
+    }
+    let mut page = [0u8; 4096];
+    let count = data.len().min(page.len());
+    page[..count].copy_from_slice(&data[..count]);
+    let wanted = data.first().map_or(0, |&byte| usize::from(byte) * 8);
+    let (_, refs) = read_directory_page(&page, wanted);
+    assert!(refs.len() <= wanted);
+    if let Ok((width, height)) = preferred_resolution(data) {
+        assert!(width > 0 && height > 0);
+    }
+}
+
+/// Directory pages served from the fuzz input: grant `g` maps to the input from offset `g`
+/// (wrapping around), zero-padded; grants the input marks as unmappable fail.
+struct InputPages<'a> {
+    data: &'a [u8],
+    reads: usize,
+}
+
+impl DirectoryReader for InputPages<'_> {
+    fn read_page(&mut self, gref: GrantRef) -> Option<[u8; 4096]> {
+        self.reads += 1;
+        if self.data.is_empty() || gref % 251 == 250 {
+            return None;
+        }
+        let start = gref as usize % self.data.len();
+        let mut page = [0u8; 4096];
+        let tail = &self.data[start..];
+        let count = tail.len().min(page.len());
+        page[..count].copy_from_slice(&tail[..count]);
+        Some(page)
+    }
+}
+
+/// The backend's rules: every 64-byte packet of the input is a request to one backend model,
+/// whose directory pages come from the input too.
+pub fn backend(data: &[u8]) {
+    let mut model = BackendModel::default();
+    let mut reader = InputPages { data, reads: 0 };
+    for packet in data.chunks(SLOT_SIZE).take(64) {
+        let slot = slot_of(packet);
+        let (response, _) = model.handle(&slot, &mut reader);
+        assert_eq!(response.id, u16::from_le_bytes([slot[0], slot[1]]));
+    }
+}
+
+/// Device-tree validation and parsing into the platform value.
+pub fn platform(data: &[u8]) {
+    if let Ok(platform) = kernel::platform::parse(data) {
+        let _ = format!("{platform:?}");
+    }
+}
