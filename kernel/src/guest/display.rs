@@ -84,6 +84,9 @@ struct Output {
     first_flip_ns: Option<u64>,
     last_flip_ns: u64,
     failed: Option<String>,
+    /// The failure is this guest's own (out of memory): reconnecting to the
+    /// backend cannot cure it.
+    failed_for_good: bool,
 }
 
 impl Output {
@@ -94,6 +97,33 @@ impl Output {
     fn fail(&mut self, reason: String) {
         log::error!("display {}: {reason}; this connector stops", self.name());
         self.failed = Some(reason);
+    }
+
+    fn fail_for_good(&mut self, reason: String) {
+        self.failed_for_good = true;
+        self.fail(reason);
+    }
+}
+
+/// A connector setup failure and whether a reconnection could cure it.
+struct SetupError {
+    reason: String,
+    for_good: bool,
+}
+
+impl From<String> for SetupError {
+    fn from(reason: String) -> Self {
+        SetupError {
+            reason,
+            for_good: false,
+        }
+    }
+}
+
+fn out_of_memory(what: String) -> SetupError {
+    SetupError {
+        reason: format!("no memory for {what}"),
+        for_good: true,
     }
 }
 
@@ -414,7 +444,11 @@ impl Device {
                 device.read_edid(index);
             }
             if let Err(error) = device.create_buffers(index) {
-                device.outputs[index].fail(error);
+                if error.for_good {
+                    device.outputs[index].fail_for_good(error.reason);
+                } else {
+                    device.outputs[index].fail(error.reason);
+                }
             }
         }
         Ok(device)
@@ -451,6 +485,7 @@ impl Device {
             first_flip_ns: None,
             last_flip_ns: 0,
             failed: None,
+            failed_for_good: false,
         })
     }
 
@@ -552,7 +587,7 @@ impl Device {
 
     /// Two display buffers and framebuffers for output `index` (requests on
     /// connector 0's ring, as displif.h requires), then SET_CONFIG.
-    fn create_buffers(&mut self, index: usize) -> Result<(), String> {
+    fn create_buffers(&mut self, index: usize) -> Result<(), SetupError> {
         let (width, height) = (
             self.outputs[index].config.width,
             self.outputs[index].config.height,
@@ -568,9 +603,9 @@ impl Device {
         for slot in 0..2u64 {
             let pages = displif::buffer_pages(size);
             let memory = PageBuffer::new(pages)
-                .ok_or_else(|| format!("no memory for a {width}x{height} buffer"))?;
+                .ok_or_else(|| out_of_memory(format!("a {width}x{height} buffer")))?;
             let mut directory = PageBuffer::new(displif::directory_pages(pages))
-                .ok_or_else(|| String::from("no memory for a page directory"))?;
+                .ok_or_else(|| out_of_memory(String::from("a page directory")))?;
             let mut refs = Vec::with_capacity(pages);
             let mut directory_refs = Vec::new();
             let mut granted = || -> Result<(), String> {
@@ -678,7 +713,8 @@ impl Device {
                     .iter()
                     .filter_map(|output| output.failed.as_deref())
                     .collect();
-                break if !failed.is_empty() && failed.len() == self.outputs.len() {
+                let curable = self.outputs.iter().any(|output| !output.failed_for_good);
+                break if !failed.is_empty() && failed.len() == self.outputs.len() && curable {
                     ShowEnd::Lost(format!("every connector failed ({})", failed.join("; ")))
                 } else {
                     ShowEnd::Finished
