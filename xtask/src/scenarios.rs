@@ -119,6 +119,21 @@ pub const RECOVERY: &[Pattern] = &[
     Pattern::start("rig: recovery ok (5 backend restarts"),
 ];
 
+/// `hostile.sh`: the backend restarted with each `--fault` mode in turn; per mode the guest
+/// names the connector and the fault, connector 0 keeps flipping and connector 1 flips again.
+pub const HOSTILE: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("rig: hostile status: guest said "),
+    Pattern::start("rig: hostile wrong-id: guest said "),
+    Pattern::start("rig: hostile rsp-prod: guest said "),
+    Pattern::start("rig: hostile garbage-event: guest said "),
+    Pattern::start("rig: hostile silent: guest said "),
+    Pattern::start("rig: hostile state-back: guest said "),
+    Pattern::start("rig: xl shutdown ended the guest within "),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: hostile ok (6 of 6 fault modes"),
+];
+
 /// Connectors of the display xl config; the display scenarios check that each flipped.
 pub const DISPLAY_CONNECTORS: usize = 2;
 
@@ -388,6 +403,16 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: Duration::from_secs(300),
         check_frames: false,
         default: true,
+    },
+    Scenario {
+        name: "hostile-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "hostile" },
+        bootargs: Some("log=info scene=animation,status frames=100000"),
+        expect: &[GUEST_REPORT, GICV3, HOSTILE],
+        timeout: Duration::from_secs(300),
+        check_frames: false,
+        default: false,
     },
 ];
 

@@ -41,6 +41,13 @@ const FLIP_TIMEOUT_NS: u64 = 3_100 * NS_PER_MS;
 const TEARDOWN_TIMEOUT_NS: u64 = 300 * NS_PER_MS;
 /// How long teardown waits for the backend to unmap the pages.
 const RELEASE_TIMEOUT_NS: u64 = 1_500 * NS_PER_MS;
+/// How long a connector that failed for a reason a new connection may cure
+/// (a backend's error status, a broken ring, a lost response) stays stopped
+/// before the device is reconnected to bring it back.
+const RETRY_DELAY_NS: u64 = 2_000 * NS_PER_MS;
+/// Reconnections for one connector's sake in a row without a flip of it in
+/// between; after that it stays stopped.
+const MAX_CONNECTOR_RETRIES: u32 = 5;
 
 type FrontConnector = Connector<PageBox<RingPage>, PageBox<EventFrame>>;
 
@@ -87,6 +94,13 @@ struct Output {
     /// The failure is this guest's own (out of memory): reconnecting to the
     /// backend cannot cure it.
     failed_for_good: bool,
+    /// When it failed.
+    failed_ns: u64,
+    /// Reconnections made for its sake since it last flipped.
+    retries: u32,
+    /// The id of a response that answered no request, seen while a flip was
+    /// in flight.
+    stray: Option<u16>,
 }
 
 impl Output {
@@ -95,8 +109,26 @@ impl Output {
     }
 
     fn fail(&mut self, reason: String) {
-        log::error!("display {}: {reason}; this connector stops", self.name());
+        let next = if self.failed_for_good {
+            String::from("this connector stops")
+        } else if self.retries < MAX_CONNECTOR_RETRIES {
+            format!(
+                "this connector stops; retry {} of {MAX_CONNECTOR_RETRIES} in {} ms",
+                self.retries + 1,
+                RETRY_DELAY_NS / NS_PER_MS
+            )
+        } else {
+            format!("this connector stops ({MAX_CONNECTOR_RETRIES} retries without a flip)")
+        };
+        log::error!("display {}: {reason}; {next}", self.name());
         self.failed = Some(reason);
+        self.failed_ns = time::now_ns();
+    }
+
+    /// When a reconnection for this connector's sake is due, if one is.
+    fn retry_at(&self) -> Option<u64> {
+        (self.failed.is_some() && !self.failed_for_good && self.retries < MAX_CONNECTOR_RETRIES)
+            .then_some(self.failed_ns + RETRY_DELAY_NS)
     }
 
     fn fail_for_good(&mut self, reason: String) {
@@ -193,6 +225,7 @@ enum ShowEnd {
 struct Progress {
     next_frame: u64,
     flips: u32,
+    retries: u32,
 }
 
 /// Drives every vdispl device until all scenes were shown, or the toolstack
@@ -243,6 +276,7 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
                 for (slot, output) in progress.iter_mut().zip(&device.outputs) {
                     slot.next_frame = output.next_frame;
                     slot.flips = output.flips;
+                    slot.retries = output.retries;
                 }
                 device.teardown();
                 end
@@ -402,6 +436,7 @@ impl Device {
             if let Some(done) = progress.get(index) {
                 output.next_frame = done.next_frame;
                 output.flips = done.flips;
+                output.retries = done.retries;
             }
             device.outputs.push(output);
         }
@@ -486,6 +521,9 @@ impl Device {
             last_flip_ns: 0,
             failed: None,
             failed_for_good: false,
+            failed_ns: 0,
+            retries: 0,
+            stray: None,
         })
     }
 
@@ -707,6 +745,26 @@ impl Device {
             for index in 0..self.outputs.len() {
                 busy |= self.step(index, spec, start);
             }
+            // A connector that failed for a reason a new connection may cure:
+            // once its delay is over, reconnect the device (its ring indexes
+            // and the buffers on connector 0's ring are only sound to reset
+            // with the backend's part, which a reconnection does).
+            let now = time::now_ns();
+            let due = self
+                .outputs
+                .iter()
+                .position(|output| output.retry_at().is_some_and(|at| now >= at));
+            if let Some(index) = due {
+                let output = &mut self.outputs[index];
+                output.retries += 1;
+                break ShowEnd::Lost(format!(
+                    "{} failed ({}); reconnecting the device to recover it (retry {} of {MAX_CONNECTOR_RETRIES})",
+                    output.name(),
+                    output.failed.as_deref().unwrap_or_default(),
+                    output.retries
+                ));
+            }
+            busy |= self.outputs.iter().any(|output| output.retry_at().is_some());
             if !busy {
                 let failed: Vec<&str> = self
                     .outputs
@@ -753,6 +811,7 @@ impl Device {
                 "display {}: response id {id} answers no request; dropped",
                 output.name()
             );
+            output.stray = Some(id);
         }
         let now = time::now_ns();
         if let Some(mut flight) = output.flight.take() {
@@ -780,20 +839,24 @@ impl Device {
                 let round_trip_us = ((now - flight.sent_ns) / 1000) as u32;
                 output.round_trips_us.push(round_trip_us);
                 output.flips += 1;
+                output.retries = 0;
                 output.first_flip_ns.get_or_insert(now);
                 output.last_flip_ns = now;
                 crate::println!("{}", flight.line);
                 output.back ^= 1;
             } else if now - flight.sent_ns > FLIP_TIMEOUT_NS {
                 output.connector.abandon(flight.id);
+                let response = match (flight.answered, output.stray) {
+                    (true, _) => String::from("received"),
+                    (false, Some(stray)) => format!(
+                        "missing: a response with the wrong id {stray} came instead of id {}",
+                        flight.id
+                    ),
+                    (false, None) => String::from("missing: the backend never answered"),
+                };
                 output.fail(format!(
-                    "PG_FLIP not completed within {} ms (response {}, EVT_PG_FLIP {})",
+                    "PG_FLIP not completed within {} ms (response {response}, EVT_PG_FLIP {})",
                     FLIP_TIMEOUT_NS / NS_PER_MS,
-                    if flight.answered {
-                        "received"
-                    } else {
-                        "missing"
-                    },
                     if flight.shown { "received" } else { "missing" }
                 ));
                 return false;
@@ -861,6 +924,7 @@ impl Device {
                 if notify {
                     services::notify(output.req_port);
                 }
+                output.stray = None;
                 output.flight = Some(Flight {
                     id,
                     fb_cookie,
@@ -919,6 +983,7 @@ impl Device {
                     .as_ref()
                     .map(|flight| flight.sent_ns + FLIP_TIMEOUT_NS + 1)
             })
+            .chain(self.outputs.iter().filter_map(Output::retry_at))
             .min()
             .unwrap_or(time::now_ns() + 1_000 * NS_PER_MS);
         time::wait_until(deadline, || ports.iter().any(|&port| events.is_fired(port)));

@@ -56,6 +56,132 @@ pub struct Options {
     pub out_dir: Option<PathBuf>,
     /// Frame worker threads.
     pub workers: usize,
+    /// A misbehaviour to show the frontend (`--fault`); none by default.
+    pub fault: Option<Fault>,
+}
+
+/// How the backend misbehaves under `--fault MODE` (io/displif.h rules broken on purpose, to
+/// test frontends against a hostile backend). Each hits a PG_FLIP request, which is then not
+/// applied (nothing is captured for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultMode {
+    /// `status`: the response carries -EIO.
+    Status,
+    /// `wrong-id`: the response carries the request's id plus one.
+    WrongId,
+    /// `rsp-prod`: `rsp_prod` is set past the ring instead of answering; the ring is then
+    /// left alone until the frontend reconnects.
+    RspProd,
+    /// `garbage-event`: a response with status 0, then an event of an unknown type instead of
+    /// EVT_PG_FLIP.
+    GarbageEvent,
+    /// `silent`: the request is taken and never answered.
+    Silent,
+    /// `state-back`: the request is answered, then the backend lets go of the device and
+    /// goes from Connected back to InitWait (per device).
+    StateBack,
+}
+
+impl FaultMode {
+    /// The name `--fault` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultMode::Status => "status",
+            FaultMode::WrongId => "wrong-id",
+            FaultMode::RspProd => "rsp-prod",
+            FaultMode::GarbageEvent => "garbage-event",
+            FaultMode::Silent => "silent",
+            FaultMode::StateBack => "state-back",
+        }
+    }
+}
+
+/// `--fault MODE[,conn=N][,count=K][,after=F]`: MODE hits PG_FLIP requests on connector N
+/// (default 1) once F flips (default 2) were answered there since the backend started or since
+/// the last fault; K faults (default 1) in all, then the backend behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// What goes wrong.
+    pub mode: FaultMode,
+    /// The connector it hits.
+    pub connector: usize,
+    /// How many requests it hits.
+    pub count: u32,
+    /// Flips answered normally on the connector before each fault.
+    pub after: u32,
+}
+
+/// The modes `--fault` knows.
+pub const FAULT_MODES: [FaultMode; 6] = [
+    FaultMode::Status,
+    FaultMode::WrongId,
+    FaultMode::RspProd,
+    FaultMode::GarbageEvent,
+    FaultMode::Silent,
+    FaultMode::StateBack,
+];
+
+impl Fault {
+    /// Parses `MODE[,conn=N][,count=K][,after=F]`.
+    pub fn parse(text: &str) -> Result<Fault, String> {
+        let mut parts = text.split(',');
+        let name = parts.next().unwrap_or_default();
+        let mode = FAULT_MODES
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = FAULT_MODES.iter().map(|mode| mode.name()).collect();
+                format!("--fault {name}: expected one of {}", names.join(", "))
+            })?;
+        let mut fault = Fault {
+            mode,
+            connector: 1,
+            count: 1,
+            after: 2,
+        };
+        for part in parts {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            let number = value
+                .parse::<u32>()
+                .map_err(|_| format!("--fault {text}: `{part}` needs a number"))?;
+            match key {
+                "conn" => fault.connector = number as usize,
+                "count" => fault.count = number,
+                "after" => fault.after = number,
+                _ => return Err(format!("--fault {text}: unknown `{key}`")),
+            }
+        }
+        Ok(fault)
+    }
+}
+
+/// The fault of a run and how far it got.
+#[derive(Clone, Copy, Debug)]
+struct FaultState {
+    fault: Fault,
+    /// Faults still to come.
+    left: u32,
+    /// Flips answered normally on the connector since the start or the last fault.
+    since: u32,
+}
+
+impl FaultState {
+    /// Whether the request in `slot` on connector `index` is hit; counts it.
+    fn hits(&mut self, index: usize, slot: &Slot) -> bool {
+        if self.left == 0
+            || index != self.fault.connector
+            || slot[2] != Operation::PageFlip as u8
+        {
+            return false;
+        }
+        if self.since < self.fault.after {
+            self.since += 1;
+            return false;
+        }
+        self.since = 0;
+        self.left -= 1;
+        true
+    }
 }
 
 /// What a run did.
@@ -88,6 +214,8 @@ struct Connector {
     /// Flips captured on this connector: the next frame's `seq`.
     flips: u64,
     next_event_id: u16,
+    /// A fault broke the ring's indexes: no more requests are taken from it.
+    poisoned: bool,
 }
 
 /// A connected device: what the frontend created and what is mapped for it.
@@ -182,6 +310,9 @@ pub struct Backend {
     ports: HashMap<u32, (DeviceKey, usize)>,
     writer: Option<FrameWriter>,
     summary: Summary,
+    fault: Option<FaultState>,
+    /// A `state-back` fault due on this device once its ring was served.
+    state_back: Option<DeviceKey>,
 }
 
 impl Backend {
@@ -202,6 +333,12 @@ impl Backend {
             ports: HashMap::new(),
             writer: Some(FrameWriter::start(options.out_dir.clone(), options.workers)),
             summary: Summary::default(),
+            fault: options.fault.map(|fault| FaultState {
+                fault,
+                left: fault.count,
+                since: 0,
+            }),
+            state_back: None,
         })
     }
 
@@ -582,6 +719,7 @@ impl Backend {
             evt_port,
             flips: 0,
             next_event_id: 0,
+            poisoned: false,
         })
     }
 
@@ -661,6 +799,16 @@ impl Backend {
                 Err(error) => eprintln!("vdispl-backend: {key}: {error}"),
             }
         }
+        if self.state_back.take() == Some(key) {
+            let flips = self.disconnect(key);
+            match self.set_state(key, XenbusState::InitWait) {
+                Ok(()) => println!(
+                    "vdispl-backend: {key}: InitWait again (fault state-back: state went from \
+                     Connected back to InitWait){flips}"
+                ),
+                Err(error) => eprintln!("vdispl-backend: {key}: {error}"),
+            }
+        }
     }
 
     fn service_ring(&mut self, key: DeviceKey, index: usize) -> Result<(), RingError> {
@@ -675,9 +823,83 @@ impl Backend {
             return Ok(());
         }
         let writer = self.writer.as_ref();
+        if link.connectors[index].poisoned {
+            return Ok(());
+        }
         loop {
             let mut flipped = Vec::new();
+            let mut garbage = false;
             while let Some(slot) = link.connectors[index].ring.take_request()? {
+                let hit = self.fault.as_mut().and_then(|state| {
+                    state
+                        .hits(index, &slot)
+                        .then_some((state.fault.mode, state.left))
+                });
+                if let Some((mode, left)) = hit {
+                    let connector = &mut link.connectors[index];
+                    let id = u16::from_le_bytes([slot[0], slot[1]]);
+                    let mut response = Response {
+                        id,
+                        operation: slot[2],
+                        status: 0,
+                        edid_sz: 0,
+                    };
+                    let what = match mode {
+                        FaultMode::Status => {
+                            response.status = -5;
+                            format!("PG_FLIP (id {id}) answered with status -5 (EIO)")
+                        }
+                        FaultMode::WrongId => {
+                            response.id = id.wrapping_add(1);
+                            format!("PG_FLIP (id {id}) answered with id {}", response.id)
+                        }
+                        FaultMode::GarbageEvent => {
+                            garbage = true;
+                            format!("PG_FLIP (id {id}) answered, then an event of type 0xee")
+                        }
+                        FaultMode::Silent => {
+                            format!("PG_FLIP (id {id}) taken and never answered")
+                        }
+                        FaultMode::RspProd => {
+                            let past = connector.ring_page.force_rsp_prod(1000);
+                            connector.poisoned = true;
+                            format!("PG_FLIP (id {id}) not answered; rsp_prod set to {past}, past the ring")
+                        }
+                        FaultMode::StateBack => {
+                            self.state_back = Some(key);
+                            format!("PG_FLIP (id {id}) answered; the state goes back to InitWait")
+                        }
+                    };
+                    println!(
+                        "vdispl-backend: {key} conn{index}: fault {}: {what} ({left} more to come)",
+                        mode.name()
+                    );
+                    match mode {
+                        FaultMode::Silent => {}
+                        FaultMode::RspProd => {
+                            notify(&self.evtchn, key, connector.req_port);
+                            return Ok(());
+                        }
+                        FaultMode::StateBack => {
+                            // Answered normally: the state change is what goes wrong.
+                            let (response, flip) = answer(
+                                key,
+                                index,
+                                link,
+                                &self.grants,
+                                writer,
+                                &slot,
+                                &mut self.summary,
+                            );
+                            link.connectors[index]
+                                .ring
+                                .push_response(&response.encode())?;
+                            flipped.extend(flip);
+                        }
+                        _ => connector.ring.push_response(&response.encode())?,
+                    }
+                    continue;
+                }
                 let (response, flip) = answer(
                     key,
                     index,
@@ -695,6 +917,15 @@ impl Backend {
             let connector = &mut link.connectors[index];
             if connector.ring.publish() {
                 notify(&self.evtchn, key, connector.req_port);
+            }
+            if garbage {
+                let mut slot = Event::PageFlip { fb_cookie: 0 }.encode(connector.next_event_id);
+                slot[2] = 0xee;
+                connector.next_event_id = connector.next_event_id.wrapping_add(1);
+                if let Err(error) = connector.events.push_event(&slot) {
+                    eprintln!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
+                }
+                notify(&self.evtchn, key, connector.evt_port);
             }
             if !flipped.is_empty() {
                 for fb_cookie in flipped {

@@ -1,16 +1,19 @@
-//! `vdispl-backend [--out DIR] [--workers N]`: the Dom0 display backend. Serves every vdispl
+//! `vdispl-backend [--out DIR] [--workers N] [--fault MODE[,conn=N][,count=K][,after=F]]`: the
+//! Dom0 display backend. Serves every vdispl
 //! device whose backend is Dom0 (`/local/domain/0/backend/vdispl`), answers the frontends'
 //! requests, and for each flipped frame prints `frame conn=<N> seq=<K> crc32=<hex> ...` and,
 //! with `--out`, writes `DIR/dom<D>-conn<N>-seq<K>.png`. Runs until SIGTERM or SIGINT, then
-//! closes every device, finishes the queued frames and prints a summary.
+//! closes every device, finishes the queued frames and prints a summary. `--fault` makes it
+//! misbehave on purpose (see `FaultMode`), K times, then behave.
 
-use dom0_tools::display_backend::{Backend, Options};
+use dom0_tools::display_backend::{Backend, Fault, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How to call the program.
-const USAGE: &str = "usage: vdispl-backend [--out DIR] [--workers N]";
+const USAGE: &str = "usage: vdispl-backend [--out DIR] [--workers N] \
+     [--fault status|wrong-id|rsp-prod|garbage-event|silent|state-back[,conn=N][,count=K][,after=F]]";
 
 /// Set by SIGTERM and SIGINT.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -24,6 +27,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
     let mut options = Options {
         out_dir: None,
         workers: 2,
+        fault: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -38,6 +42,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                     Ok(count @ 1..=16) => count,
                     _ => return Err(format!("--workers {count}: expected 1 to 16")),
                 };
+            }
+            "--fault" => {
+                let fault = args.next().ok_or("--fault needs a mode")?;
+                options.fault = Some(Fault::parse(&fault)?);
             }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -115,5 +123,17 @@ mod tests {
         );
         assert_eq!(parse(&["-x"]).unwrap_err(), "unknown argument `-x`");
         assert_eq!(parse(&["--help"]).unwrap_err(), "");
+        let fault = parse(&["--fault", "silent,conn=0,count=3,after=5"])
+            .unwrap()
+            .fault
+            .unwrap();
+        assert_eq!(
+            (fault.mode.name(), fault.connector, fault.count, fault.after),
+            ("silent", 0, 3, 5)
+        );
+        let fault = parse(&["--fault", "rsp-prod"]).unwrap().fault.unwrap();
+        assert_eq!((fault.connector, fault.count, fault.after), (1, 1, 2));
+        assert!(parse(&["--fault", "loud"]).unwrap_err().contains("expected one of"));
+        assert!(parse(&["--fault", "status,conn=x"]).is_err());
     }
 }
