@@ -21,7 +21,7 @@ use drivers::xen::ring::{EventFrame, PageBox, RingPage};
 use drivers::xen::vdispl::config::{self, ConnectorConfig, ConnectorTransport, DeviceConfig};
 use drivers::xen::vdispl::connector::{self, write_directory, Connector, Wait};
 use drivers::xen::vdispl::VdisplError;
-use drivers::xen::xenbus::{self, XenbusState};
+use drivers::xen::xenbus::{self, XenbusError, XenbusState};
 use drivers::xen::xenstore::client::WatchHandle;
 use embedded_graphics::draw_target::{DrawTarget, DrawTargetExt};
 use embedded_graphics::pixelcolor::Rgb888;
@@ -271,6 +271,8 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
         generation += 1;
         let flips_before: u32 = progress.iter().map(|p| p.flips).sum();
         let end = match Device::connect(id, depths, generation, &progress) {
+            Err(ConnectError::Shutdown(reason)) => ShowEnd::Shutdown(reason),
+            Err(ConnectError::Failed(error)) => ShowEnd::Lost(error),
             Ok(mut device) => {
                 let end = device.show(spec);
                 for (slot, output) in progress.iter_mut().zip(&device.outputs) {
@@ -281,7 +283,6 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
                 device.teardown();
                 end
             }
-            Err(error) => ShowEnd::Lost(error),
         };
         let flips_after: u32 = progress.iter().map(|p| p.flips).sum();
         let lost = match end {
@@ -374,6 +375,49 @@ impl Usage {
     }
 }
 
+/// Why connecting a device did not get through.
+enum ConnectError {
+    /// Something failed; a later attempt may succeed.
+    Failed(String),
+    /// The toolstack asked for a shutdown while the handshake waited.
+    Shutdown(ShutdownReason),
+}
+
+impl From<String> for ConnectError {
+    fn from(error: String) -> Self {
+        ConnectError::Failed(error)
+    }
+}
+
+/// How long one slice of a handshake wait lasts: between slices a shutdown
+/// request is looked for, so a missing backend does not hold it up.
+const HANDSHAKE_SLICE_NS: u64 = 250 * NS_PER_MS;
+
+/// Runs `wait` (a xenbus state wait given a timeout) in slices until it
+/// succeeds, fails otherwise, [`HANDSHAKE_TIMEOUT_NS`] pass, or a shutdown is
+/// requested.
+fn handshake_wait(
+    what: &str,
+    mut wait: impl FnMut(&mut store::Store, u64) -> Result<(), VdisplError>,
+) -> Result<(), ConnectError> {
+    let deadline = time::now_ns() + HANDSHAKE_TIMEOUT_NS;
+    loop {
+        if let Some(reason) = control::take_request() {
+            return Err(ConnectError::Shutdown(reason));
+        }
+        let slice_ns = deadline
+            .saturating_sub(time::now_ns())
+            .min(HANDSHAKE_SLICE_NS);
+        let result = store::with(|client| wait(client, slice_ns))
+            .ok_or_else(|| ConnectError::Failed(String::from("the domain has no xenstore")))?;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(VdisplError::Xenbus(XenbusError::Timeout { .. })) if time::now_ns() < deadline => {}
+            Err(error) => return Err(ConnectError::Failed(format!("{what}: {error}"))),
+        }
+    }
+}
+
 /// Connectors driven per device.
 pub const MAX_OUTPUTS: usize = drivers::xen::vdispl::MAX_CONNECTORS;
 
@@ -395,13 +439,13 @@ impl Device {
         depths: &[u32],
         generation: u64,
         progress: &[Progress],
-    ) -> Result<Device, String> {
+    ) -> Result<Device, ConnectError> {
         let device = store_call("device configuration", |client| {
             config::read_device(client, id)
         })?;
         // The backend publishes `versions` before it reaches InitWait.
-        store_call("waiting for the backend", |client| {
-            config::wait_for_backend_ready(client, &device, HANDSHAKE_TIMEOUT_NS).map(|_| ())
+        handshake_wait("waiting for the backend", |client, slice_ns| {
+            config::wait_for_backend_ready(client, &device, slice_ns).map(|_| ())
         })?;
         let version = store_call("version negotiation", |client| {
             config::negotiate(client, &device)
@@ -429,7 +473,7 @@ impl Device {
                 Ok(output) => output,
                 Err(error) => {
                     device.teardown();
-                    return Err(error);
+                    return Err(ConnectError::Failed(error));
                 }
             };
             output.bpp = depths.get(index).or(depths.last()).copied().unwrap_or(32);
@@ -452,16 +496,38 @@ impl Device {
             .collect();
         let config = device.config.clone();
         let flag = Arc::clone(&device.backend_changed);
+        let backend_state = format!("{}/state", config.backend);
         let connected = store_call("publishing the connectors", |client| {
             config::publish(client, &config, version, &transports)?;
-            config::complete_handshake(client, &config, HANDSHAKE_TIMEOUT_NS)?;
-            let node = format!("{}/state", config.backend);
-            client
-                .watch(
-                    &node,
-                    Box::new(move |_| flag.store(true, Ordering::Release)),
+            config::set_state(client, &config, XenbusState::Initialised)
+        })
+        .map_err(ConnectError::Failed)
+        .and_then(|()| {
+            handshake_wait("waiting for the backend to connect", |client, slice_ns| {
+                xenbus::wait_for_state(
+                    client,
+                    &backend_state,
+                    |state| state == XenbusState::Connected,
+                    slice_ns,
                 )
-                .map_err(|error| VdisplError::Store { node, error })
+                .map(|_| ())
+                .map_err(VdisplError::from)
+            })
+        })
+        .and_then(|()| {
+            store_call("connecting", |client| {
+                config::set_state(client, &config, XenbusState::Connected)?;
+                client
+                    .watch(
+                        &backend_state,
+                        Box::new(move |_| flag.store(true, Ordering::Release)),
+                    )
+                    .map_err(|error| VdisplError::Store {
+                        node: backend_state.clone(),
+                        error,
+                    })
+            })
+            .map_err(ConnectError::Failed)
         });
         match connected {
             Ok(handle) => {
@@ -764,7 +830,10 @@ impl Device {
                     output.retries
                 ));
             }
-            busy |= self.outputs.iter().any(|output| output.retry_at().is_some());
+            busy |= self
+                .outputs
+                .iter()
+                .any(|output| output.retry_at().is_some());
             if !busy {
                 let failed: Vec<&str> = self
                     .outputs
