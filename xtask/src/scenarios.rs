@@ -412,7 +412,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: &[GUEST_REPORT, GICV3, HOSTILE],
         timeout: Duration::from_secs(300),
         check_frames: false,
-        default: false,
+        default: true,
     },
 ];
 
