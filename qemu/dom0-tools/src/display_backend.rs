@@ -168,10 +168,7 @@ struct FaultState {
 impl FaultState {
     /// Whether the request in `slot` on connector `index` is hit; counts it.
     fn hits(&mut self, index: usize, slot: &Slot) -> bool {
-        if self.left == 0
-            || index != self.fault.connector
-            || slot[2] != Operation::PageFlip as u8
-        {
+        if self.left == 0 || index != self.fault.connector || slot[2] != Operation::PageFlip as u8 {
             return false;
         }
         if self.since < self.fault.after {

@@ -133,7 +133,9 @@ mod tests {
         );
         let fault = parse(&["--fault", "rsp-prod"]).unwrap().fault.unwrap();
         assert_eq!((fault.connector, fault.count, fault.after), (1, 1, 2));
-        assert!(parse(&["--fault", "loud"]).unwrap_err().contains("expected one of"));
+        assert!(parse(&["--fault", "loud"])
+            .unwrap_err()
+            .contains("expected one of"));
         assert!(parse(&["--fault", "status,conn=x"]).is_err());
     }
 }
