@@ -20,6 +20,7 @@ mod modinfo;
 mod qemu;
 mod rig;
 mod scenarios;
+mod soak;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     /// Build the cargo-fuzz targets in fuzz/ (installing cargo-fuzz if missing) and run each for
     /// a bounded time.
     Fuzz(fuzz::FuzzArgs),
+    /// Flip many frames on two connectors and check that heap and grants in use do not grow
+    /// (runs the deps step first; takes minutes).
+    Soak(soak::SoakArgs),
     /// Dump the guest device trees libxl builds (GICv2 and GICv3) into kernel/tests/fixtures/
     /// (runs the deps step first).
     DumpDtbs(dtb::DumpArgs),
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::Test(args) => scenarios::test(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::DumpDtbs(args) => dtb::dump(&args),
     };
     match result {

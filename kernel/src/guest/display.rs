@@ -11,7 +11,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use drivers::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
 use drivers::xen::displif::{self, DbufCreate, Event, Request};
 use drivers::xen::evtchn;
@@ -37,6 +37,8 @@ const REQUEST_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
 /// How long a flip may wait for its response and EVT_PG_FLIP (Linux's
 /// xen-drm-front uses the same bound).
 const FLIP_TIMEOUT_NS: u64 = 3_100 * NS_PER_MS;
+/// Flip round trips kept per connector for the summary's percentiles.
+const ROUND_TRIP_WINDOW: usize = 4096;
 /// How long a teardown request may wait: the domain may be shutting down.
 const TEARDOWN_TIMEOUT_NS: u64 = 300 * NS_PER_MS;
 /// How long teardown waits for the backend to unmap the pages.
@@ -87,7 +89,10 @@ struct Output {
     flight: Option<Flight>,
     next_frame: u64,
     flips: u32,
+    /// Flip round trips of the last [`ROUND_TRIP_WINDOW`] flips, a ring
+    /// allocated once so that long runs do not grow the heap.
     round_trips_us: Vec<u32>,
+    last_round_trip_us: u32,
     first_flip_ns: Option<u64>,
     last_flip_ns: u64,
     failed: Option<String>,
@@ -582,7 +587,8 @@ impl Device {
             flight: None,
             next_frame: 0,
             flips: 0,
-            round_trips_us: Vec::new(),
+            round_trips_us: Vec::with_capacity(ROUND_TRIP_WINDOW),
+            last_round_trip_us: 0,
             first_flip_ns: None,
             last_flip_ns: 0,
             failed: None,
@@ -906,12 +912,22 @@ impl Device {
             }
             if flight.answered && flight.shown {
                 let round_trip_us = ((now - flight.sent_ns) / 1000) as u32;
-                output.round_trips_us.push(round_trip_us);
+                if output.round_trips_us.len() < ROUND_TRIP_WINDOW {
+                    output.round_trips_us.push(round_trip_us);
+                } else {
+                    let slot = output.flips as usize % ROUND_TRIP_WINDOW;
+                    output.round_trips_us[slot] = round_trip_us;
+                }
+                output.last_round_trip_us = round_trip_us;
                 output.flips += 1;
                 output.retries = 0;
                 output.first_flip_ns.get_or_insert(now);
                 output.last_flip_ns = now;
-                crate::println!("{}", flight.line);
+                if flight.line.seq % u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed)) == 0
+                    || output.next_frame == spec.total_frames()
+                {
+                    crate::println!("{}", flight.line);
+                }
                 output.back ^= 1;
             } else if now - flight.sent_ns > FLIP_TIMEOUT_NS {
                 output.connector.abandon(flight.id);
@@ -944,7 +960,7 @@ impl Device {
         let status = Status {
             uptime_ms: (now - start) / NS_PER_MS,
             flips: u64::from(output.flips),
-            flip_rtt_us: u64::from(output.round_trips_us.last().copied().unwrap_or(0)),
+            flip_rtt_us: u64::from(output.last_round_trip_us),
             heap_bytes: heap::used() as u64,
             grants: u64::from(services::with_grants(|grants| grants.in_use()).unwrap_or(0)),
         };
@@ -1270,6 +1286,22 @@ fn end_all(refs: &[GrantRef], deadline: u64) -> bool {
 /// `Infallible`).
 fn draw_frame<D: DrawTarget<Color = Rgb888>>(frame: &Frame<'_>, target: &mut D) {
     let _ = scenes::draw(frame, target);
+}
+
+/// Print one flip line in this many (`flip-lines=N` in the bootargs; every
+/// flip by default). Long runs keep the consoles quiet with it; the last
+/// flip of a connector is always printed.
+static FLIP_LINE_EVERY: AtomicU32 = AtomicU32::new(1);
+
+/// Reads `flip-lines=N` from the bootargs.
+pub fn flip_lines_from_bootargs(bootargs: &str) {
+    let every = bootargs
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("flip-lines="))
+        .and_then(|value| value.parse::<u32>().ok())
+        .filter(|&every| every > 0)
+        .unwrap_or(1);
+    FLIP_LINE_EVERY.store(every, Ordering::Relaxed);
 }
 
 /// `bpp=<32|16>[,<32|16>...]` from the bootargs: the depth of each

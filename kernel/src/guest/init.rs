@@ -276,6 +276,7 @@ fn bring_up(
             log::error!("bootargs: {error}; showing the default scenes");
             SceneSpec::default()
         });
+        display::flip_lines_from_bootargs(platform.bootargs);
         let outcome = display::run(&spec, &display::depths_from_bootargs(platform.bootargs));
         return Ok(outcome.shutdown.unwrap_or(ShutdownReason::Poweroff));
     }
