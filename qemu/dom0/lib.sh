@@ -174,6 +174,19 @@ DISPLAY_CONFIG=/etc/xen/vdispl-os-display.cfg
 # `frames`), and the file listing the kernel modules the share needs, in load order.
 FRAMES_MOUNT=/mnt/frames
 FRAMES_MODULES=/etc/rig/9p-modules
+# small_display_config PATH: the display guest's xl config with two small connectors
+# (320x240 and 256x192, so frames come quickly), written to PATH.
+small_display_config() {
+    sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:320x240;HDMI-A-1:256x192' ]/" \
+        "$DISPLAY_CONFIG" >"$1"
+}
+
+# Failures a script collects for its final line; fail WHAT adds one.
+failures=""
+fail() {
+    failures="$failures${failures:+, }$1"
+}
+
 # The display backend's output, also copied to the console.
 BACKEND_LOG=/tmp/vdispl-backend.log
 

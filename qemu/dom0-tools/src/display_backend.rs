@@ -872,30 +872,18 @@ impl Backend {
                         mode.name()
                     );
                     match mode {
-                        FaultMode::Silent => {}
+                        FaultMode::Silent => continue,
                         FaultMode::RspProd => {
                             notify(&self.evtchn, key, connector.req_port);
                             return Ok(());
                         }
-                        FaultMode::StateBack => {
-                            // Answered normally: the state change is what goes wrong.
-                            let (response, flip) = answer(
-                                key,
-                                index,
-                                link,
-                                &self.grants,
-                                writer,
-                                &slot,
-                                &mut self.summary,
-                            );
-                            link.connectors[index]
-                                .ring
-                                .push_response(&response.encode())?;
-                            flipped.extend(flip);
+                        // Answered normally below: the state change is what goes wrong.
+                        FaultMode::StateBack => {}
+                        _ => {
+                            connector.ring.push_response(&response.encode())?;
+                            continue;
                         }
-                        _ => connector.ring.push_response(&response.encode())?,
                     }
-                    continue;
                 }
                 let (response, flip) = answer(
                     key,

@@ -18,13 +18,6 @@ FLIPS_BEFORE_END=4
 END_LIMIT_MS=2000
 END_TIMEOUT_MS=10000
 
-failures=""
-
-# fail WHAT: remember a failure for the final line.
-fail() {
-    failures="$failures${failures:+, }$1"
-}
-
 # wait_flipping DOMID: wait until the backend printed $FLIPS_BEFORE_END frame lines of DOMID.
 wait_flipping() {
     local began count now

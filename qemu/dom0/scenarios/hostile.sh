@@ -20,13 +20,7 @@ STEP_TIMEOUT_MS=40000
 END_LIMIT_MS=10000
 
 GUEST_CONFIG=/tmp/vdispl-os-hostile.cfg
-sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:320x240;HDMI-A-1:256x192' ]/" \
-    "$DISPLAY_CONFIG" >"$GUEST_CONFIG"
-
-failures=""
-fail() {
-    failures="$failures${failures:+, }$1"
-}
+small_display_config "$GUEST_CONFIG"
 
 # guest_lines PATTERN: the guest's console lines (both consoles) matching PATTERN (grep -E).
 guest_lines() {

@@ -26,15 +26,7 @@ END_LIMIT_MS=10000
 
 # The display guest with two small connectors.
 GUEST_CONFIG=/tmp/vdispl-os-recovery.cfg
-sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:320x240;HDMI-A-1:256x192' ]/" \
-    "$DISPLAY_CONFIG" >"$GUEST_CONFIG"
-
-failures=""
-
-# fail WHAT: remember a failure for the final line.
-fail() {
-    failures="$failures${failures:+, }$1"
-}
+small_display_config "$GUEST_CONFIG"
 
 # wait_frames DOMID COUNT: wait until the backend (since its last start) captured COUNT frames
 # of DOMID on each of the two connectors.

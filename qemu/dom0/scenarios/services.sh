@@ -22,13 +22,6 @@ KEY_TIMEOUT_MS=30000
 END_LIMIT_MS=2000
 END_TIMEOUT_MS=10000
 
-failures=""
-
-# fail WHAT: remember a failure for the final line.
-fail() {
-    failures="$failures${failures:+, }$1"
-}
-
 # check_grant DOMID VALUE: check the grant "<gref> <seed>" of VALUE, write grant-result.
 check_grant() {
     local domid="$1" value="$2" gref="" seed="" result=error

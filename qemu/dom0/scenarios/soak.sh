@@ -9,8 +9,7 @@
 . /rig/lib.sh
 
 GUEST_CONFIG=/tmp/vdispl-os-soak.cfg
-sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:320x240;HDMI-A-1:256x192' ]/" \
-    "$DISPLAY_CONFIG" >"$GUEST_CONFIG"
+small_display_config "$GUEST_CONFIG"
 
 captured() {
     grep -c "^frame conn=$1 " "$BACKEND_LOG"
