@@ -8,10 +8,12 @@
 //! [`stride_for`] gives the former, which equals the latter whenever a row is a
 //! whole number of 32-bit words, so both ends agree.
 //!
-//! Rectangle fills (`fill_solid`, `clear`) write whole row spans from a
-//! 64-byte pattern of the pixel, which compiles to wide stores;
-//! `fill_contiguous` walks each visible row span once; `draw_iter` clips
-//! and writes one pixel at a time.
+//! Rectangle fills (`fill_solid`, `clear`) write each row span with the
+//! stores the target's `memset` uses ([`fill`]), and whole unpadded rows as
+//! one run; `fill_contiguous` walks each visible row span once; `draw_iter`
+//! clips and writes one pixel at a time.
+
+mod fill;
 
 use core::convert::Infallible;
 use core::fmt;
@@ -28,9 +30,6 @@ use embedded_graphics::primitives::Rectangle;
 pub const FOURCC_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
 /// DRM fourcc `RG16` (`DRM_FORMAT_RGB565`), the `pixel_format` for 16 bpp.
 pub const FOURCC_RGB565: u32 = u32::from_le_bytes(*b"RG16");
-
-/// Bytes in the pattern rectangle fills copy from.
-const PATTERN_BYTES: usize = 64;
 
 /// How the pixels of a display buffer are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -415,42 +414,30 @@ impl<'a, F: Format> Framebuffer<'a, F> {
             .filter_map(move |row| row.get_mut(start..end))
     }
 
-    /// Fills `span` with `color`: the first row span with pattern stores,
-    /// the others with pattern stores too or, where memcpy is the faster
-    /// writer, copied from the first.
+    /// Fills `span` with `color`: whole unpadded rows as one run, other
+    /// spans row by row, each row written by [`fill`] or, where memcpy is
+    /// the faster writer, copied from the first.
     fn fill_span(&mut self, span: Span, color: F::Color) {
         let pixel = F::encode(color);
         let stride = self.layout.stride;
         let span_bytes = span.width * F::BYTES_PER_PIXEL;
-        if span_bytes < PATTERN_BYTES {
-            // Narrow (glyph pixels, scanlines of small shapes): a setup
-            // would cost more than the stores.
-            for row in self.rows(span) {
-                for bytes in row.chunks_exact_mut(F::BYTES_PER_PIXEL) {
-                    bytes.copy_from_slice(pixel.as_ref());
-                }
-            }
-            return;
-        }
-        let pattern = Pattern::new(pixel.as_ref());
         let start = span.top * stride + span.left * F::BYTES_PER_PIXEL;
         if span_bytes == stride {
-            // Whole unpadded rows: one contiguous run.
             if let Some(run) = self.buffer.get_mut(start..start + span.height * stride) {
-                fill_run(run, &pattern);
+                fill::fill(run, pixel.as_ref());
             }
             return;
         }
-        if !REPLICATE_WITH_MEMCPY || span_bytes < MIN_REPLICATED_BYTES {
+        if !REPLICATED_ROWS.contains(&span_bytes) || span.height < 2 {
             for row in self.rows(span) {
-                pattern.fill(row);
+                fill::fill(row, pixel.as_ref());
             }
             return;
         }
         let Some(first) = self.buffer.get_mut(start..start + span_bytes) else {
             return;
         };
-        pattern.fill(first);
+        fill::fill(first, pixel.as_ref());
         for row in 1..span.height {
             let destination = start + row * stride;
             if destination + span_bytes <= self.buffer.len() {
@@ -461,6 +448,19 @@ impl<'a, F: Format> Framebuffer<'a, F> {
     }
 }
 
+/// Row spans (in bytes) that rectangle fills write once and copy to the
+/// rows below. On hosted targets memcpy is the C library's, which picks the
+/// widest stores the CPU has at run time, so copying a row that is still in
+/// the L1 cache beats [`fill`]'s stores for mid-sized rows; short rows are
+/// not worth a call each and long rows are written faster by [`fill`]'s
+/// string store. The guest's memcpy (compiler-builtins) copies a word at a
+/// time, slower than [`fill`]'s 16-byte stores, so the guest never copies.
+const REPLICATED_ROWS: core::ops::Range<usize> = if cfg!(target_os = "none") {
+    0..0
+} else {
+    256..4096
+};
+
 /// A rectangle inside the frame, in pixels.
 #[derive(Clone, Copy)]
 struct Span {
@@ -468,103 +468,6 @@ struct Span {
     top: usize,
     width: usize,
     height: usize,
-}
-
-/// Whether fills write the first part of a span with stores and copy it to
-/// the rest. On hosted targets memcpy is the faster writer (on x86 it writes
-/// whole cache lines without reading them first); the guest's memcpy
-/// (compiler-builtins) copies a word at a time, slower than the pattern's
-/// 16-byte stores, so the guest stores everything.
-const REPLICATE_WITH_MEMCPY: bool = cfg!(not(target_os = "none"));
-/// Spans narrower than this are stored, never copied: a call per row costs
-/// more than it saves.
-const MIN_REPLICATED_BYTES: usize = 256;
-/// Bytes a contiguous run is copied forward in when replicating: small
-/// enough that the source stays in the L1 cache.
-const REPLICATION_BLOCK: usize = 8192;
-
-/// A pixel's bytes repeated over [`PATTERN_BYTES`] (a whole number of pixels
-/// in every format), for filling runs with fixed-size, aligned copies.
-struct Pattern {
-    /// Four bytes of the pattern as a little-endian word (two pixels of
-    /// RGB565).
-    word: u32,
-    bytes: [u8; PATTERN_BYTES],
-}
-
-impl Pattern {
-    /// The pattern of a pixel of 2 or 4 bytes.
-    fn new(pixel: &[u8]) -> Self {
-        let word = match *pixel {
-            [b0, b1] => u32::from_le_bytes([b0, b1, b0, b1]),
-            [b0, b1, b2, b3] => u32::from_le_bytes([b0, b1, b2, b3]),
-            _ => 0,
-        };
-        Pattern {
-            word,
-            bytes: Self::bytes_of(word),
-        }
-    }
-
-    fn bytes_of(word: u32) -> [u8; PATTERN_BYTES] {
-        let mut bytes = [0u8; PATTERN_BYTES];
-        for chunk in bytes.chunks_exact_mut(4) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
-        bytes
-    }
-
-    /// The byte every byte of the pattern is, if they are all the same.
-    fn uniform_byte(&self) -> Option<u8> {
-        let [first, ..] = self.word.to_le_bytes();
-        (self.word == u32::from_ne_bytes([first; 4])).then_some(first)
-    }
-
-    /// Fills `run`, which starts on a pixel and holds whole pixels: the
-    /// bytes up to the next 64-byte boundary, then aligned 64-byte copies.
-    fn fill(&self, run: &mut [u8]) {
-        let misalignment = run.as_ptr() as usize % PATTERN_BYTES;
-        let head = ((PATTERN_BYTES - misalignment) % PATTERN_BYTES).min(run.len());
-        let (head_bytes, body) = run.split_at_mut(head);
-        head_bytes.copy_from_slice(&self.bytes[..head]);
-        // The body starts `head` bytes into the 4-byte unit (a whole number
-        // of pixels in both formats).
-        let phase = (head % 4) as u32;
-        let body_pattern = if phase == 0 {
-            self.bytes
-        } else {
-            Self::bytes_of(self.word.rotate_right(8 * phase))
-        };
-        let mut chunks = body.chunks_exact_mut(PATTERN_BYTES);
-        for chunk in &mut chunks {
-            chunk.copy_from_slice(&body_pattern);
-        }
-        let rest = chunks.into_remainder();
-        let len = rest.len();
-        rest.copy_from_slice(&body_pattern[..len]);
-    }
-}
-
-/// Fills a contiguous run of whole pixels with `pattern`.
-fn fill_run(run: &mut [u8], pattern: &Pattern) {
-    if !REPLICATE_WITH_MEMCPY {
-        pattern.fill(run);
-        return;
-    }
-    if let Some(byte) = pattern.uniform_byte() {
-        // Black, in either format: memset itself.
-        run.fill(byte);
-        return;
-    }
-    // The block is a whole number of pixels in every format, so each copy
-    // starts on a pixel.
-    let head = run.len().min(REPLICATION_BLOCK);
-    let (first, rest) = run.split_at_mut(head);
-    pattern.fill(first);
-    for chunk in rest.chunks_mut(REPLICATION_BLOCK) {
-        let len = chunk.len();
-        chunk.copy_from_slice(&first[..len]);
-    }
 }
 
 /// Drops the next `count` items of `iter`.
@@ -1057,54 +960,5 @@ mod tests {
                 needed: 16
             })
         );
-    }
-}
-
-#[cfg(test)]
-mod pattern_tests {
-    use super::*;
-    use std::vec;
-
-    #[test]
-    fn pattern_fill_keeps_pixel_phase_at_every_alignment() {
-        for pixel in [&[1u8, 2, 3, 4][..], &[7, 9][..]] {
-            let pattern = Pattern::new(pixel);
-            let mut buffer = vec![0u8; 1024];
-            for start in 0..70 {
-                for len in [0usize, 4, 60, 64, 68, 200, 516] {
-                    let end = start + len;
-                    buffer.fill(0);
-                    pattern.fill(&mut buffer[start..end]);
-                    for (offset, &byte) in buffer[start..end].iter().enumerate() {
-                        assert_eq!(byte, pixel[offset % pixel.len()], "{start}+{offset}");
-                    }
-                    assert!(buffer[..start].iter().all(|&b| b == 0));
-                    assert!(buffer[end..].iter().all(|&b| b == 0));
-                    buffer.fill(0);
-                    fill_run(&mut buffer[start..end], &pattern);
-                    for (offset, &byte) in buffer[start..end].iter().enumerate() {
-                        assert_eq!(byte, pixel[offset % pixel.len()], "run {start}+{offset}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn uniform_patterns_are_recognised() {
-        assert_eq!(Pattern::new(&[0, 0, 0, 0]).uniform_byte(), Some(0));
-        assert_eq!(Pattern::new(&[9, 9]).uniform_byte(), Some(9));
-        assert_eq!(Pattern::new(&[0xff, 0xff, 0xff, 0]).uniform_byte(), None);
-    }
-
-    #[test]
-    fn long_runs_replicate_whole_pixels() {
-        let pattern = Pattern::new(&[1, 2, 3, 4]);
-        let mut buffer = vec![0u8; 3 * REPLICATION_BLOCK + 12 + 1];
-        fill_run(&mut buffer[1..], &pattern);
-        assert_eq!(buffer[0], 0);
-        for (offset, &byte) in buffer[1..].iter().enumerate() {
-            assert_eq!(byte, (offset % 4) as u8 + 1, "{offset}");
-        }
     }
 }
