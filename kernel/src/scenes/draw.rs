@@ -225,9 +225,30 @@ impl<D: DrawTarget> DrawTarget for Scaled<'_, D> {
     where
         I: IntoIterator<Item = Pixel<Self::Color>>,
     {
+        // Glyphs arrive row by row: runs of neighbours in one color become
+        // one rectangle, so the parent fills a few wide rectangles rather
+        // than a square per pixel.
+        let mut run: Option<(Point, u32, Self::Color)> = None;
         for Pixel(point, color) in pixels {
-            let square = self.square(point, Size::new(1, 1));
-            self.parent.fill_solid(&square, color)?;
+            match &mut run {
+                Some((start, length, run_color))
+                    if *run_color == color
+                        && point.y == start.y
+                        && i64::from(point.x) == i64::from(start.x) + i64::from(*length) =>
+                {
+                    *length += 1;
+                }
+                _ => {
+                    if let Some((start, length, run_color)) = run.replace((point, 1, color)) {
+                        let area = self.square(start, Size::new(length, 1));
+                        self.parent.fill_solid(&area, run_color)?;
+                    }
+                }
+            }
+        }
+        if let Some((start, length, run_color)) = run {
+            let area = self.square(start, Size::new(length, 1));
+            self.parent.fill_solid(&area, run_color)?;
         }
         Ok(())
     }
@@ -329,6 +350,28 @@ mod tests {
         assert_eq!(clock_point(Point::zero(), 100, 15), Point::new(100, 0));
         assert_eq!(clock_point(Point::zero(), 100, 30), Point::new(0, 100));
         assert_eq!(clock_point(Point::zero(), 100, 45), Point::new(-100, 0));
+    }
+
+    #[test]
+    fn scaled_text_is_each_pixel_of_the_text_as_a_square() {
+        use embedded_graphics::mock_display::MockDisplay;
+        for (text, color) in [("Hg", Rgb888::WHITE), ("#%", Rgb888::new(1, 2, 3))] {
+            let mut small = MockDisplay::<Rgb888>::new();
+            draw_text(&mut small, text, Point::zero(), &ascii::FONT_6X10, 1, color).unwrap();
+            let mut large = MockDisplay::<Rgb888>::new();
+            let end = draw_text(&mut large, text, Point::new(1, 2), &ascii::FONT_6X10, 3, color)
+                .unwrap();
+            assert_eq!(end, 1 + 3 * 12);
+            for y in 0..64 {
+                for x in 0..64 {
+                    let inside = x >= 1 && y >= 2;
+                    let want = inside
+                        .then(|| small.get_pixel(Point::new((x - 1) / 3, (y - 2) / 3)))
+                        .flatten();
+                    assert_eq!(large.get_pixel(Point::new(x, y)), want, "{text} at {x},{y}");
+                }
+            }
+        }
     }
 
     #[test]
