@@ -28,8 +28,15 @@ pub(super) fn fill(run: &mut [u8], pixel: &[u8]) {
         _ => return,
     };
     if run.len() < NARROW_BYTES {
-        for bytes in run.chunks_exact_mut(pixel.len()) {
-            bytes.copy_from_slice(pixel);
+        // Fixed-size copies, which compile to plain stores.
+        if pixel.len() == 4 {
+            for bytes in run.chunks_exact_mut(4) {
+                bytes.copy_from_slice(&word);
+            }
+        } else {
+            for bytes in run.chunks_exact_mut(2) {
+                bytes.copy_from_slice(&word[..2]);
+            }
         }
         return;
     }
