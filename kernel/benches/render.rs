@@ -7,7 +7,12 @@
 //!
 //! Prints a table and whether each target is met (fills at least 0.8x
 //! memset speed, scenes at least 10x faster than the per-pixel target); it
-//! never fails on timing. Options after `--`: `--quick` (fewer runs).
+//! never fails on timing. For each scene it also times the drawing calls
+//! alone, into a target that discards every pixel: embedded-graphics'
+//! geometry (which pixels a shape or glyph covers), the same for every
+//! target, which bounds how much faster than the per-pixel peer any
+//! DrawTarget can draw the scene. Options after `--`: `--quick` (fewer
+//! runs).
 
 use drivers::framebuffer::{stride_for, Rgb565Framebuffer, Xrgb8888Framebuffer};
 use embedded_graphics::pixelcolor::{Rgb565, Rgb888};
@@ -63,6 +68,47 @@ fn peer_target() -> PeerTarget {
         .try_into()
         .unwrap_or_else(|_| unreachable!("the vector has PIXELS elements"));
     FrameBuf::new(Box::leak(pixels), WIDTH as usize, HEIGHT as usize)
+}
+
+/// A target that discards what is drawn but still walks every pixel
+/// iterator it is given: the cost of a scene's geometry alone.
+struct Discard;
+
+impl OriginDimensions for Discard {
+    fn size(&self) -> Size {
+        Size::new(WIDTH, HEIGHT)
+    }
+}
+
+impl DrawTarget for Discard {
+    type Color = Rgb888;
+    type Error = core::convert::Infallible;
+
+    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Pixel<Self::Color>>,
+    {
+        for pixel in pixels {
+            black_box(pixel);
+        }
+        Ok(())
+    }
+
+    fn fill_contiguous<I>(&mut self, area: &Rectangle, colors: I) -> Result<(), Self::Error>
+    where
+        I: IntoIterator<Item = Self::Color>,
+    {
+        black_box(area);
+        for color in colors {
+            black_box(color);
+        }
+        Ok(())
+    }
+
+    fn fill_solid(&mut self, area: &Rectangle, color: Self::Color) -> Result<(), Self::Error> {
+        black_box((area, color));
+        Ok(())
+    }
 }
 
 fn main() {
@@ -144,7 +190,7 @@ fn main() {
     println!();
 
     // Scenes.
-    println!("scenes                      time        per-pixel    faster    memsets   target >= {SCENE_TARGET}x faster");
+    println!("scenes                      time        per-pixel    faster    memsets   target >= {SCENE_TARGET}x faster   geometry alone (bound)");
     for scene in Scene::ALL {
         let frame = Frame {
             scene,
@@ -155,14 +201,16 @@ fn main() {
         let mut framebuffer = Xrgb8888Framebuffer::packed(&mut buffer, WIDTH, HEIGHT).expect("fb");
         let fast = fastest(runs, || draw(black_box(&frame), &mut framebuffer).unwrap());
         let slow = fastest(peer_runs, || draw(black_box(&frame), &mut peer).unwrap());
+        let geometry = fastest(runs, || draw(black_box(&frame), &mut Discard).unwrap());
         let faster = ratio(slow, fast);
         let ok = faster >= SCENE_TARGET;
         all_met &= ok;
         println!(
-            "  {:<24}  {fast:>10.2?}  {slow:>10.2?}  {faster:>6.1}x   {:>6.2}     {}",
+            "  {:<24}  {fast:>10.2?}  {slow:>10.2?}  {faster:>6.1}x   {:>6.2}     {:<17}  {geometry:>10.2?} ({:.1}x)",
             scene.name(),
             ratio(fast, memset),
-            met(ok)
+            met(ok),
+            ratio(slow, geometry),
         );
     }
     println!();
