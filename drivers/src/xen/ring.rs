@@ -404,6 +404,18 @@ impl<R: Deref<Target = SharedRing>> BackRing<R> {
         new.wrapping_sub(event) < new.wrapping_sub(old)
     }
 
+    /// Moves the shared `rsp_prod` `ahead` entries past its value, as a
+    /// broken backend would (fault injection); returns the new value.
+    pub fn force_rsp_prod(&mut self, ahead: u32) -> u32 {
+        let value = self
+            .shared
+            .rsp_prod
+            .load(Ordering::Relaxed)
+            .wrapping_add(ahead);
+        self.shared.rsp_prod.store(value, Ordering::Release);
+        value
+    }
+
     /// `RING_FINAL_CHECK_FOR_REQUESTS`.
     pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
         if self.requests_available()? > 0 {
@@ -552,6 +564,29 @@ mod tests {
         );
         shared.rsp_prod.store(u32::MAX, Ordering::SeqCst);
         assert!(front.final_check_for_responses().is_err());
+    }
+
+    #[test]
+    fn a_forced_response_producer_lands_at_offset_8_and_the_frontend_refuses_it() {
+        let shared = ring();
+        let mut front = FrontRing::new(&*shared);
+        let mut back = BackRing::new(&*shared);
+        front.push_request(&message(1)).unwrap();
+        front.publish();
+        back.take_request().unwrap();
+        back.push_response(&message(2)).unwrap();
+        back.publish();
+        assert_eq!(back.force_rsp_prod(1000), 1001);
+        // io/ring.h: rsp_prod is the third u32 of the page.
+        assert_eq!(bytes_of(&*shared)[8..12], 1001u32.to_le_bytes());
+        assert_eq!(
+            front.take_response(),
+            Err(RingError::ProducerPastRing {
+                index: "rsp_prod",
+                consumer: 0,
+                producer: 1001
+            })
+        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! A fake display backend for host tests: it plays the backend's side of a
-//! connector's request ring and event page on in-memory pages, applies
-//! requests through [`BackendModel`] (the Dom0 backend's rules), and can be
-//! told to misbehave.
+//! device's connectors (each a request ring and an event page) on in-memory
+//! pages, applies requests through [`BackendModel`] (the Dom0 backend's
+//! rules, one model per device as DBUF_* and FB_* travel on connector 0's
+//! ring), and can be told to misbehave: the Dom0 backend's `--fault` modes
+//! through [`FaultState`], and a few blunter ones ([`BackendFaults`]).
 
 use super::backend::{BackendModel, DirectoryReader, Effect};
 use super::connector::Wait;
+use super::fault::{garbage_event, FaultAction, FaultHit, FaultState, RSP_PROD_AHEAD};
 use crate::xen::displif::{Event, Operation, Request, Response};
 use crate::xen::ring::{BackRing, EventPage, RingError, SharedRing};
 use alloc::vec::Vec;
 
-/// Misbehaviours, all off by default.
+/// Blunt misbehaviours, all off by default, hitting every connector.
 #[derive(Clone, Debug, Default)]
 pub struct BackendFaults {
     /// Answers this operation with this status instead of applying it.
@@ -23,84 +26,179 @@ pub struct BackendFaults {
 }
 
 /// The backend side of one connector.
-pub struct FakeDisplayBackend<'a, R: DirectoryReader> {
+struct FakeConnector<'a> {
     ring: BackRing<&'a SharedRing>,
     events: &'a EventPage,
+    next_event_id: u16,
+    /// A fault broke the ring's indexes: no more requests are taken from it.
+    poisoned: bool,
+}
+
+/// The backend side of one device's connectors, for one connection.
+pub struct FakeDisplayBackend<'a, R: DirectoryReader> {
+    connectors: Vec<FakeConnector<'a>>,
     /// The objects the frontend created.
     pub model: BackendModel,
     reader: R,
-    /// Misbehaviours.
+    /// Blunt misbehaviours.
     pub faults: BackendFaults,
-    /// Framebuffers flipped, in order.
-    pub flips: Vec<u64>,
-    /// Requests taken, decoded.
-    pub requests: Vec<Request>,
+    /// The `--fault` misbehaviour and how far it got (move it to the
+    /// backend of the next connection to carry on with it).
+    pub fault: Option<FaultState>,
+    /// The requests faults hit, with their connector, in order.
+    pub fault_hits: Vec<(usize, FaultHit)>,
+    /// Whether a `state-back` fault let go of the device: nothing more is
+    /// served; the backend's state is to go back to InitWait.
+    pub left: bool,
+    /// Framebuffers flipped, in order, with their connector.
+    pub flips: Vec<(usize, u64)>,
+    /// Requests taken, decoded, with their connector.
+    pub requests: Vec<(usize, Request)>,
     /// EVT_PG_FLIP events that did not fit in the event page.
     pub events_lost: u32,
-    next_event_id: u16,
 }
 
 impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
-    /// Serves the ring and event page the frontend set up; `reader` resolves
-    /// the grants of page directories.
+    /// Serves the ring and event page the frontend set up for connector 0;
+    /// `reader` resolves the grants of page directories.
     pub fn new(ring: &'a SharedRing, events: &'a EventPage, reader: R) -> Self {
-        FakeDisplayBackend {
-            ring: BackRing::new(ring),
-            events,
+        let mut backend = FakeDisplayBackend {
+            connectors: Vec::new(),
             model: BackendModel::default(),
             reader,
             faults: BackendFaults::default(),
+            fault: None,
+            fault_hits: Vec::new(),
+            left: false,
             flips: Vec::new(),
             requests: Vec::new(),
             events_lost: 0,
+        };
+        backend.add_connector(ring, events);
+        backend
+    }
+
+    /// Serves the next connector's ring and event page; returns its index.
+    pub fn add_connector(&mut self, ring: &'a SharedRing, events: &'a EventPage) -> usize {
+        self.connectors.push(FakeConnector {
+            ring: BackRing::new(ring),
+            events,
             next_event_id: 0,
-        }
+            poisoned: false,
+        });
+        self.connectors.len() - 1
     }
 
-    /// Sends an event as the backend would, outside any request.
-    pub fn send_event(&mut self, event: &Event) -> Result<(), RingError> {
-        let slot = event.encode(self.next_event_id);
-        self.next_event_id = self.next_event_id.wrapping_add(1);
-        self.events.push_event(&slot)
+    /// Sends an event on connector `index`'s event page as the backend
+    /// would, outside any request.
+    pub fn send_event(&mut self, index: usize, event: &Event) -> Result<(), RingError> {
+        let connector = &mut self.connectors[index];
+        let slot = event.encode(connector.next_event_id);
+        connector.next_event_id = connector.next_event_id.wrapping_add(1);
+        connector.events.push_event(&slot)
     }
 
-    /// Takes and answers every pending request; returns how many.
+    /// Flips shown on connector `index`.
+    pub fn flips_on(&self, index: usize) -> usize {
+        self.flips.iter().filter(|(at, _)| *at == index).count()
+    }
+
+    /// Takes and answers every pending request on every connector's ring;
+    /// returns how many were taken.
     pub fn step(&mut self) -> Result<usize, RingError> {
         let mut handled = 0;
-        while let Some(slot) = self.ring.take_request()? {
+        for index in 0..self.connectors.len() {
+            if self.left {
+                break;
+            }
+            handled += self.serve(index)?;
+        }
+        Ok(handled)
+    }
+
+    fn serve(&mut self, index: usize) -> Result<usize, RingError> {
+        let mut handled = 0;
+        let mut leave = false;
+        while !self.connectors[index].poisoned {
+            let Some(slot) = self.connectors[index].ring.take_request()? else {
+                break;
+            };
             handled += 1;
             if let Ok((_, request)) = Request::decode(&slot) {
-                self.requests.push(request);
+                self.requests.push((index, request));
             }
-            if self.faults.silent {
-                continue;
-            }
-            let operation = Operation::try_from(slot[2]).ok();
-            let (mut response, effect) = match (self.faults.status, operation) {
-                (Some((failing, status)), Some(operation)) if failing == operation => (
-                    Response {
-                        id: u16::from_le_bytes([slot[0], slot[1]]),
-                        operation: slot[2],
-                        status,
-                        edid_sz: 0,
-                    },
-                    Effect::None,
-                ),
-                _ => self.model.handle(&slot, &mut self.reader),
+            let hit = self
+                .fault
+                .as_mut()
+                .and_then(|state| state.hit(index, &slot));
+            let mut garbage = false;
+            let (mut response, effect) = match hit.map(|hit| (hit, hit.action())) {
+                Some((hit, action)) => {
+                    self.fault_hits.push((index, hit));
+                    match action {
+                        FaultAction::Respond(response) => (response, Effect::None),
+                        FaultAction::RespondThenGarbage(response) => {
+                            garbage = true;
+                            (response, Effect::None)
+                        }
+                        FaultAction::Ignore => continue,
+                        FaultAction::BreakRing => {
+                            let connector = &mut self.connectors[index];
+                            connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
+                            connector.poisoned = true;
+                            break;
+                        }
+                        FaultAction::AnswerThenLeave => {
+                            leave = true;
+                            self.model.handle(&slot, &mut self.reader)
+                        }
+                    }
+                }
+                None => {
+                    if self.faults.silent {
+                        continue;
+                    }
+                    let operation = Operation::try_from(slot[2]).ok();
+                    match (self.faults.status, operation) {
+                        (Some((failing, status)), Some(operation)) if failing == operation => (
+                            Response {
+                                id: u16::from_le_bytes([slot[0], slot[1]]),
+                                operation: slot[2],
+                                status,
+                                edid_sz: 0,
+                            },
+                            Effect::None,
+                        ),
+                        _ => self.model.handle(&slot, &mut self.reader),
+                    }
+                }
             };
             if self.faults.wrong_id {
                 response.id = response.id.wrapping_add(1);
             }
-            self.ring.push_response(&response.encode())?;
-            self.ring.publish();
+            let connector = &mut self.connectors[index];
+            connector.ring.push_response(&response.encode())?;
+            connector.ring.publish();
+            if garbage {
+                let slot = garbage_event(connector.next_event_id);
+                connector.next_event_id = connector.next_event_id.wrapping_add(1);
+                if connector.events.push_event(&slot).is_err() {
+                    self.events_lost += 1;
+                }
+            }
             if let Effect::Flipped(fb_cookie) = effect {
-                self.flips.push(fb_cookie);
+                self.flips.push((index, fb_cookie));
                 if !self.faults.no_events
-                    && self.send_event(&Event::PageFlip { fb_cookie }).is_err()
+                    && self
+                        .send_event(index, &Event::PageFlip { fb_cookie })
+                        .is_err()
                 {
                     self.events_lost += 1;
                 }
             }
+        }
+        if leave {
+            self.left = true;
         }
         Ok(handled)
     }

@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod backend;
 pub mod config;
 pub mod connector;
+pub mod fault;
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;

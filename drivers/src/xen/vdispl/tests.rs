@@ -23,7 +23,10 @@ use std::vec::Vec;
 
 const SECOND: u64 = 1_000_000_000;
 
-fn store_with_device(versions: Option<&str>) -> Client<FakeXenstored> {
+/// A fake xenstore holding device 0 of domain 3: connectors 0 (DP-1,
+/// 1280x720) and 1 (HDMI-A-1, 800x600), its backend in InitWait offering
+/// `versions`.
+pub(super) fn store_with_device(versions: Option<&str>) -> Client<FakeXenstored> {
     let mut store = FakeXenstored::with_domid(3);
     let device = "device/vdispl/0";
     let backend = "/local/domain/0/backend/vdispl/3/0";
@@ -155,14 +158,14 @@ fn a_backend_that_never_gets_ready_times_out_with_its_state() {
     assert!(error.to_string().contains("InitWait"), "{error}");
 }
 
-/// Pages of one connector plus the pages a test hands to the backend by
-/// grant reference.
-struct Pages {
-    ring: Box<SharedRing>,
-    events: Box<EventPage>,
+/// The request ring and event page of one connector.
+pub(super) struct Pages {
+    pub(super) ring: Box<SharedRing>,
+    pub(super) events: Box<EventPage>,
 }
 
-fn pages() -> Pages {
+/// Zeroed pages, as the frontend allocates them.
+pub(super) fn pages() -> Pages {
     // SAFETY: zero is a valid value for both pages (atomics and bytes).
     unsafe {
         Pages {
@@ -262,7 +265,7 @@ fn every_request_round_trips_through_the_fake_backend() {
     assert!(wait.notifications >= 1);
     let buffer_refs = 2025;
     assert_eq!(backend.requests.len(), 6);
-    assert_eq!(backend.flips, vec![0xf0]);
+    assert_eq!(backend.flips, vec![(0, 0xf0)]);
     assert!(backend.model.buffers.is_empty() && backend.model.framebuffers.is_empty());
     let (create, granted) = directory_for(1920, 1080, 32);
     let mut model = BackendModel::default();
@@ -394,11 +397,11 @@ fn a_full_event_page_keeps_63_events_in_order() {
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, Granted::default());
     for cookie in 1..=EVENT_SLOTS as u64 {
         backend
-            .send_event(&Event::PageFlip { fb_cookie: cookie })
+            .send_event(0, &Event::PageFlip { fb_cookie: cookie })
             .unwrap();
     }
     assert_eq!(
-        backend.send_event(&Event::PageFlip { fb_cookie: 99 }),
+        backend.send_event(0, &Event::PageFlip { fb_cookie: 99 }),
         Err(RingError::Full)
     );
     front.pump().unwrap();
@@ -407,7 +410,7 @@ fn a_full_event_page_keeps_63_events_in_order() {
         .collect();
     assert_eq!(cookies, (1..=EVENT_SLOTS as u64).collect::<Vec<_>>());
     backend
-        .send_event(&Event::PageFlip { fb_cookie: 64 })
+        .send_event(0, &Event::PageFlip { fb_cookie: 64 })
         .unwrap();
     front.pump().unwrap();
     assert_eq!(front.take_event(), Some(Event::PageFlip { fb_cookie: 64 }));
