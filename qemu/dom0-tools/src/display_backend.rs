@@ -29,6 +29,7 @@ use drivers::xen::ring::{BackRing, RingError, Slot};
 use drivers::xen::vdispl::backend::{
     read_directory, BackendModel, DirectoryReader, Effect, Rejection, EINVAL,
 };
+use drivers::xen::vdispl::fault::{garbage_event, FaultAction, FaultState, RSP_PROD_AHEAD};
 use drivers::xen::xenbus::XenbusState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
@@ -60,126 +61,7 @@ pub struct Options {
     pub fault: Option<Fault>,
 }
 
-/// How the backend misbehaves under `--fault MODE` (io/displif.h rules broken on purpose, to
-/// test frontends against a hostile backend). Each hits a PG_FLIP request, which is then not
-/// applied (nothing is captured for it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FaultMode {
-    /// `status`: the response carries -EIO.
-    Status,
-    /// `wrong-id`: the response carries the request's id plus one.
-    WrongId,
-    /// `rsp-prod`: `rsp_prod` is set past the ring instead of answering; the ring is then
-    /// left alone until the frontend reconnects.
-    RspProd,
-    /// `garbage-event`: a response with status 0, then an event of an unknown type instead of
-    /// EVT_PG_FLIP.
-    GarbageEvent,
-    /// `silent`: the request is taken and never answered.
-    Silent,
-    /// `state-back`: the request is answered, then the backend lets go of the device and
-    /// goes from Connected back to InitWait (per device).
-    StateBack,
-}
-
-impl FaultMode {
-    /// The name `--fault` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultMode::Status => "status",
-            FaultMode::WrongId => "wrong-id",
-            FaultMode::RspProd => "rsp-prod",
-            FaultMode::GarbageEvent => "garbage-event",
-            FaultMode::Silent => "silent",
-            FaultMode::StateBack => "state-back",
-        }
-    }
-}
-
-/// `--fault MODE[,conn=N][,count=K][,after=F]`: MODE hits PG_FLIP requests on connector N
-/// (default 1) once F flips (default 2) were answered there since the backend started or since
-/// the last fault; K faults (default 1) in all, then the backend behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// What goes wrong.
-    pub mode: FaultMode,
-    /// The connector it hits.
-    pub connector: usize,
-    /// How many requests it hits.
-    pub count: u32,
-    /// Flips answered normally on the connector before each fault.
-    pub after: u32,
-}
-
-/// The modes `--fault` knows.
-pub const FAULT_MODES: [FaultMode; 6] = [
-    FaultMode::Status,
-    FaultMode::WrongId,
-    FaultMode::RspProd,
-    FaultMode::GarbageEvent,
-    FaultMode::Silent,
-    FaultMode::StateBack,
-];
-
-impl Fault {
-    /// Parses `MODE[,conn=N][,count=K][,after=F]`.
-    pub fn parse(text: &str) -> Result<Fault, String> {
-        let mut parts = text.split(',');
-        let name = parts.next().unwrap_or_default();
-        let mode = FAULT_MODES
-            .into_iter()
-            .find(|mode| mode.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = FAULT_MODES.iter().map(|mode| mode.name()).collect();
-                format!("--fault {name}: expected one of {}", names.join(", "))
-            })?;
-        let mut fault = Fault {
-            mode,
-            connector: 1,
-            count: 1,
-            after: 2,
-        };
-        for part in parts {
-            let (key, value) = part.split_once('=').unwrap_or((part, ""));
-            let number = value
-                .parse::<u32>()
-                .map_err(|_| format!("--fault {text}: `{part}` needs a number"))?;
-            match key {
-                "conn" => fault.connector = number as usize,
-                "count" => fault.count = number,
-                "after" => fault.after = number,
-                _ => return Err(format!("--fault {text}: unknown `{key}`")),
-            }
-        }
-        Ok(fault)
-    }
-}
-
-/// The fault of a run and how far it got.
-#[derive(Clone, Copy, Debug)]
-struct FaultState {
-    fault: Fault,
-    /// Faults still to come.
-    left: u32,
-    /// Flips answered normally on the connector since the start or the last fault.
-    since: u32,
-}
-
-impl FaultState {
-    /// Whether the request in `slot` on connector `index` is hit; counts it.
-    fn hits(&mut self, index: usize, slot: &Slot) -> bool {
-        if self.left == 0 || index != self.fault.connector || slot[2] != Operation::PageFlip as u8 {
-            return false;
-        }
-        if self.since < self.fault.after {
-            self.since += 1;
-            return false;
-        }
-        self.since = 0;
-        self.left -= 1;
-        true
-    }
-}
+pub use drivers::xen::vdispl::fault::{Fault, FaultMode, FAULT_MODES};
 
 /// What a run did.
 #[derive(Clone, Copy, Debug, Default)]
@@ -330,11 +212,7 @@ impl Backend {
             ports: HashMap::new(),
             writer: Some(FrameWriter::start(options.out_dir.clone(), options.workers)),
             summary: Summary::default(),
-            fault: options.fault.map(|fault| FaultState {
-                fault,
-                left: fault.count,
-                since: 0,
-            }),
+            fault: options.fault.map(FaultState::new),
             state_back: None,
         })
     }
@@ -827,62 +705,32 @@ impl Backend {
             let mut flipped = Vec::new();
             let mut garbage = false;
             while let Some(slot) = link.connectors[index].ring.take_request()? {
-                let hit = self.fault.as_mut().and_then(|state| {
-                    state
-                        .hits(index, &slot)
-                        .then_some((state.fault.mode, state.left))
-                });
-                if let Some((mode, left)) = hit {
+                let hit = self
+                    .fault
+                    .as_mut()
+                    .and_then(|state| state.hit(index, &slot));
+                if let Some(hit) = hit {
                     let connector = &mut link.connectors[index];
-                    let id = u16::from_le_bytes([slot[0], slot[1]]);
-                    let mut response = Response {
-                        id,
-                        operation: slot[2],
-                        status: 0,
-                        edid_sz: 0,
-                    };
-                    let what = match mode {
-                        FaultMode::Status => {
-                            response.status = -5;
-                            format!("PG_FLIP (id {id}) answered with status -5 (EIO)")
+                    println!("vdispl-backend: {key} conn{index}: {}", hit.describe());
+                    match hit.action() {
+                        FaultAction::Respond(response) => {
+                            connector.ring.push_response(&response.encode())?;
+                            continue;
                         }
-                        FaultMode::WrongId => {
-                            response.id = id.wrapping_add(1);
-                            format!("PG_FLIP (id {id}) answered with id {}", response.id)
-                        }
-                        FaultMode::GarbageEvent => {
+                        FaultAction::RespondThenGarbage(response) => {
                             garbage = true;
-                            format!("PG_FLIP (id {id}) answered, then an event of type 0xee")
+                            connector.ring.push_response(&response.encode())?;
+                            continue;
                         }
-                        FaultMode::Silent => {
-                            format!("PG_FLIP (id {id}) taken and never answered")
-                        }
-                        FaultMode::RspProd => {
-                            let past = connector.ring_page.force_rsp_prod(1000);
+                        FaultAction::Ignore => continue,
+                        FaultAction::BreakRing => {
+                            connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
                             connector.poisoned = true;
-                            format!("PG_FLIP (id {id}) not answered; rsp_prod set to {past}, past the ring")
-                        }
-                        FaultMode::StateBack => {
-                            self.state_back = Some(key);
-                            format!("PG_FLIP (id {id}) answered; the state goes back to InitWait")
-                        }
-                    };
-                    println!(
-                        "vdispl-backend: {key} conn{index}: fault {}: {what} ({left} more to come)",
-                        mode.name()
-                    );
-                    match mode {
-                        FaultMode::Silent => continue,
-                        FaultMode::RspProd => {
                             notify(&self.evtchn, key, connector.req_port);
                             return Ok(());
                         }
                         // Answered normally below: the state change is what goes wrong.
-                        FaultMode::StateBack => {}
-                        _ => {
-                            connector.ring.push_response(&response.encode())?;
-                            continue;
-                        }
+                        FaultAction::AnswerThenLeave => self.state_back = Some(key),
                     }
                 }
                 let (response, flip) = answer(
@@ -904,8 +752,7 @@ impl Backend {
                 notify(&self.evtchn, key, connector.req_port);
             }
             if garbage {
-                let mut slot = Event::PageFlip { fb_cookie: 0 }.encode(connector.next_event_id);
-                slot[2] = 0xee;
+                let slot = garbage_event(connector.next_event_id);
                 connector.next_event_id = connector.next_event_id.wrapping_add(1);
                 if let Err(error) = connector.events.push_event(&slot) {
                     eprintln!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");

@@ -299,32 +299,6 @@ impl RingMapping {
     }
 }
 
-impl RingMapping {
-    /// Moves the shared `rsp_prod` (offset 8 of the page, as io/ring.h lays it out) `ahead`
-    /// entries past its current value, as a broken backend would; returns the new value. For
-    /// `vdispl-backend --fault rsp-prod` only.
-    pub fn force_rsp_prod(&self, ahead: u32) -> u32 {
-        let address = self
-            .0
-            .address
-            .expect("RingMapping::new checked the mapping");
-        // SAFETY: the page is mapped while `self` lives and page-aligned, so offset 8 is an
-        // aligned u32 inside it; the frontend reads it atomically as well.
-        let rsp_prod = unsafe {
-            &*address
-                .as_ptr()
-                .cast::<u8>()
-                .add(8)
-                .cast::<std::sync::atomic::AtomicU32>()
-        };
-        let value = rsp_prod
-            .load(std::sync::atomic::Ordering::Acquire)
-            .wrapping_add(ahead);
-        rsp_prod.store(value, std::sync::atomic::Ordering::Release);
-        value
-    }
-}
-
 impl EventMapping {
     /// Wraps a one-page writable mapping.
     pub fn new(mapping: GrantMapping) -> Option<Self> {
