@@ -6,8 +6,9 @@
 //! connectors' rings and event pages (`/dev/xen/gntdev`), binds their event channels
 //! (`/dev/xen/evtchn`), and answers every request through the shared backend rules
 //! (`drivers::xen::vdispl::backend::BackendModel`): a display buffer's pages are mapped when
-//! it is created and unmapped when it is destroyed, a flipped framebuffer is copied out and
-//! captured, then EVT_PG_FLIP goes to the connector's event page. GET_EDID is answered (with a
+//! it is created and unmapped when it is destroyed, a flip is answered and its EVT_PG_FLIP
+//! goes to the connector's event page at once, then the framebuffer now shown is copied out
+//! and captured before the ring's next request is taken. GET_EDID is answered (with a
 //! base block for the connector's resolution) only when the frontend asked for protocol
 //! version 2. Every rejected request is logged with its reason.
 
@@ -72,8 +73,8 @@ pub struct Summary {
     pub rejected: u64,
     /// Devices connected.
     pub connections: u64,
-    /// Time spent copying flipped frames out of the display buffers (the part of a flip the
-    /// frontend waits for).
+    /// Time spent copying flipped frames out of the display buffers (after each flip was
+    /// answered; the connector's next request waits for it).
     pub capture: Duration,
     /// What the frame workers did.
     pub writer: WriterStats,
@@ -702,7 +703,6 @@ impl Backend {
             return Ok(());
         }
         loop {
-            let mut flipped = Vec::new();
             let mut garbage = false;
             while let Some(slot) = link.connectors[index].ring.take_request()? {
                 let hit = self
@@ -733,19 +733,21 @@ impl Backend {
                         FaultAction::AnswerThenLeave => self.state_back = Some(key),
                     }
                 }
-                let (response, flip) = answer(
-                    key,
-                    index,
-                    link,
-                    &self.grants,
-                    writer,
-                    &slot,
-                    &mut self.summary,
-                );
-                link.connectors[index]
-                    .ring
-                    .push_response(&response.encode())?;
-                flipped.extend(flip);
+                let (response, flip) =
+                    answer(key, index, link, &self.grants, &slot, &mut self.summary);
+                let connector = &mut link.connectors[index];
+                connector.ring.push_response(&response.encode())?;
+                if let Some(fb_cookie) = flip {
+                    // The flip is complete: the framebuffer is the one shown now. Its answer
+                    // and EVT_PG_FLIP go out at once; the frame is captured from the shown
+                    // buffer afterwards, which the frontend leaves alone until its next flip
+                    // completes, and that flip is only taken once this capture is done.
+                    if connector.ring.publish() {
+                        notify(&self.evtchn, key, connector.req_port);
+                    }
+                    send_flip_event(&self.evtchn, key, index, connector, fb_cookie);
+                    capture_flip(key, index, link, writer, fb_cookie, &mut self.summary);
+                }
             }
             let connector = &mut link.connectors[index];
             if connector.ring.publish() {
@@ -756,19 +758,6 @@ impl Backend {
                 connector.next_event_id = connector.next_event_id.wrapping_add(1);
                 if let Err(error) = connector.events.push_event(&slot) {
                     eprintln!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
-                }
-                notify(&self.evtchn, key, connector.evt_port);
-            }
-            if !flipped.is_empty() {
-                for fb_cookie in flipped {
-                    let slot = Event::PageFlip { fb_cookie }.encode(connector.next_event_id);
-                    connector.next_event_id = connector.next_event_id.wrapping_add(1);
-                    if let Err(error) = connector.events.push_event(&slot) {
-                        eprintln!(
-                            "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} \
-                             dropped: {error}"
-                        );
-                    }
                 }
                 notify(&self.evtchn, key, connector.evt_port);
             }
@@ -831,14 +820,64 @@ fn notify(evtchn: &Evtchn, key: DeviceKey, port: u32) {
     }
 }
 
+/// Puts EVT_PG_FLIP for `fb_cookie` on connector `index`'s event page and notifies.
+fn send_flip_event(
+    evtchn: &Evtchn,
+    key: DeviceKey,
+    index: usize,
+    connector: &mut Connector,
+    fb_cookie: u64,
+) {
+    let slot = Event::PageFlip { fb_cookie }.encode(connector.next_event_id);
+    connector.next_event_id = connector.next_event_id.wrapping_add(1);
+    if let Err(error) = connector.events.push_event(&slot) {
+        eprintln!(
+            "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} dropped: {error}"
+        );
+    }
+    notify(evtchn, key, connector.evt_port);
+}
+
+/// Copies the framebuffer `fb_cookie` just flipped on connector `index` out of its display
+/// buffer and hands it to the frame workers.
+fn capture_flip(
+    key: DeviceKey,
+    index: usize,
+    link: &mut Link,
+    writer: Option<&FrameWriter>,
+    fb_cookie: u64,
+    summary: &mut Summary,
+) {
+    let seq = link.connectors[index].flips;
+    link.connectors[index].flips += 1;
+    summary.flips += 1;
+    let started = std::time::Instant::now();
+    let captured = capture(key, index, link, fb_cookie, seq);
+    summary.capture += started.elapsed();
+    match captured {
+        Ok(frame) => {
+            if let Some(writer) = writer {
+                if !writer.submit_within(frame, SUBMIT_TIMEOUT) {
+                    eprintln!(
+                        "vdispl-backend: {key} conn{index}: frame seq {seq} dropped \
+                         (the frame workers are stuck)"
+                    );
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("vdispl-backend: {key} conn{index}: cannot capture seq {seq}: {error}")
+        }
+    }
+}
+
 /// Answers one request on connector `index`: the response and, for a flip, the framebuffer
-/// whose EVT_PG_FLIP is due.
+/// now shown, whose EVT_PG_FLIP is due and whose frame is to be captured.
 fn answer(
     key: DeviceKey,
     index: usize,
     link: &mut Link,
     grants: &GrantMapper,
-    writer: Option<&FrameWriter>,
     slot: &Slot,
     summary: &mut Summary,
 ) -> (Response, Option<u64>) {
@@ -942,32 +981,7 @@ fn answer(
             }
             (response, None)
         }
-        Ok(Effect::Flipped(fb_cookie)) => {
-            let seq = link.connectors[index].flips;
-            link.connectors[index].flips += 1;
-            summary.flips += 1;
-            let started = std::time::Instant::now();
-            let captured = capture(key, index, link, fb_cookie, seq);
-            summary.capture += started.elapsed();
-            match captured {
-                Ok(frame) => {
-                    if let Some(writer) = writer {
-                        if !writer.submit_within(frame, SUBMIT_TIMEOUT) {
-                            eprintln!(
-                                "vdispl-backend: {key} conn{index}: frame seq {seq} dropped \
-                                 (the frame workers are stuck)"
-                            );
-                        }
-                    }
-                }
-                Err(error) => {
-                    eprintln!(
-                        "vdispl-backend: {key} conn{index}: cannot capture seq {seq}: {error}"
-                    )
-                }
-            }
-            (response, Some(fb_cookie))
-        }
+        Ok(Effect::Flipped(fb_cookie)) => (response, Some(fb_cookie)),
         Ok(Effect::None) => (response, None),
     }
 }
