@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::xenstore::client::{Client, Error, Transport};
+use super::xenstore::client::{Client, Error, Transport, WatchHandle};
 use super::xenstore::wire::XsdError;
 
 /// `enum xenbus_state`, ordered by value as drivers compare them.
@@ -202,40 +202,95 @@ pub fn write_state<T: Transport>(
 pub fn wait_for_state<T: Transport>(
     client: &mut Client<T>,
     path: &str,
-    mut predicate: impl FnMut(XenbusState) -> bool,
+    predicate: impl FnMut(XenbusState) -> bool,
     timeout_ns: u64,
 ) -> Result<XenbusState, XenbusError> {
-    let deadline = client.now_ns().saturating_add(timeout_ns);
-    let changed = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&changed);
-    let handle = client
-        .watch(path, Box::new(move |_| flag.store(true, Ordering::Relaxed)))
-        .map_err(|error| xenstore_error(path, error))?;
-    let mut last = None;
-    let result = loop {
-        if changed.swap(false, Ordering::Relaxed) {
-            match read_state(client, path) {
-                Ok(state) if predicate(state) => break Ok(state),
-                Ok(state) => last = Some(state),
-                Err(XenbusError::Missing { .. }) => {}
-                Err(error) => break Err(error),
-            }
-        }
-        if client.now_ns() >= deadline {
-            break Err(XenbusError::Timeout {
-                node: path.to_string(),
-                last,
-                waited_ms: timeout_ns / 1_000_000,
-            });
-        }
-        if let Err(error) = client.wait_for_watches(deadline) {
-            break Err(xenstore_error(path, error));
-        }
-    };
-    if let Err(error) = client.unwatch(handle) {
-        log::debug!("xenbus: unwatch {path}: {error}");
+    let watch = StateWatch::new(client, path)?;
+    let result = watch.wait_for(client, predicate, timeout_ns);
+    if let Err(error) = watch.remove(client) {
+        log::debug!("xenbus: {error}");
     }
     result
+}
+
+/// A watch on the state node of the other end, kept for as long as that end
+/// is followed: waits through it cost no WATCH and UNWATCH of their own, and
+/// between waits it records that the node changed.
+pub struct StateWatch {
+    path: String,
+    changed: Arc<AtomicBool>,
+    handle: WatchHandle,
+}
+
+impl StateWatch {
+    /// Watches the state node `path` (WATCH).
+    pub fn new<T: Transport>(client: &mut Client<T>, path: &str) -> Result<Self, XenbusError> {
+        let changed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&changed);
+        let handle = client
+            .watch(path, Box::new(move |_| flag.store(true, Ordering::Release)))
+            .map_err(|error| xenstore_error(path, error))?;
+        Ok(StateWatch {
+            path: path.to_string(),
+            changed,
+            handle,
+        })
+    }
+
+    /// The node watched.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether a watch event came since the last call or wait (the event
+    /// xenstored sends when a watch is set counts too). Events are taken in
+    /// by the client's dispatch, so this sees what was dispatched.
+    pub fn take_change(&self) -> bool {
+        self.changed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Reads the node at once and again on each change until `predicate`
+    /// holds for its state, which it returns; as [`wait_for_state`], without
+    /// setting or removing a watch.
+    pub fn wait_for<T: Transport>(
+        &self,
+        client: &mut Client<T>,
+        mut predicate: impl FnMut(XenbusState) -> bool,
+        timeout_ns: u64,
+    ) -> Result<XenbusState, XenbusError> {
+        let deadline = client.now_ns().saturating_add(timeout_ns);
+        let mut last = None;
+        let mut look = true;
+        loop {
+            if self.take_change() || look {
+                look = false;
+                match read_state(client, &self.path) {
+                    Ok(state) if predicate(state) => return Ok(state),
+                    Ok(state) => last = Some(state),
+                    Err(XenbusError::Missing { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            if client.now_ns() >= deadline {
+                return Err(XenbusError::Timeout {
+                    node: self.path.clone(),
+                    last,
+                    waited_ms: timeout_ns / 1_000_000,
+                });
+            }
+            client
+                .wait_for_watches(deadline)
+                .map_err(|error| xenstore_error(&self.path, error))?;
+        }
+    }
+
+    /// Removes the watch (UNWATCH).
+    pub fn remove<T: Transport>(self, client: &mut Client<T>) -> Result<(), XenbusError> {
+        let path = self.path;
+        client
+            .unwatch(self.handle)
+            .map_err(|error| xenstore_error(&path, error))
+    }
 }
 
 #[cfg(test)]
@@ -420,6 +475,38 @@ mod tests {
         let error = wait_for_state(&mut client, "device/none/state", |_| true, MS).unwrap_err();
         assert!(matches!(error, XenbusError::Timeout { last: None, .. }));
         assert!(error.to_string().ends_with("no state seen"));
+    }
+
+    #[test]
+    fn a_kept_watch_serves_several_waits_and_records_changes_between_them() {
+        use crate::xen::xenstore::wire::MessageType;
+        let mut client = client();
+        client.transport_mut().set(BACKEND, b"1");
+        client.transport_mut().set_at(10 * MS, BACKEND, b"2");
+        client.transport_mut().set_at(20 * MS, BACKEND, b"4");
+        let watch = StateWatch::new(&mut client, BACKEND).unwrap();
+        assert_eq!(watch.path(), BACKEND);
+        let initwait = watch.wait_for(&mut client, |s| s == XenbusState::InitWait, 3000 * MS);
+        assert_eq!(initwait, Ok(XenbusState::InitWait));
+        let connected = watch.wait_for(&mut client, |s| s == XenbusState::Connected, 3000 * MS);
+        assert_eq!(connected, Ok(XenbusState::Connected));
+        assert!(client.now_ns() >= 20 * MS && client.now_ns() < 21 * MS);
+        // A change after the waits is recorded once, and only once.
+        client.transport_mut().set_at(30 * MS, BACKEND, b"5");
+        assert!(!watch.take_change());
+        client.wait_for_watches(40 * MS).unwrap();
+        assert!(watch.take_change());
+        assert!(!watch.take_change());
+        let watch_requests = client
+            .transport()
+            .requests()
+            .iter()
+            .filter(|(header, _)| header.msg_type == MessageType::Watch as u32)
+            .count();
+        assert_eq!(watch_requests, 1, "one WATCH for both waits");
+        assert_eq!(client.transport().watches().len(), 1);
+        watch.remove(&mut client).unwrap();
+        assert!(client.transport().watches().is_empty());
     }
 
     #[test]
