@@ -6,14 +6,12 @@
 use super::pages::PageBuffer;
 use super::xen::Xen;
 use super::{control, heap, services, store, time};
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
-use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use drivers::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
-use drivers::xen::displif::{self, DbufCreate, Event, Request};
+use drivers::xen::displif::{self, DbufCreate, Event, Operation, Request};
 use drivers::xen::evtchn;
 use drivers::xen::gnttab::{GrantError, GrantRef};
 use drivers::xen::hypercall::ShutdownReason;
@@ -21,8 +19,7 @@ use drivers::xen::ring::{EventFrame, PageBox, RingPage};
 use drivers::xen::vdispl::config::{self, ConnectorConfig, ConnectorTransport, DeviceConfig};
 use drivers::xen::vdispl::connector::{self, write_directory, Connector, Wait};
 use drivers::xen::vdispl::VdisplError;
-use drivers::xen::xenbus::{self, XenbusError, XenbusState};
-use drivers::xen::xenstore::client::WatchHandle;
+use drivers::xen::xenbus::{self, StateWatch, XenbusError, XenbusState};
 use embedded_graphics::draw_target::{DrawTarget, DrawTargetExt};
 use embedded_graphics::pixelcolor::Rgb888;
 use kernel::scenes::{self, FlipLine, Frame, Label, SceneSpec, Status};
@@ -140,6 +137,50 @@ impl Output {
         self.failed_for_good = true;
         self.fail(reason);
     }
+
+    fn fail_setup(&mut self, error: SetupError) {
+        if error.for_good {
+            self.fail_for_good(error.reason);
+        } else {
+            self.fail(error.reason);
+        }
+    }
+}
+
+/// A frame drawn into a back buffer, to be flipped.
+struct Drawn {
+    fb_cookie: u64,
+    line: FlipLine,
+}
+
+/// What a request's success records on its buffer.
+#[derive(Clone, Copy)]
+enum Mark {
+    /// DBUF_CREATE of the output's buffer with this index.
+    Created(usize),
+    /// FB_ATTACH to it.
+    Attached(usize),
+    Nothing,
+}
+
+/// A setup request sent and not answered yet.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// The ring it went on.
+    ring: usize,
+    id: u16,
+    operation: Operation,
+    /// The output it is for.
+    output: usize,
+    mark: Mark,
+    sent_ns: u64,
+}
+
+/// Setup requests in flight and the first frame of each output not flipped
+/// yet, between [`Device::start_set_up`] and [`Device::finish_set_up`].
+struct SetUp {
+    pending: Vec<Pending>,
+    frames: Vec<Option<Drawn>>,
 }
 
 /// A connector setup failure and whether a reconnection could cure it.
@@ -275,7 +316,7 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
     loop {
         generation += 1;
         let flips_before: u32 = progress.iter().map(|p| p.flips).sum();
-        let end = match Device::connect(id, depths, generation, &progress) {
+        let end = match Device::connect(id, depths, generation, &progress, spec) {
             Err(ConnectError::Shutdown(reason)) => ShowEnd::Shutdown(reason),
             Err(ConnectError::Failed(error)) => ShowEnd::Lost(error),
             Ok(mut device) => {
@@ -398,12 +439,13 @@ impl From<String> for ConnectError {
 /// request is looked for, so a missing backend does not hold it up.
 const HANDSHAKE_SLICE_NS: u64 = 250 * NS_PER_MS;
 
-/// Runs `wait` (a xenbus state wait given a timeout) in slices until it
-/// succeeds, fails otherwise, [`HANDSHAKE_TIMEOUT_NS`] pass, or a shutdown is
-/// requested.
+/// Waits through `watch` until the backend's state satisfies `wanted`, in
+/// slices, until [`HANDSHAKE_TIMEOUT_NS`] pass or a shutdown is requested
+/// (looked for between slices, so a missing backend does not hold it up).
 fn handshake_wait(
     what: &str,
-    mut wait: impl FnMut(&mut store::Store, u64) -> Result<(), VdisplError>,
+    watch: &StateWatch,
+    mut wanted: impl FnMut(XenbusState) -> bool,
 ) -> Result<(), ConnectError> {
     let deadline = time::now_ns() + HANDSHAKE_TIMEOUT_NS;
     loop {
@@ -413,14 +455,18 @@ fn handshake_wait(
         let slice_ns = deadline
             .saturating_sub(time::now_ns())
             .min(HANDSHAKE_SLICE_NS);
-        let result = store::with(|client| wait(client, slice_ns))
+        let result = store::with(|client| watch.wait_for(client, &mut wanted, slice_ns))
             .ok_or_else(|| ConnectError::Failed(String::from("the domain has no xenstore")))?;
         match result {
-            Ok(()) => return Ok(()),
-            Err(VdisplError::Xenbus(XenbusError::Timeout { .. })) if time::now_ns() < deadline => {}
+            Ok(_) => return Ok(()),
+            Err(XenbusError::Timeout { .. }) if time::now_ns() < deadline => {}
             Err(error) => return Err(ConnectError::Failed(format!("{what}: {error}"))),
         }
     }
+}
+
+fn no_watch() -> ConnectError {
+    ConnectError::Failed(String::from("the backend's state is not watched"))
 }
 
 /// Connectors driven per device.
@@ -431,65 +477,117 @@ struct Device {
     version: u32,
     outputs: Vec<Output>,
     generation: u64,
-    /// Set by the watch on the backend's state node.
-    backend_changed: Arc<AtomicBool>,
-    backend_watch: Option<WatchHandle>,
+    /// The watch on the backend's state node, for the whole connection.
+    backend_watch: Option<StateWatch>,
     /// Whether the handshake completed (the rings have a backend).
     connected: bool,
+    /// When the connection started (the status scene's uptime).
+    start_ns: u64,
 }
 
 impl Device {
+    /// The handshake, then every connector set up and its first frame on
+    /// its way: the backend's state is watched once for the whole
+    /// connection; each connector's first buffer is created and its first
+    /// frame drawn while the backend maps it (the second buffer follows the
+    /// first flip); the frontend goes Connected once its connectors are set
+    /// up, as displif.h's state diagram has it.
     fn connect(
         id: &str,
         depths: &[u32],
         generation: u64,
         progress: &[Progress],
+        spec: &SceneSpec,
     ) -> Result<Device, ConnectError> {
-        let device = store_call("device configuration", |client| {
+        let config = store_call("device configuration", |client| {
             config::read_device(client, id)
         })?;
-        // The backend publishes `versions` before it reaches InitWait.
-        handshake_wait("waiting for the backend", |client, slice_ns| {
-            config::wait_for_backend_ready(client, &device, slice_ns).map(|_| ())
-        })?;
-        let version = store_call("version negotiation", |client| {
-            config::negotiate(client, &device)
-        })?;
-        crate::println!(
-            "display: device {} backend {} (domain {}), protocol version {version}, {} connectors",
-            device.path,
-            device.backend,
-            device.backend_id,
-            device.connectors.len()
-        );
+        let node = format!("{}/state", config.backend);
+        let watch = store::with(|client| StateWatch::new(client, &node))
+            .ok_or_else(|| String::from("the domain has no xenstore"))?
+            .map_err(|error| format!("watching the backend: {error}"))?;
         let mut device = Device {
-            config: device,
-            version,
+            config,
+            version: 1,
             outputs: Vec::new(),
             generation,
-            backend_changed: Arc::new(AtomicBool::new(false)),
-            backend_watch: None,
+            backend_watch: Some(watch),
             connected: false,
+            start_ns: time::now_ns(),
         };
-        let connectors = device.config.connectors.clone();
-        for (index, connector) in connectors.into_iter().enumerate() {
+        if let Err(error) = device.await_backend() {
+            // Nothing was published yet: only the watch goes.
+            device.unwatch_backend();
+            return Err(error);
+        }
+        if let Err(error) = device.publish_and_connect(depths, progress) {
+            device.teardown();
+            return Err(error);
+        }
+        crate::println!("display: device {} connected", device.config.path);
+        for index in 0..device.outputs.len() {
+            if device.version >= 2 {
+                device.read_edid(index);
+            }
+        }
+        let set_up = device.start_set_up(spec);
+        // Written while the backend maps the first buffers.
+        let config = device.config.clone();
+        let connected = store_call("connecting", |client| {
+            config::set_state(client, &config, XenbusState::Connected)
+        });
+        device.finish_set_up(set_up);
+        if let Err(error) = connected {
+            device.teardown();
+            return Err(ConnectError::Failed(error));
+        }
+        Ok(device)
+    }
+
+    /// Waits for the backend's InitWait and reads the version it offers.
+    fn await_backend(&mut self) -> Result<(), ConnectError> {
+        let watch = self.backend_watch.as_ref().ok_or_else(no_watch)?;
+        // The backend publishes `versions` before it reaches InitWait. A
+        // backend still Connected to an earlier connection (or left so by a
+        // backend that died) is not this frontend's: wait for InitWait.
+        handshake_wait("waiting for the backend", watch, |state| {
+            state == XenbusState::InitWait
+        })?;
+        let config = self.config.clone();
+        self.version = store_call("version negotiation", |client| {
+            config::negotiate(client, &config)
+        })?;
+        crate::println!(
+            "display: device {} backend {} (domain {}), protocol version {}, {} connectors",
+            config.path,
+            config.backend,
+            config.backend_id,
+            self.version,
+            config.connectors.len()
+        );
+        Ok(())
+    }
+
+    /// Every connector's rings and channels published, Initialised, then the
+    /// backend's Connected.
+    fn publish_and_connect(
+        &mut self,
+        depths: &[u32],
+        progress: &[Progress],
+    ) -> Result<(), ConnectError> {
+        let config = self.config.clone();
+        for (index, connector) in config.connectors.iter().enumerate() {
             // On failure, what was opened so far is released by teardown.
-            let mut output = match Self::open_output(&device.config, connector) {
-                Ok(output) => output,
-                Err(error) => {
-                    device.teardown();
-                    return Err(ConnectError::Failed(error));
-                }
-            };
+            let mut output = Self::open_output(&config, connector.clone())?;
             output.bpp = depths.get(index).or(depths.last()).copied().unwrap_or(32);
             if let Some(done) = progress.get(index) {
                 output.next_frame = done.next_frame;
                 output.flips = done.flips;
                 output.retries = done.retries;
             }
-            device.outputs.push(output);
+            self.outputs.push(output);
         }
-        let transports: Vec<ConnectorTransport> = device
+        let transports: Vec<ConnectorTransport> = self
             .outputs
             .iter()
             .map(|output| ConnectorTransport {
@@ -499,65 +597,17 @@ impl Device {
                 evt_port: output.evt_port,
             })
             .collect();
-        let config = device.config.clone();
-        let flag = Arc::clone(&device.backend_changed);
-        let backend_state = format!("{}/state", config.backend);
-        let connected = store_call("publishing the connectors", |client| {
+        let version = self.version;
+        store_call("publishing the connectors", |client| {
             config::publish(client, &config, version, &transports)?;
             config::set_state(client, &config, XenbusState::Initialised)
-        })
-        .map_err(ConnectError::Failed)
-        .and_then(|()| {
-            handshake_wait("waiting for the backend to connect", |client, slice_ns| {
-                xenbus::wait_for_state(
-                    client,
-                    &backend_state,
-                    |state| state == XenbusState::Connected,
-                    slice_ns,
-                )
-                .map(|_| ())
-                .map_err(VdisplError::from)
-            })
-        })
-        .and_then(|()| {
-            store_call("connecting", |client| {
-                config::set_state(client, &config, XenbusState::Connected)?;
-                client
-                    .watch(
-                        &backend_state,
-                        Box::new(move |_| flag.store(true, Ordering::Release)),
-                    )
-                    .map_err(|error| VdisplError::Store {
-                        node: backend_state.clone(),
-                        error,
-                    })
-            })
-            .map_err(ConnectError::Failed)
-        });
-        match connected {
-            Ok(handle) => {
-                device.backend_watch = Some(handle);
-                device.connected = true;
-            }
-            Err(error) => {
-                device.teardown();
-                return Err(error);
-            }
-        }
-        crate::println!("display: device {} connected", device.config.path);
-        for index in 0..device.outputs.len() {
-            if device.version >= 2 {
-                device.read_edid(index);
-            }
-            if let Err(error) = device.create_buffers(index) {
-                if error.for_good {
-                    device.outputs[index].fail_for_good(error.reason);
-                } else {
-                    device.outputs[index].fail(error.reason);
-                }
-            }
-        }
-        Ok(device)
+        })?;
+        let watch = self.backend_watch.as_ref().ok_or_else(no_watch)?;
+        handshake_wait("waiting for the backend to connect", watch, |state| {
+            state == XenbusState::Connected
+        })?;
+        self.connected = true;
+        Ok(())
     }
 
     fn open_output(device: &DeviceConfig, config: ConnectorConfig) -> Result<Output, String> {
@@ -597,26 +647,6 @@ impl Device {
             retries: 0,
             stray: None,
         })
-    }
-
-    /// Sends `request` on connector `ring`'s ring and waits for its response.
-    fn call(&mut self, ring: usize, request: &Request) -> Result<(), String> {
-        self.call_with(ring, request, REQUEST_TIMEOUT_NS)
-            .map_err(|error| format!("{error}"))
-    }
-
-    fn call_with(
-        &mut self,
-        ring: usize,
-        request: &Request,
-        timeout_ns: u64,
-    ) -> Result<(), VdisplError> {
-        let output = &mut self.outputs[ring];
-        let mut wait = PortWait {
-            req_port: output.req_port,
-            evt_port: output.evt_port,
-        };
-        connector::call(&mut output.connector, &mut wait, request, timeout_ns).map(|_| ())
     }
 
     /// GET_EDID (protocol version 2): an EDID's preferred mode takes
@@ -695,14 +725,181 @@ impl Device {
         result
     }
 
-    /// Two display buffers and framebuffers for output `index` (requests on
-    /// connector 0's ring, as displif.h requires), then SET_CONFIG.
-    fn create_buffers(&mut self, index: usize) -> Result<(), SetupError> {
-        let (width, height) = (
-            self.outputs[index].config.width,
-            self.outputs[index].config.height,
-        );
-        let bpp = self.outputs[index].bpp;
+    /// The first half of setting up the connectors: for each, its first
+    /// buffer granted and its DBUF_CREATE and FB_ATTACH sent, then its first
+    /// frame drawn into it while the backend maps it. Connector 0's
+    /// SET_CONFIG and first PG_FLIP follow at once on the same ring, which the
+    /// backend serves in order; other connectors' wait for ring 0's answers
+    /// ([`Device::finish_set_up`]).
+    fn start_set_up(&mut self, spec: &SceneSpec) -> SetUp {
+        let mut set_up = SetUp {
+            pending: Vec::new(),
+            frames: Vec::new(),
+        };
+        for index in 0..self.outputs.len() {
+            let mut frame = None;
+            match self.send_buffer(index) {
+                Ok(sent) if self.outputs[index].failed.is_some() => set_up.pending.extend(sent),
+                Ok(sent) => {
+                    set_up.pending.extend(sent);
+                    frame = self.render(index, spec);
+                    if index == 0 && self.outputs[0].failed.is_none() {
+                        set_up.pending.extend(self.send_set_config(0));
+                        self.flip_first(0, frame.take());
+                    }
+                }
+                Err(error) => self.outputs[index].fail_setup(error),
+            }
+            set_up.frames.push(frame);
+        }
+        set_up
+    }
+
+    /// The rest: every answer awaited, then the other connectors' SET_CONFIG
+    /// and first PG_FLIP, their answers awaited too.
+    fn finish_set_up(&mut self, set_up: SetUp) {
+        self.await_answers(set_up.pending);
+        let mut pending = Vec::new();
+        for (index, frame) in set_up.frames.into_iter().enumerate() {
+            // Connector 0's went with its buffer.
+            if index > 0 && self.outputs[index].failed.is_none() {
+                pending.extend(self.send_set_config(index));
+            }
+            self.flip_first(index, frame);
+        }
+        self.await_answers(pending);
+        for output in &self.outputs {
+            if output.failed.is_none() {
+                let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
+                crate::println!(
+                    "display: {} {width}x{height} {bpp} bpp ready, buffers of {} KiB",
+                    output.name(),
+                    displif::stride(width, bpp) * height / 1024
+                );
+            }
+        }
+    }
+
+    /// Flips output `index`'s first frame, drawn during setup, unless the
+    /// output failed meanwhile: then the frame is drawn again on the next
+    /// connection.
+    fn flip_first(&mut self, index: usize, frame: Option<Drawn>) {
+        let Some(frame) = frame else {
+            return;
+        };
+        if self.outputs[index].failed.is_none() {
+            self.send_flip(index, frame);
+        } else {
+            self.outputs[index].next_frame -= 1;
+        }
+    }
+
+    /// SET_CONFIG showing output `index`'s first framebuffer, sent on its
+    /// ring.
+    fn send_set_config(&mut self, index: usize) -> Option<Pending> {
+        let output = &self.outputs[index];
+        let request = Request::SetConfig {
+            fb_cookie: output.buffers.first()?.fb_cookie,
+            x: 0,
+            y: 0,
+            width: output.config.width,
+            height: output.config.height,
+            bpp: output.bpp,
+        };
+        self.send_all(index, &[(index, request, Mark::Nothing)])
+            .pop()
+    }
+
+    /// Sends `requests` (ring, request, what its success marks) for output
+    /// `index`, notifying each ring once; returns what was sent. A request
+    /// that cannot be sent fails the output.
+    fn send_all(&mut self, index: usize, requests: &[(usize, Request, Mark)]) -> Vec<Pending> {
+        let now = time::now_ns();
+        let mut sent = Vec::new();
+        let mut notify = [false; MAX_OUTPUTS];
+        for &(ring, request, mark) in requests {
+            match self.outputs[ring].connector.send(&request, now) {
+                Ok((id, wanted)) => {
+                    notify[ring] |= wanted;
+                    sent.push(Pending {
+                        ring,
+                        id,
+                        operation: request.operation(),
+                        output: index,
+                        mark,
+                        sent_ns: now,
+                    });
+                }
+                Err(error) => {
+                    self.outputs[index].fail(format!("{}: {error}", request.operation()));
+                    break;
+                }
+            }
+        }
+        for (ring, wanted) in notify.iter().enumerate() {
+            if *wanted {
+                services::notify(self.outputs[ring].req_port);
+            }
+        }
+        sent
+    }
+
+    /// Waits (at most [`REQUEST_TIMEOUT_NS`]) for the answers to `pending`;
+    /// applies each success's mark and fails the output of each error.
+    fn await_answers(&mut self, mut pending: Vec<Pending>) {
+        while !pending.is_empty() {
+            let now = time::now_ns();
+            let mut index = 0;
+            while index < pending.len() {
+                let request = pending[index];
+                let connector = &mut self.outputs[request.ring].connector;
+                let answer = match connector.pump() {
+                    Err(error) => Some(Err(error)),
+                    Ok(()) => connector.take_response(request.id),
+                };
+                let answer = answer.or_else(|| {
+                    (now >= request.sent_ns + REQUEST_TIMEOUT_NS).then(|| {
+                        connector.abandon(request.id);
+                        Err(VdisplError::Timeout {
+                            operation: request.operation,
+                            waited_ms: (now - request.sent_ns) / NS_PER_MS,
+                        })
+                    })
+                });
+                let Some(answer) = answer else {
+                    index += 1;
+                    continue;
+                };
+                pending.remove(index);
+                let output = &mut self.outputs[request.output];
+                match (answer, request.mark) {
+                    (Ok(_), Mark::Created(buffer)) => output.buffers[buffer].created = true,
+                    (Ok(_), Mark::Attached(buffer)) => output.buffers[buffer].attached = true,
+                    (Ok(_), Mark::Nothing) => {}
+                    (Err(error), _) => {
+                        if output.failed.is_none() {
+                            output.fail(format!("{error}"));
+                        }
+                    }
+                }
+            }
+            if let Some(deadline) = pending
+                .iter()
+                .map(|request| request.sent_ns + REQUEST_TIMEOUT_NS)
+                .min()
+            {
+                self.wait_on_rings(deadline);
+            }
+        }
+    }
+
+    /// One more display buffer and framebuffer for output `index`: its pages
+    /// granted, then DBUF_CREATE and FB_ATTACH sent on connector 0's ring
+    /// (displif.h wants them there), one after the other without waiting.
+    fn send_buffer(&mut self, index: usize) -> Result<Vec<Pending>, SetupError> {
+        let output = &self.outputs[index];
+        let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
+        let slot = output.buffers.len();
         let pixel_format = if bpp == 16 {
             displif::FOURCC_RGB565
         } else {
@@ -710,112 +907,87 @@ impl Device {
         };
         let size = displif::stride(width, bpp) * height;
         let backend = self.config.backend_id;
-        for slot in 0..2u64 {
-            let pages = displif::buffer_pages(size);
-            let memory = PageBuffer::new(pages)
-                .ok_or_else(|| out_of_memory(format!("a {width}x{height} buffer")))?;
-            let mut directory = PageBuffer::new(displif::directory_pages(pages))
-                .ok_or_else(|| out_of_memory(String::from("a page directory")))?;
-            let mut refs = Vec::with_capacity(pages);
-            let mut directory_refs = Vec::new();
-            let mut granted = || -> Result<(), String> {
-                for page in 0..pages {
-                    refs.push(grant_page(backend, memory.frame(page))?);
-                }
-                for page in 0..directory.pages() {
-                    directory_refs.push(grant_page(backend, directory.frame(page))?);
-                }
-                Ok(())
-            };
-            let result = granted();
-            write_directory(directory.pages_mut(), &directory_refs, &refs);
-            let cookie = (self.generation << 16) | ((index as u64 + 1) << 4) | (slot + 1);
-            self.outputs[index].buffers.push(Buffer {
-                memory,
-                directory,
-                refs,
-                directory_refs,
-                dbuf_cookie: cookie,
-                fb_cookie: cookie | 0x8,
-                created: false,
-                attached: false,
-            });
-            result?;
-            let buffer = self.outputs[index]
-                .buffers
-                .last()
-                .map(|b| (b.dbuf_cookie, b.fb_cookie, b.directory_refs[0]));
-            let Some((dbuf_cookie, fb_cookie, gref_directory)) = buffer else {
-                continue;
-            };
-            self.call(
-                0,
-                &Request::DbufCreate(DbufCreate {
-                    dbuf_cookie,
-                    width,
-                    height,
-                    bpp,
-                    buffer_sz: size,
-                    flags: 0,
-                    gref_directory,
-                    data_ofs: 0,
-                }),
-            )?;
-            self.mark(index, |buffer| buffer.created = true);
-            self.call(
-                0,
-                &Request::FbAttach {
-                    dbuf_cookie,
-                    fb_cookie,
-                    width,
-                    height,
-                    pixel_format,
-                },
-            )?;
-            self.mark(index, |buffer| buffer.attached = true);
-        }
-        let fb_cookie = self.outputs[index].buffers[0].fb_cookie;
-        self.call(
+        let pages = displif::buffer_pages(size);
+        let memory = PageBuffer::new(pages)
+            .ok_or_else(|| out_of_memory(format!("a {width}x{height} buffer")))?;
+        let mut directory = PageBuffer::new(displif::directory_pages(pages))
+            .ok_or_else(|| out_of_memory(String::from("a page directory")))?;
+        let mut refs = Vec::with_capacity(pages);
+        let mut directory_refs = Vec::new();
+        let mut granted = || -> Result<(), String> {
+            for page in 0..pages {
+                refs.push(grant_page(backend, memory.frame(page))?);
+            }
+            for page in 0..directory.pages() {
+                directory_refs.push(grant_page(backend, directory.frame(page))?);
+            }
+            Ok(())
+        };
+        let result = granted();
+        write_directory(directory.pages_mut(), &directory_refs, &refs);
+        let dbuf_cookie = (self.generation << 16) | ((index as u64 + 1) << 4) | (slot as u64 + 1);
+        let fb_cookie = dbuf_cookie | 0x8;
+        let gref_directory = directory_refs.first().copied();
+        // Kept even when granting failed: teardown ends what was granted.
+        self.outputs[index].buffers.push(Buffer {
+            memory,
+            directory,
+            refs,
+            directory_refs,
+            dbuf_cookie,
+            fb_cookie,
+            created: false,
+            attached: false,
+        });
+        result?;
+        let gref_directory =
+            gref_directory.ok_or_else(|| String::from("no page directory was granted"))?;
+        let create = Request::DbufCreate(DbufCreate {
+            dbuf_cookie,
+            width,
+            height,
+            bpp,
+            buffer_sz: size,
+            flags: 0,
+            gref_directory,
+            data_ofs: 0,
+        });
+        let attach = Request::FbAttach {
+            dbuf_cookie,
+            fb_cookie,
+            width,
+            height,
+            pixel_format,
+        };
+        let sent = self.send_all(
             index,
-            &Request::SetConfig {
-                fb_cookie,
-                x: 0,
-                y: 0,
-                width,
-                height,
-                bpp,
-            },
-        )?;
-        crate::println!(
-            "display: {} {width}x{height} {bpp} bpp ready, 2 buffers of {} KiB",
-            self.outputs[index].name(),
-            size / 1024
+            &[
+                (0, create, Mark::Created(slot)),
+                (0, attach, Mark::Attached(slot)),
+            ],
         );
-        Ok(())
-    }
-
-    fn mark(&mut self, index: usize, f: impl FnOnce(&mut Buffer)) {
-        if let Some(buffer) = self.outputs[index].buffers.last_mut() {
-            f(buffer);
-        }
+        Ok(sent)
     }
 
     /// Renders and flips frames on every healthy connector until all are
     /// done; returns a shutdown request if one came in.
     fn show(&mut self, spec: &SceneSpec) -> ShowEnd {
-        let start = time::now_ns();
         let end = loop {
             if let Some(reason) = control::take_request() {
                 break ShowEnd::Shutdown(reason);
             }
-            if self.backend_changed.swap(false, Ordering::AcqRel) {
+            if self
+                .backend_watch
+                .as_ref()
+                .is_some_and(StateWatch::take_change)
+            {
                 if let Some(reason) = self.backend_gone() {
                     break ShowEnd::Lost(reason);
                 }
             }
             let mut busy = false;
             for index in 0..self.outputs.len() {
-                busy |= self.step(index, spec, start);
+                busy |= self.step(index, spec);
             }
             // A connector that failed for a reason a new connection may cure:
             // once its delay is over, reconnect the device (its ring indexes
@@ -872,7 +1044,7 @@ impl Device {
     }
 
     /// Advances one connector; returns whether it still has work.
-    fn step(&mut self, index: usize, spec: &SceneSpec, start: u64) -> bool {
+    fn step(&mut self, index: usize, spec: &SceneSpec) -> bool {
         let output = &mut self.outputs[index];
         if output.failed.is_some() {
             return false;
@@ -953,12 +1125,36 @@ impl Device {
             // Events that arrive with nothing in flight have nothing to complete.
             while output.connector.take_event().is_some() {}
         }
-        let Some((scene, frame)) = spec.frame_at(output.next_frame) else {
-            return false;
-        };
+        match self.render(index, spec) {
+            Some(frame) => {
+                self.send_flip(index, frame);
+                self.outputs[index].failed.is_none()
+            }
+            None => false,
+        }
+    }
+
+    /// Draws output `index`'s next frame into its back buffer (made first if
+    /// it is the second buffer, not made yet); `None` when every frame was
+    /// shown or the output failed.
+    fn render(&mut self, index: usize, spec: &SceneSpec) -> Option<Drawn> {
+        let output = &self.outputs[index];
+        let (scene, frame) = spec.frame_at(output.next_frame)?;
+        if output.back >= output.buffers.len() {
+            // The second buffer, once the first frame is shown.
+            match self.send_buffer(index) {
+                Ok(sent) => self.await_answers(sent),
+                Err(error) => self.outputs[index].fail_setup(error),
+            }
+            if self.outputs[index].failed.is_some() {
+                return None;
+            }
+        }
+        let start = self.start_ns;
+        let output = &mut self.outputs[index];
         output.next_frame += 1;
         let status = Status {
-            uptime_ms: (now - start) / NS_PER_MS,
+            uptime_ms: time::now_ns().saturating_sub(start) / NS_PER_MS,
             flips: u64::from(output.flips),
             flip_rtt_us: u64::from(output.last_round_trip_us),
             heap_bytes: heap::used() as u64,
@@ -969,7 +1165,7 @@ impl Device {
         let back = output.back;
         let Some(buffer) = output.buffers.get_mut(back) else {
             output.fail(String::from("no buffers"));
-            return false;
+            return None;
         };
         let frame_inputs = Frame {
             scene,
@@ -987,20 +1183,29 @@ impl Device {
         };
         if let Err(error) = drawn {
             output.fail(format!("framebuffer: {error}"));
-            return false;
+            return None;
         }
         let fb_cookie = buffer.fb_cookie;
-        let line = FlipLine {
-            connector: output.config.index,
-            seq: u64::from(output.flips),
-            scene,
-            frame,
-            width,
-            height,
-            bpp,
-            name: Label::from_str_truncated(&name),
-            status,
-        };
+        Some(Drawn {
+            fb_cookie,
+            line: FlipLine {
+                connector: output.config.index,
+                seq: u64::from(output.flips),
+                scene,
+                frame,
+                width,
+                height,
+                bpp,
+                name: Label::from_str_truncated(&name),
+                status,
+            },
+        })
+    }
+
+    /// Sends PG_FLIP for a drawn frame; it is then in flight.
+    fn send_flip(&mut self, index: usize, drawn: Drawn) {
+        let output = &mut self.outputs[index];
+        let fb_cookie = drawn.fb_cookie;
         match output
             .connector
             .send(&Request::PageFlip { fb_cookie }, time::now_ns())
@@ -1016,14 +1221,10 @@ impl Device {
                     sent_ns: time::now_ns(),
                     answered: false,
                     shown: false,
-                    line,
+                    line: drawn.line,
                 });
-                true
             }
-            Err(error) => {
-                output.fail(format!("PG_FLIP: {error}"));
-                false
-            }
+            Err(error) => output.fail(format!("PG_FLIP: {error}")),
         }
     }
 
@@ -1136,12 +1337,17 @@ impl Device {
 
     /// Undoes everything: disable, detach, destroy, close the connection,
     /// then end every grant once the backend let go of it.
-    fn teardown(&mut self) {
-        if let Some(handle) = self.backend_watch.take() {
-            if let Some(Err(error)) = store::with(|client| client.unwatch(handle)) {
+    /// Removes the watch on the backend's state.
+    fn unwatch_backend(&mut self) {
+        if let Some(watch) = self.backend_watch.take() {
+            if let Some(Err(error)) = store::with(|client| watch.remove(client)) {
                 log::warn!("display: unwatching the backend: {error}");
             }
         }
+    }
+
+    fn teardown(&mut self) {
+        self.unwatch_backend();
         // Undo on the rings only while the backend is there to answer, in two
         // batches (one round trip each): switch the connectors off, then
         // detach and destroy the buffers on connector 0's ring, in order.
