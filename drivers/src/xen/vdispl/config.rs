@@ -227,6 +227,17 @@ pub fn set_state<T: Transport>(
     )?)
 }
 
+/// Whether the backend left a connection (its state is no longer
+/// Connected), and how, in words.
+pub fn backend_gone<T: Transport>(client: &mut Client<T>, device: &DeviceConfig) -> Option<String> {
+    let node = format!("{}/state", device.backend);
+    match xenbus::read_state(client, &node) {
+        Ok(XenbusState::Connected) => None,
+        Ok(state) => Some(format!("the backend went to {state}")),
+        Err(error) => Some(format!("the backend's state is unreadable: {error}")),
+    }
+}
+
 /// After publishing: Initialised, wait for the backend's Connected, then
 /// Connected.
 pub fn complete_handshake<T: Transport>(

@@ -12,9 +12,13 @@ pub mod backend;
 pub mod config;
 pub mod connector;
 pub mod fault;
+pub mod flip;
+pub mod recovery;
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
 

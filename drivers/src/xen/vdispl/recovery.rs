@@ -1,0 +1,342 @@
+//! What the frontend does when a connector fails: the connector stops (the
+//! others go on), and when the failure is one a new connection may cure (an
+//! error status, a broken ring, a lost response) the device is reconnected
+//! once [`RETRY_DELAY_NS`] passed, at most [`MAX_CONNECTOR_RETRIES`] times in
+//! a row without a flip of that connector. Also the requests that undo a
+//! connection, which leave out rings that cannot be trusted.
+
+use crate::xen::displif::Request;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+const NS_PER_MS: u64 = 1_000_000;
+
+/// How long a connector that failed for a reason a new connection may cure
+/// stays stopped before the device is reconnected to bring it back.
+pub const RETRY_DELAY_NS: u64 = 2_000 * NS_PER_MS;
+/// Reconnections for one connector's sake in a row without a flip of it in
+/// between; after that it stays stopped.
+pub const MAX_CONNECTOR_RETRIES: u32 = 5;
+
+/// A connector's name in messages: `conn=<index> (<unique-id>)`.
+pub fn connector_name(index: u32, unique_id: &str) -> String {
+    format!("conn={index} ({unique_id})")
+}
+
+/// Whether a connector works, why not, and its reconnections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    name: String,
+    failed: Option<String>,
+    /// The failure is the frontend's own (out of memory): reconnecting to
+    /// the backend cannot cure it.
+    for_good: bool,
+    failed_ns: u64,
+    /// Reconnections made for its sake since it last flipped.
+    retries: u32,
+}
+
+impl AsMut<Health> for Health {
+    fn as_mut(&mut self) -> &mut Health {
+        self
+    }
+}
+
+impl Health {
+    /// A working connector named `name` (see [`connector_name`]) that
+    /// `retries` reconnections were made for since it last flipped.
+    pub fn new(name: String, retries: u32) -> Self {
+        Health {
+            name,
+            failed: None,
+            for_good: false,
+            failed_ns: 0,
+            retries,
+        }
+    }
+
+    /// The connector's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Why it stopped, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Whether it stopped for a reason no reconnection cures.
+    pub fn failed_for_good(&self) -> bool {
+        self.for_good
+    }
+
+    /// Reconnections made for its sake since it last flipped.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// A flip completed: the retries start over.
+    pub fn flipped(&mut self) {
+        self.retries = 0;
+    }
+
+    /// Stops the connector at `now_ns` for `reason`; returns the error line
+    /// to log, which names the connector, the reason and what comes next.
+    pub fn fail(&mut self, reason: String, now_ns: u64) -> String {
+        let next = if self.for_good {
+            String::from("this connector stops")
+        } else if self.retries < MAX_CONNECTOR_RETRIES {
+            format!(
+                "this connector stops; retry {} of {MAX_CONNECTOR_RETRIES} in {} ms",
+                self.retries + 1,
+                RETRY_DELAY_NS / NS_PER_MS
+            )
+        } else {
+            format!("this connector stops ({MAX_CONNECTOR_RETRIES} retries without a flip)")
+        };
+        let line = format!("display {}: {reason}; {next}", self.name);
+        self.failed = Some(reason);
+        self.failed_ns = now_ns;
+        line
+    }
+
+    /// [`Health::fail`] for a reason no reconnection cures.
+    pub fn fail_for_good(&mut self, reason: String, now_ns: u64) -> String {
+        self.for_good = true;
+        self.fail(reason, now_ns)
+    }
+
+    /// When a reconnection for this connector's sake is due, if one is.
+    pub fn retry_at(&self) -> Option<u64> {
+        (self.failed.is_some() && !self.for_good && self.retries < MAX_CONNECTOR_RETRIES)
+            .then_some(self.failed_ns + RETRY_DELAY_NS)
+    }
+}
+
+/// What a device's display loop does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on: wait for the rings or the next deadline.
+    Continue,
+    /// Tear the connection down and connect again, for this reason.
+    Reconnect(String),
+    /// Done: every connector showed every frame or stopped for good.
+    Finished,
+}
+
+/// Decides, at `now_ns`, after a round over a device's connectors in which
+/// some still had work (`busy`): reconnect for the first connector whose
+/// retry is due (counting the retry), wait while a retry is pending or work
+/// remains, reconnect if every connector failed and one of them could be
+/// cured, else finish.
+pub fn decide<H: AsMut<Health>>(connectors: &mut [H], busy: bool, now_ns: u64) -> Verdict {
+    let due = connectors
+        .iter_mut()
+        .map(AsMut::as_mut)
+        .find(|health| health.retry_at().is_some_and(|at| now_ns >= at));
+    if let Some(health) = due {
+        health.retries += 1;
+        return Verdict::Reconnect(format!(
+            "{} failed ({}); reconnecting the device to recover it (retry {} of {MAX_CONNECTOR_RETRIES})",
+            health.name,
+            health.failed.as_deref().unwrap_or_default(),
+            health.retries
+        ));
+    }
+    let mut healths = connectors.iter_mut().map(AsMut::as_mut);
+    if busy || healths.any(|health| health.retry_at().is_some()) {
+        return Verdict::Continue;
+    }
+    let curable = connectors
+        .iter_mut()
+        .any(|health| !health.as_mut().for_good);
+    let count = connectors.len();
+    let failed: Vec<&str> = connectors
+        .iter_mut()
+        .filter_map(|health| health.as_mut().failed.as_deref())
+        .collect();
+    if !failed.is_empty() && failed.len() == count && curable {
+        Verdict::Reconnect(format!("every connector failed ({})", failed.join("; ")))
+    } else {
+        Verdict::Finished
+    }
+}
+
+/// A display buffer and its framebuffer, as far as the backend has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferObjects {
+    /// The display buffer's cookie.
+    pub dbuf_cookie: u64,
+    /// The framebuffer's cookie.
+    pub fb_cookie: u64,
+    /// DBUF_CREATE succeeded.
+    pub created: bool,
+    /// FB_ATTACH succeeded.
+    pub attached: bool,
+}
+
+/// Requests to send together, as `(connector, request)` pairs.
+pub type Batch = Vec<(usize, Request)>;
+
+/// The requests that undo a connection, in two batches, the second to be
+/// sent only once the backend answered the first: DISABLE on every working
+/// connector (`working[i]`); then, on connector 0's ring, which carries
+/// DBUF_* and FB_* (io/displif.h), and only if connector 0 works, FB_DETACH
+/// of every attached framebuffer and DBUF_DESTROY of every created display
+/// buffer. A failed connector's ring gets nothing: it may be broken or never
+/// answer.
+pub fn teardown_batches(working: &[bool], buffers: &[BufferObjects]) -> (Batch, Batch) {
+    let disable = working
+        .iter()
+        .enumerate()
+        .filter(|(_, &working)| working)
+        .map(|(index, _)| (index, Request::DISABLE))
+        .collect();
+    let release = if working.first() == Some(&true) {
+        let detach = buffers
+            .iter()
+            .filter(|buffer| buffer.attached)
+            .map(|buffer| {
+                (
+                    0,
+                    Request::FbDetach {
+                        fb_cookie: buffer.fb_cookie,
+                    },
+                )
+            });
+        let destroy = buffers
+            .iter()
+            .filter(|buffer| buffer.created)
+            .map(|buffer| {
+                (
+                    0,
+                    Request::DbufDestroy {
+                        dbuf_cookie: buffer.dbuf_cookie,
+                    },
+                )
+            });
+        detach.chain(destroy).collect()
+    } else {
+        Vec::new()
+    };
+    (disable, release)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn health(index: u32) -> Health {
+        Health::new(connector_name(index, "DP-1"), 0)
+    }
+
+    #[test]
+    fn a_failure_names_the_connector_and_what_comes_next() {
+        let mut curable = health(0);
+        assert_eq!(
+            curable.fail(String::from("PG_FLIP failed with status -5"), SECOND),
+            "display conn=0 (DP-1): PG_FLIP failed with status -5; this connector stops; \
+             retry 1 of 5 in 2000 ms"
+        );
+        assert_eq!(curable.failed(), Some("PG_FLIP failed with status -5"));
+        assert_eq!(curable.retry_at(), Some(3 * SECOND));
+        let mut exhausted = Health::new(connector_name(1, "HDMI-A-1"), MAX_CONNECTOR_RETRIES);
+        assert_eq!(
+            exhausted.fail(String::from("ring: the ring is full"), 0),
+            "display conn=1 (HDMI-A-1): ring: the ring is full; this connector stops (5 retries \
+             without a flip)"
+        );
+        assert_eq!(exhausted.retry_at(), None);
+        let mut for_good = health(0);
+        assert_eq!(
+            for_good.fail_for_good(String::from("no memory for a 64x48 buffer"), 0),
+            "display conn=0 (DP-1): no memory for a 64x48 buffer; this connector stops"
+        );
+        assert_eq!(for_good.retry_at(), None);
+    }
+
+    #[test]
+    fn the_first_due_retry_reconnects_and_counts() {
+        let mut connectors = [health(0), health(1)];
+        connectors[1].fail(String::from("event: unknown event type 0xee"), SECOND);
+        // Before the delay is over the loop waits, busy or not.
+        assert_eq!(
+            decide(&mut connectors, false, 2 * SECOND),
+            Verdict::Continue
+        );
+        assert_eq!(
+            decide(&mut connectors, true, 3 * SECOND),
+            Verdict::Reconnect(String::from(
+                "conn=1 (DP-1) failed (event: unknown event type 0xee); reconnecting the device \
+                 to recover it (retry 1 of 5)"
+            ))
+        );
+        assert_eq!(connectors[1].retries(), 1);
+        connectors[1].flipped();
+        assert_eq!(connectors[1].retries(), 0);
+    }
+
+    #[test]
+    fn the_device_finishes_unless_every_connector_failed_curably() {
+        // One connector stopped for good, the other done: finished.
+        let mut connectors = [health(0), health(1)];
+        connectors[0].fail_for_good(String::from("no memory"), 0);
+        assert_eq!(decide(&mut connectors, false, SECOND), Verdict::Finished);
+        // Both stopped, retries used up, one curable: a new connection may
+        // cure it.
+        let mut connectors = [
+            Health::new(connector_name(0, "DP-1"), MAX_CONNECTOR_RETRIES),
+            health(1),
+        ];
+        connectors[0].fail(String::from("a"), 0);
+        connectors[1].fail_for_good(String::from("b"), 0);
+        assert_eq!(
+            decide(&mut connectors, false, SECOND),
+            Verdict::Reconnect(String::from("every connector failed (a; b)"))
+        );
+        // Both stopped for good: nothing to cure.
+        connectors[0].fail_for_good(String::from("a"), 0);
+        assert_eq!(decide(&mut connectors, false, SECOND), Verdict::Finished);
+    }
+
+    #[test]
+    fn teardown_leaves_failed_rings_alone_and_undoes_buffers_on_connector_0() {
+        let buffers = [
+            BufferObjects {
+                dbuf_cookie: 0x11,
+                fb_cookie: 0x19,
+                created: true,
+                attached: true,
+            },
+            BufferObjects {
+                dbuf_cookie: 0x21,
+                fb_cookie: 0x29,
+                created: true,
+                attached: false,
+            },
+            BufferObjects {
+                dbuf_cookie: 0x22,
+                fb_cookie: 0x2a,
+                created: false,
+                attached: false,
+            },
+        ];
+        let (disable, release) = teardown_batches(&[true, false, true], &buffers);
+        assert_eq!(disable, [(0, Request::DISABLE), (2, Request::DISABLE)]);
+        // Framebuffers first: a display buffer with one attached cannot go.
+        assert_eq!(
+            release,
+            [
+                (0, Request::FbDetach { fb_cookie: 0x19 }),
+                (0, Request::DbufDestroy { dbuf_cookie: 0x11 }),
+                (0, Request::DbufDestroy { dbuf_cookie: 0x21 }),
+            ]
+        );
+        let (disable, release) = teardown_batches(&[false, true], &buffers);
+        assert_eq!(disable, [(1, Request::DISABLE)]);
+        assert!(release.is_empty());
+    }
+}
