@@ -11,13 +11,15 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use drivers::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
-use drivers::xen::displif::{self, DbufCreate, Event, Operation, Request};
+use drivers::xen::displif::{self, DbufCreate, Operation, Request};
 use drivers::xen::evtchn;
 use drivers::xen::gnttab::{GrantError, GrantRef};
 use drivers::xen::hypercall::ShutdownReason;
 use drivers::xen::ring::{EventFrame, PageBox, RingPage};
 use drivers::xen::vdispl::config::{self, ConnectorConfig, ConnectorTransport, DeviceConfig};
 use drivers::xen::vdispl::connector::{self, write_directory, Connector, Wait};
+use drivers::xen::vdispl::flip::{FlipPoll, Flipper};
+use drivers::xen::vdispl::recovery::{self, BufferObjects, Health, Verdict};
 use drivers::xen::vdispl::VdisplError;
 use drivers::xen::xenbus::{self, StateWatch, XenbusError, XenbusState};
 use embedded_graphics::draw_target::{DrawTarget, DrawTargetExt};
@@ -31,22 +33,12 @@ const NS_PER_MS: u64 = 1_000_000;
 const HANDSHAKE_TIMEOUT_NS: u64 = 10_000 * NS_PER_MS;
 /// How long a setup or teardown request may wait for its response.
 const REQUEST_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
-/// How long a flip may wait for its response and EVT_PG_FLIP (Linux's
-/// xen-drm-front uses the same bound).
-const FLIP_TIMEOUT_NS: u64 = 3_100 * NS_PER_MS;
 /// Flip round trips kept per connector for the summary's percentiles.
 const ROUND_TRIP_WINDOW: usize = 4096;
 /// How long a teardown request may wait: the domain may be shutting down.
 const TEARDOWN_TIMEOUT_NS: u64 = 300 * NS_PER_MS;
 /// How long teardown waits for the backend to unmap the pages.
 const RELEASE_TIMEOUT_NS: u64 = 1_500 * NS_PER_MS;
-/// How long a connector that failed for a reason a new connection may cure
-/// (a backend's error status, a broken ring, a lost response) stays stopped
-/// before the device is reconnected to bring it back.
-const RETRY_DELAY_NS: u64 = 2_000 * NS_PER_MS;
-/// Reconnections for one connector's sake in a row without a flip of it in
-/// between; after that it stays stopped.
-const MAX_CONNECTOR_RETRIES: u32 = 5;
 
 type FrontConnector = Connector<PageBox<RingPage>, PageBox<EventFrame>>;
 
@@ -62,15 +54,6 @@ struct Buffer {
     attached: bool,
 }
 
-struct Flight {
-    id: u16,
-    fb_cookie: u64,
-    sent_ns: u64,
-    answered: bool,
-    shown: bool,
-    line: FlipLine,
-}
-
 /// One connector being driven.
 struct Output {
     config: ConnectorConfig,
@@ -83,8 +66,9 @@ struct Output {
     evt_ref: GrantRef,
     buffers: Vec<Buffer>,
     back: usize,
-    flight: Option<Flight>,
-    next_frame: u64,
+    /// The flip in flight, with the line to print once it is shown, and the
+    /// next frame.
+    flipper: Flipper<FlipLine>,
     flips: u32,
     /// Flip round trips of the last [`ROUND_TRIP_WINDOW`] flips, a ring
     /// allocated once so that long runs do not grow the heap.
@@ -92,50 +76,27 @@ struct Output {
     last_round_trip_us: u32,
     first_flip_ns: Option<u64>,
     last_flip_ns: u64,
-    failed: Option<String>,
-    /// The failure is this guest's own (out of memory): reconnecting to the
-    /// backend cannot cure it.
-    failed_for_good: bool,
-    /// When it failed.
-    failed_ns: u64,
-    /// Reconnections made for its sake since it last flipped.
-    retries: u32,
-    /// The id of a response that answered no request, seen while a flip was
-    /// in flight.
-    stray: Option<u16>,
+    /// Whether it works, and the reconnections made for its sake.
+    health: Health,
+}
+
+impl AsMut<Health> for Output {
+    fn as_mut(&mut self) -> &mut Health {
+        &mut self.health
+    }
 }
 
 impl Output {
     fn name(&self) -> String {
-        format!("conn={} ({})", self.config.index, self.config.unique_id)
+        recovery::connector_name(self.config.index, &self.config.unique_id)
     }
 
     fn fail(&mut self, reason: String) {
-        let next = if self.failed_for_good {
-            String::from("this connector stops")
-        } else if self.retries < MAX_CONNECTOR_RETRIES {
-            format!(
-                "this connector stops; retry {} of {MAX_CONNECTOR_RETRIES} in {} ms",
-                self.retries + 1,
-                RETRY_DELAY_NS / NS_PER_MS
-            )
-        } else {
-            format!("this connector stops ({MAX_CONNECTOR_RETRIES} retries without a flip)")
-        };
-        log::error!("display {}: {reason}; {next}", self.name());
-        self.failed = Some(reason);
-        self.failed_ns = time::now_ns();
-    }
-
-    /// When a reconnection for this connector's sake is due, if one is.
-    fn retry_at(&self) -> Option<u64> {
-        (self.failed.is_some() && !self.failed_for_good && self.retries < MAX_CONNECTOR_RETRIES)
-            .then_some(self.failed_ns + RETRY_DELAY_NS)
+        log::error!("{}", self.health.fail(reason, time::now_ns()));
     }
 
     fn fail_for_good(&mut self, reason: String) {
-        self.failed_for_good = true;
-        self.fail(reason);
+        log::error!("{}", self.health.fail_for_good(reason, time::now_ns()));
     }
 
     fn fail_setup(&mut self, error: SetupError) {
@@ -322,9 +283,9 @@ fn run_device(id: &str, spec: &SceneSpec, depths: &[u32]) -> Option<ShutdownReas
             Ok(mut device) => {
                 let end = device.show(spec);
                 for (slot, output) in progress.iter_mut().zip(&device.outputs) {
-                    slot.next_frame = output.next_frame;
+                    slot.next_frame = output.flipper.next_frame();
                     slot.flips = output.flips;
-                    slot.retries = output.retries;
+                    slot.retries = output.health.retries();
                 }
                 device.teardown();
                 end
@@ -581,9 +542,9 @@ impl Device {
             let mut output = Self::open_output(&config, connector.clone())?;
             output.bpp = depths.get(index).or(depths.last()).copied().unwrap_or(32);
             if let Some(done) = progress.get(index) {
-                output.next_frame = done.next_frame;
+                output.flipper = Flipper::new(done.next_frame);
                 output.flips = done.flips;
-                output.retries = done.retries;
+                output.health = Health::new(output.name(), done.retries);
             }
             self.outputs.push(output);
         }
@@ -624,6 +585,7 @@ impl Device {
             evtchn::unmask(&Xen, port)
                 .map_err(|error| format!("EVTCHNOP_unmask({port}): {error}"))?;
         }
+        let name = recovery::connector_name(config.index, &config.unique_id);
         Ok(Output {
             config,
             bpp: 32,
@@ -634,18 +596,13 @@ impl Device {
             evt_ref,
             buffers: Vec::new(),
             back: 0,
-            flight: None,
-            next_frame: 0,
+            flipper: Flipper::new(0),
             flips: 0,
             round_trips_us: Vec::with_capacity(ROUND_TRIP_WINDOW),
             last_round_trip_us: 0,
             first_flip_ns: None,
             last_flip_ns: 0,
-            failed: None,
-            failed_for_good: false,
-            failed_ns: 0,
-            retries: 0,
-            stray: None,
+            health: Health::new(name, 0),
         })
     }
 
@@ -739,11 +696,13 @@ impl Device {
         for index in 0..self.outputs.len() {
             let mut frame = None;
             match self.send_buffer(index) {
-                Ok(sent) if self.outputs[index].failed.is_some() => set_up.pending.extend(sent),
+                Ok(sent) if self.outputs[index].health.failed().is_some() => {
+                    set_up.pending.extend(sent)
+                }
                 Ok(sent) => {
                     set_up.pending.extend(sent);
                     frame = self.render(index, spec);
-                    if index == 0 && self.outputs[0].failed.is_none() {
+                    if index == 0 && self.outputs[0].health.failed().is_none() {
                         set_up.pending.extend(self.send_set_config(0));
                         self.flip_first(0, frame.take());
                     }
@@ -762,14 +721,14 @@ impl Device {
         let mut pending = Vec::new();
         for (index, frame) in set_up.frames.into_iter().enumerate() {
             // Connector 0's went with its buffer.
-            if index > 0 && self.outputs[index].failed.is_none() {
+            if index > 0 && self.outputs[index].health.failed().is_none() {
                 pending.extend(self.send_set_config(index));
             }
             self.flip_first(index, frame);
         }
         self.await_answers(pending);
         for output in &self.outputs {
-            if output.failed.is_none() {
+            if output.health.failed().is_none() {
                 let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
                 crate::println!(
                     "display: {} {width}x{height} {bpp} bpp ready, buffers of {} KiB",
@@ -787,10 +746,8 @@ impl Device {
         let Some(frame) = frame else {
             return;
         };
-        if self.outputs[index].failed.is_none() {
+        if self.outputs[index].health.failed().is_none() {
             self.send_flip(index, frame);
-        } else {
-            self.outputs[index].next_frame -= 1;
         }
     }
 
@@ -877,7 +834,7 @@ impl Device {
                     (Ok(_), Mark::Attached(buffer)) => output.buffers[buffer].attached = true,
                     (Ok(_), Mark::Nothing) => {}
                     (Err(error), _) => {
-                        if output.failed.is_none() {
+                        if output.health.failed().is_none() {
                             output.fail(format!("{error}"));
                         }
                     }
@@ -993,37 +950,10 @@ impl Device {
             // once its delay is over, reconnect the device (its ring indexes
             // and the buffers on connector 0's ring are only sound to reset
             // with the backend's part, which a reconnection does).
-            let now = time::now_ns();
-            let due = self
-                .outputs
-                .iter()
-                .position(|output| output.retry_at().is_some_and(|at| now >= at));
-            if let Some(index) = due {
-                let output = &mut self.outputs[index];
-                output.retries += 1;
-                break ShowEnd::Lost(format!(
-                    "{} failed ({}); reconnecting the device to recover it (retry {} of {MAX_CONNECTOR_RETRIES})",
-                    output.name(),
-                    output.failed.as_deref().unwrap_or_default(),
-                    output.retries
-                ));
-            }
-            busy |= self
-                .outputs
-                .iter()
-                .any(|output| output.retry_at().is_some());
-            if !busy {
-                let failed: Vec<&str> = self
-                    .outputs
-                    .iter()
-                    .filter_map(|output| output.failed.as_deref())
-                    .collect();
-                let curable = self.outputs.iter().any(|output| !output.failed_for_good);
-                break if !failed.is_empty() && failed.len() == self.outputs.len() && curable {
-                    ShowEnd::Lost(format!("every connector failed ({})", failed.join("; ")))
-                } else {
-                    ShowEnd::Finished
-                };
+            match recovery::decide(&mut self.outputs, busy, time::now_ns()) {
+                Verdict::Continue => {}
+                Verdict::Reconnect(reason) => break ShowEnd::Lost(reason),
+                Verdict::Finished => break ShowEnd::Finished,
             }
             self.wait_for_activity();
         };
@@ -1035,55 +965,30 @@ impl Device {
 
     /// Whether the backend left the connection, and how.
     fn backend_gone(&self) -> Option<String> {
-        let node = format!("{}/state", self.config.backend);
-        match store::with(|client| xenbus::read_state(client, &node)) {
-            Some(Ok(XenbusState::Connected)) | None => None,
-            Some(Ok(state)) => Some(format!("the backend went to {state}")),
-            Some(Err(error)) => Some(format!("the backend's state is unreadable: {error}")),
-        }
+        store::with(|client| config::backend_gone(client, &self.config)).flatten()
     }
 
     /// Advances one connector; returns whether it still has work.
     fn step(&mut self, index: usize, spec: &SceneSpec) -> bool {
         let output = &mut self.outputs[index];
-        if output.failed.is_some() {
+        if output.health.failed().is_some() {
             return false;
-        }
-        if let Err(error) = output.connector.pump() {
-            output.fail(format!("{error}"));
-            return false;
-        }
-        for id in output.connector.take_stray() {
-            log::warn!(
-                "display {}: response id {id} answers no request; dropped",
-                output.name()
-            );
-            output.stray = Some(id);
         }
         let now = time::now_ns();
-        if let Some(mut flight) = output.flight.take() {
-            if let Some(result) = output.connector.take_response(flight.id) {
-                match result {
-                    Ok(_) => flight.answered = true,
-                    Err(error) => {
-                        output.fail(format!("{error}"));
-                        return false;
-                    }
-                }
+        match output
+            .flipper
+            .poll(&mut output.connector, output.health.name(), now)
+        {
+            FlipPoll::Failed(reason) => {
+                output.fail(reason);
+                return false;
             }
-            while let Some(Event::PageFlip { fb_cookie }) = output.connector.take_event() {
-                if fb_cookie == flight.fb_cookie {
-                    flight.shown = true;
-                } else {
-                    log::warn!(
-                        "display {}: EVT_PG_FLIP for framebuffer {fb_cookie:#x}, expected {:#x}; ignored",
-                        output.name(),
-                        flight.fb_cookie
-                    );
-                }
-            }
-            if flight.answered && flight.shown {
-                let round_trip_us = ((now - flight.sent_ns) / 1000) as u32;
+            FlipPoll::Pending => return true,
+            FlipPoll::Done {
+                tag: line,
+                round_trip_ns,
+            } => {
+                let round_trip_us = (round_trip_ns / 1000) as u32;
                 if output.round_trips_us.len() < ROUND_TRIP_WINDOW {
                     output.round_trips_us.push(round_trip_us);
                 } else {
@@ -1092,43 +997,22 @@ impl Device {
                 }
                 output.last_round_trip_us = round_trip_us;
                 output.flips += 1;
-                output.retries = 0;
+                output.health.flipped();
                 output.first_flip_ns.get_or_insert(now);
                 output.last_flip_ns = now;
-                if flight.line.seq % u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed)) == 0
-                    || output.next_frame == spec.total_frames()
+                if line.seq % u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed)) == 0
+                    || output.flipper.next_frame() == spec.total_frames()
                 {
-                    crate::println!("{}", flight.line);
+                    crate::println!("{line}");
                 }
                 output.back ^= 1;
-            } else if now - flight.sent_ns > FLIP_TIMEOUT_NS {
-                output.connector.abandon(flight.id);
-                let response = match (flight.answered, output.stray) {
-                    (true, _) => String::from("received"),
-                    (false, Some(stray)) => format!(
-                        "missing: a response with the wrong id {stray} came instead of id {}",
-                        flight.id
-                    ),
-                    (false, None) => String::from("missing: the backend never answered"),
-                };
-                output.fail(format!(
-                    "PG_FLIP not completed within {} ms (response {response}, EVT_PG_FLIP {})",
-                    FLIP_TIMEOUT_NS / NS_PER_MS,
-                    if flight.shown { "received" } else { "missing" }
-                ));
-                return false;
-            } else {
-                output.flight = Some(flight);
-                return true;
             }
-        } else {
-            // Events that arrive with nothing in flight have nothing to complete.
-            while output.connector.take_event().is_some() {}
+            FlipPoll::Idle => {}
         }
         match self.render(index, spec) {
             Some(frame) => {
                 self.send_flip(index, frame);
-                self.outputs[index].failed.is_none()
+                self.outputs[index].health.failed().is_none()
             }
             None => false,
         }
@@ -1139,20 +1023,19 @@ impl Device {
     /// shown or the output failed.
     fn render(&mut self, index: usize, spec: &SceneSpec) -> Option<Drawn> {
         let output = &self.outputs[index];
-        let (scene, frame) = spec.frame_at(output.next_frame)?;
+        let (scene, frame) = spec.frame_at(output.flipper.next_frame())?;
         if output.back >= output.buffers.len() {
             // The second buffer, once the first frame is shown.
             match self.send_buffer(index) {
                 Ok(sent) => self.await_answers(sent),
                 Err(error) => self.outputs[index].fail_setup(error),
             }
-            if self.outputs[index].failed.is_some() {
+            if self.outputs[index].health.failed().is_some() {
                 return None;
             }
         }
         let start = self.start_ns;
         let output = &mut self.outputs[index];
-        output.next_frame += 1;
         let status = Status {
             uptime_ms: time::now_ns().saturating_sub(start) / NS_PER_MS,
             flips: u64::from(output.flips),
@@ -1207,24 +1090,15 @@ impl Device {
         let output = &mut self.outputs[index];
         let fb_cookie = drawn.fb_cookie;
         match output
-            .connector
-            .send(&Request::PageFlip { fb_cookie }, time::now_ns())
+            .flipper
+            .send(&mut output.connector, fb_cookie, time::now_ns(), drawn.line)
         {
-            Ok((id, notify)) => {
+            Ok(notify) => {
                 if notify {
                     services::notify(output.req_port);
                 }
-                output.stray = None;
-                output.flight = Some(Flight {
-                    id,
-                    fb_cookie,
-                    sent_ns: time::now_ns(),
-                    answered: false,
-                    shown: false,
-                    line: drawn.line,
-                });
             }
-            Err(error) => output.fail(format!("PG_FLIP: {error}")),
+            Err(reason) => output.fail(reason),
         }
     }
 
@@ -1255,7 +1129,7 @@ impl Device {
         let mut ports: Vec<u32> = self
             .outputs
             .iter()
-            .filter(|output| output.failed.is_none())
+            .filter(|output| output.health.failed().is_none())
             .flat_map(|output| [output.req_port, output.evt_port])
             .collect();
         let store_port = store::port();
@@ -1263,13 +1137,12 @@ impl Device {
         let deadline = self
             .outputs
             .iter()
-            .filter_map(|output| {
-                output
-                    .flight
-                    .as_ref()
-                    .map(|flight| flight.sent_ns + FLIP_TIMEOUT_NS + 1)
-            })
-            .chain(self.outputs.iter().filter_map(Output::retry_at))
+            .filter_map(|output| output.flipper.deadline())
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter_map(|output| output.health.retry_at()),
+            )
             .min()
             .unwrap_or(time::now_ns() + 1_000 * NS_PER_MS);
         time::wait_until(deadline, || ports.iter().any(|&port| events.is_fired(port)));
@@ -1351,44 +1224,29 @@ impl Device {
         // Undo on the rings only while the backend is there to answer, in two
         // batches (one round trip each): switch the connectors off, then
         // detach and destroy the buffers on connector 0's ring, in order.
+        let working: Vec<bool> = self
+            .outputs
+            .iter()
+            .map(|output| output.health.failed().is_none())
+            .collect();
+        let buffers: Vec<BufferObjects> = self
+            .outputs
+            .iter()
+            .flat_map(|output| &output.buffers)
+            .map(|buffer| BufferObjects {
+                dbuf_cookie: buffer.dbuf_cookie,
+                fb_cookie: buffer.fb_cookie,
+                created: buffer.created,
+                attached: buffer.attached,
+            })
+            .collect();
+        let (disable, release) = recovery::teardown_batches(&working, &buffers);
         let mut responsive = self.connected && self.backend_gone().is_none();
         if responsive {
-            let disable = Request::DISABLE;
-            let batch: Vec<(usize, Request)> = (0..self.outputs.len())
-                .filter(|&index| self.outputs[index].failed.is_none())
-                .map(|index| (index, disable))
-                .collect();
-            responsive = self.send_batch(&batch, TEARDOWN_TIMEOUT_NS);
+            responsive = self.send_batch(&disable, TEARDOWN_TIMEOUT_NS);
         }
-        // DBUF_* and FB_* travel on connector 0's ring only.
-        if responsive
-            && self
-                .outputs
-                .first()
-                .is_some_and(|output| output.failed.is_none())
-        {
-            let buffers = self.outputs.iter().flat_map(|output| &output.buffers);
-            let detach = buffers
-                .clone()
-                .filter(|buffer| buffer.attached)
-                .map(|buffer| {
-                    (
-                        0,
-                        Request::FbDetach {
-                            fb_cookie: buffer.fb_cookie,
-                        },
-                    )
-                });
-            let destroy = buffers.filter(|buffer| buffer.created).map(|buffer| {
-                (
-                    0,
-                    Request::DbufDestroy {
-                        dbuf_cookie: buffer.dbuf_cookie,
-                    },
-                )
-            });
-            let batch: Vec<(usize, Request)> = detach.chain(destroy).collect();
-            self.send_batch(&batch, TEARDOWN_TIMEOUT_NS);
+        if responsive {
+            self.send_batch(&release, TEARDOWN_TIMEOUT_NS);
         }
         let config = self.config.clone();
         let closed = store_call("closing", |client| {
@@ -1561,7 +1419,7 @@ fn summarize(output: &Output) {
         fps_milli % 1000,
         percentile(&sorted, 50),
         percentile(&sorted, 99),
-        match &output.failed {
+        match output.health.failed() {
             Some(reason) => format!(" failed: {reason}"),
             None => String::new(),
         }
