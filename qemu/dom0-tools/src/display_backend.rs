@@ -18,7 +18,7 @@ use crate::frontend::{
     self, ConnectorConfig, DeviceKey, NodeReader, Scope, BACKEND_ROOT, VERSIONS,
 };
 use crate::grant_map::{Access, EventMapping, GrantMapper, RingMapping};
-use crate::lifecycle::{self, Action, Phase};
+use crate::lifecycle::{self, Action, OwnWrites, Phase};
 use crate::xenbus::{self, Xenbus};
 use drivers::framebuffer::{Layout, PixelFormat};
 use drivers::xen::displif::{
@@ -191,6 +191,8 @@ pub struct Backend {
     writer: Option<FrameWriter>,
     summary: Summary,
     fault: Option<FaultState>,
+    /// Watch events of this backend's own writes, to be dropped.
+    own_writes: OwnWrites,
     /// A `state-back` fault due on this device once its ring was served.
     state_back: Option<DeviceKey>,
 }
@@ -215,6 +217,7 @@ impl Backend {
             summary: Summary::default(),
             fault: options.fault.map(FaultState::new),
             state_back: None,
+            own_writes: OwnWrites::default(),
         })
     }
 
@@ -241,21 +244,22 @@ impl Backend {
                 self.rescan();
                 rescan_at = std::time::Instant::now() + RESCAN_INTERVAL;
             }
-            self.handle_watch_events();
             let timeout = if self.store.has_events() {
                 Duration::ZERO
             } else {
                 POLL_INTERVAL
             };
             let (store_ready, ports_ready) = self.poll(timeout)?;
+            // Rings first: a frontend's requests do not wait behind a look at the devices.
+            if ports_ready {
+                self.service_fired_ports()?;
+            }
             if store_ready {
                 self.store
                     .receive_events(Duration::ZERO)
                     .map_err(|error| error.to_string())?;
             }
-            if ports_ready {
-                self.service_fired_ports()?;
-            }
+            self.handle_watch_events();
         }
         Ok(())
     }
@@ -293,7 +297,11 @@ impl Backend {
     fn handle_watch_events(&mut self) {
         let mut keys = BTreeSet::new();
         let mut everything = false;
+        let now = std::time::Instant::now();
         while let Some(event) = self.store.take_event() {
+            if event.token == BACKEND_TOKEN && self.own_writes.is_echo(&event.path, now) {
+                continue;
+            }
             if event.token == BACKEND_TOKEN {
                 match frontend::scope_of(&event.path) {
                     Scope::Everything => everything = true,
@@ -429,6 +437,9 @@ impl Backend {
                         for index in 0..connectors {
                             self.service(key, index);
                         }
+                        // The frontend's next step (ring requests, its Connected) needs no
+                        // second look now: a change of its state comes as a watch event.
+                        return Ok(());
                     }
                     Err(error) => {
                         eprintln!("vdispl-backend: {key}: cannot connect: {error}");
@@ -501,13 +512,15 @@ impl Backend {
     /// Writes a node of the backend directory, unless the toolstack removed the directory.
     fn write_guarded(&mut self, key: DeviceKey, node: &str, value: &str) -> Result<bool, String> {
         let backend = key.backend_path();
-        self.store
-            .write_if_exists(
-                &format!("{backend}/state"),
-                &format!("{backend}/{node}"),
-                value,
-            )
-            .map_err(|error| error.to_string())
+        let path = format!("{backend}/{node}");
+        let written = self
+            .store
+            .write_if_exists(&format!("{backend}/state"), &path, value)
+            .map_err(|error| error.to_string())?;
+        if written {
+            self.own_writes.wrote(&path, std::time::Instant::now());
+        }
+        Ok(written)
     }
 
     fn set_state(&mut self, key: DeviceKey, state: XenbusState) -> Result<(), String> {

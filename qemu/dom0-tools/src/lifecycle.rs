@@ -11,6 +11,7 @@
 //! Initialising after Closed (a reconnect) finds the backend at InitWait again.
 
 use drivers::xen::xenbus::XenbusState;
+use std::time::{Duration, Instant};
 
 /// Where this backend is with a device (what it last wrote as its state).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,10 +87,69 @@ pub fn decide(
     }
 }
 
+/// How long a write of this backend's own waits for its watch event before it is forgotten.
+pub const OWN_WRITE_TTL: Duration = Duration::from_secs(1);
+
+/// The watch events this backend causes itself. It watches the whole backend tree to learn of
+/// new devices and of what the toolstack writes, so every node it writes (`state`,
+/// `versions`) comes back as an event that says nothing new, and looking at the device again
+/// for it costs several xenstore round trips while a frontend may be waiting on its ring.
+/// xenstored sends one event per write and watch: each write is counted here and one event of
+/// its path is dropped. A count its event has not met within [`OWN_WRITE_TTL`] is forgotten,
+/// so a lost event cannot hide a later write of someone else for long (and the backend looks
+/// at every device every 2 s anyway).
+#[derive(Debug, Default)]
+pub struct OwnWrites {
+    pending: Vec<(String, Instant)>,
+}
+
+impl OwnWrites {
+    /// This backend wrote `path` at `now`.
+    pub fn wrote(&mut self, path: &str, now: Instant) {
+        self.forget_old(now);
+        self.pending.push((path.to_string(), now));
+    }
+
+    /// Whether an event for `path` arriving at `now` is the echo of a write of this backend;
+    /// if so it is counted off.
+    pub fn is_echo(&mut self, path: &str, now: Instant) -> bool {
+        self.forget_old(now);
+        match self.pending.iter().position(|(written, _)| written == path) {
+            Some(index) => {
+                self.pending.remove(index);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        self.pending
+            .retain(|(_, at)| now.saturating_duration_since(*at) < OWN_WRITE_TTL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use XenbusState as S;
+
+    #[test]
+    fn each_own_write_hides_one_event_of_its_path_for_a_while() {
+        let start = Instant::now();
+        let mut writes = OwnWrites::default();
+        let state = "/local/domain/0/backend/vdispl/1/0/state";
+        writes.wrote(state, start);
+        writes.wrote(state, start);
+        assert!(!writes.is_echo("/local/domain/0/backend/vdispl/1/0/online", start));
+        assert!(writes.is_echo(state, start));
+        assert!(writes.is_echo(state, start));
+        // A third event is someone else's write.
+        assert!(!writes.is_echo(state, start));
+        // An echo that never came does not hide a later event.
+        writes.wrote(state, start);
+        assert!(!writes.is_echo(state, start + OWN_WRITE_TTL));
+    }
 
     #[test]
     fn a_new_device_is_offered_and_connected_once_the_frontend_is_ready() {
