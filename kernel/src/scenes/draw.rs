@@ -359,8 +359,15 @@ mod tests {
             let mut small = MockDisplay::<Rgb888>::new();
             draw_text(&mut small, text, Point::zero(), &ascii::FONT_6X10, 1, color).unwrap();
             let mut large = MockDisplay::<Rgb888>::new();
-            let end = draw_text(&mut large, text, Point::new(1, 2), &ascii::FONT_6X10, 3, color)
-                .unwrap();
+            let end = draw_text(
+                &mut large,
+                text,
+                Point::new(1, 2),
+                &ascii::FONT_6X10,
+                3,
+                color,
+            )
+            .unwrap();
             assert_eq!(end, 1 + 3 * 12);
             for y in 0..64 {
                 for x in 0..64 {
