@@ -13,10 +13,14 @@
 //!   with the pattern, to a domain (itself included), a stand-in for the guest's side of that
 //!   test (`grant_offer`, `gntalloc`).
 //!
+//! - `vdispl-bench-time FILE TEXT TIMEOUT_MS -- COMMAND [ARG...]`: the milliseconds from
+//!   COMMAND's exit until TEXT appears in FILE, for `cargo xtask bench` (`bench_time`).
+//!
 //! They are built for aarch64-unknown-linux-musl, statically linked, by `cargo xtask build`, and
 //! installed into the Dom0 initramfs at `/usr/bin/`. Everything but the device access is plain
 //! logic tested on the host; wire formats shared with the guest come from the `drivers` crate.
 
+pub mod bench_time;
 pub mod capture;
 pub mod display_backend;
 pub mod evtchn;

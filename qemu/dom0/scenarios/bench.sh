@@ -20,38 +20,38 @@ PEER_DIR=/tmp/peer
 PEER_CONFIG=$PEER_DIR/linux-peer.cfg
 
 
-# wait_line FILE TEXT START_MS TIMEOUT_MS: poll FILE until it holds TEXT; sets ELAPSED_MS to
-# the time since START_MS. Fails on timeout.
-wait_line() {
-    local deadline now
-    deadline=$(($3 + $4))
-    while ! grep -q -F "$2" "$1" 2>/dev/null; do
-        now=$(uptime_ms)
-        if [ "$now" -ge "$deadline" ]; then
-            ELAPSED_MS=$((now - $3))
-            return 1
-        fi
-        sleep 0.01
-    done
-    ELAPSED_MS=$(($(uptime_ms) - $3))
+# time_create LOG TEXT TIMEOUT_MS CONFIG [OVERRIDE...]: xl create CONFIG (its output on stderr),
+# then wait until LOG holds TEXT; sets ELAPSED_MS to the milliseconds from xl create returning
+# to TEXT appearing (vdispl-bench-time: the clock starts as xl exits and LOG is read every
+# millisecond, by one process) and START_MS to Dom0's uptime when xl returned. Status: 0 found,
+# 1 timeout, 3 xl create failed, 2 other errors.
+time_create() {
+    local log=$1 text=$2 timeout=$3 status
+    shift 3
+    ELAPSED_MS=$(vdispl-bench-time "$log" "$text" "$timeout" -- xl create "$@")
+    status=$?
+    START_MS=$(($(uptime_ms) - ${ELAPSED_MS:-$timeout}))
+    return $status
 }
 
 # guest_run MEMORY BOOTARGS: one display guest; sets FIRST_MS (xl create returned to the first
 # flip acknowledged, empty if none). Leaves its console log in place.
 guest_run() {
-    local start
+    local status
     FIRST_MS=
     clear_console_logs
     say "xl create $GUEST_CONFIG memory=$1 extra=\"$2\""
-    if ! xl create "$GUEST_CONFIG" "memory=$1" "extra=\"$2\""; then
+    time_create "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "flip conn=0 seq=0" 120000 \
+        "$GUEST_CONFIG" "memory=$1" "extra=\"$2\""
+    status=$?
+    if [ "$status" -eq 3 ]; then
         say "bench: xl create failed (memory=$1)"
         return 1
     fi
-    start=$(uptime_ms)
-    if wait_line "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "flip conn=0 seq=0" "$start" 120000; then
+    if [ "$status" -eq 0 ]; then
         FIRST_MS=$ELAPSED_MS
     fi
-    wait_gone "$GUEST_NAME" "$start" 300000
+    wait_gone "$GUEST_NAME" "$START_MS" 300000
 }
 
 mount_frames || { say "bench: no share with the Linux peer"; exit 1; }
@@ -101,18 +101,22 @@ run=1
 while [ "$run" -le "$RUNS" ]; do
     rm -f "$CONSOLE_LOGS/guest-$PEER_NAME.log"
     say "xl create $PEER_CONFIG"
-    if xl create "$PEER_CONFIG"; then
-        start=$(uptime_ms)
-        if wait_line "$CONSOLE_LOGS/guest-$PEER_NAME.log" "vdispl-bench: linux /init" "$start" 120000; then
-            say "bench: linux init run=$run memory=$MEMORY ms=$ELAPSED_MS"
-        else
-            say "bench: linux init run=$run memory=$MEMORY failed"
-            show_log "$CONSOLE_LOGS/guest-$PEER_NAME.log" peer-console
-        fi
-        wait_gone "$PEER_NAME" "$start" 60000
-    else
+    time_create "$CONSOLE_LOGS/guest-$PEER_NAME.log" "vdispl-bench: linux /init" 120000 \
+        "$PEER_CONFIG"
+    case $? in
+    0)
+        say "bench: linux init run=$run memory=$MEMORY ms=$ELAPSED_MS"
+        wait_gone "$PEER_NAME" "$START_MS" 60000
+        ;;
+    3)
         say "bench: linux init run=$run memory=$MEMORY failed (xl create)"
-    fi
+        ;;
+    *)
+        say "bench: linux init run=$run memory=$MEMORY failed"
+        show_log "$CONSOLE_LOGS/guest-$PEER_NAME.log" peer-console
+        wait_gone "$PEER_NAME" "$START_MS" 60000
+        ;;
+    esac
     run=$((run + 1))
 done
 rm -f "$PEER_DIR/Image" "$PEER_DIR/initrd.cpio"
