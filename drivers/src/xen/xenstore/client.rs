@@ -1,6 +1,8 @@
 //! A blocking xenstore client over the shared ring (docs/misc/xenstore.txt).
 //!
-//! One request is in flight at a time. Replies are matched by `req_id`;
+//! One request is in flight at a time, except in a [`Client::batch`], which
+//! sends several before it waits (one round trip for all of them). Replies
+//! are matched by `req_id`;
 //! WATCH_EVENT messages (`req_id` 0) that arrive meanwhile are queued and run
 //! later by [`Client::dispatch_watches`], never lost. Every wait has a
 //! deadline. Anything xenstored sends that breaks the protocol is an
@@ -20,7 +22,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::ring::XenstoreInterface;
+use super::ring::{XenstoreInterface, XENSTORE_RING_SIZE};
 use super::wire::{
     self, EncodeError, Fault, Header, MessageType, Request, WatchEvent, XsdError, HEADER_SIZE,
 };
@@ -124,6 +126,56 @@ impl From<EncodeError> for Error {
         match error {
             EncodeError::PayloadTooLarge { len } => Error::PayloadTooLarge { len },
             EncodeError::NulInArgument => Error::NulInArgument,
+        }
+    }
+}
+
+/// One operation of a [`Client::batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchOp<'a> {
+    /// READ of a node.
+    Read(&'a str),
+    /// WRITE of a node and value.
+    Write(&'a str, &'a [u8]),
+    /// DIRECTORY of a node.
+    Directory(&'a str),
+}
+
+impl<'a> BatchOp<'a> {
+    fn request(self) -> Request<'a> {
+        match self {
+            BatchOp::Read(path) => Request::Read { path },
+            BatchOp::Write(path, value) => Request::Write { path, value },
+            BatchOp::Directory(path) => Request::Directory { path },
+        }
+    }
+}
+
+/// The reply to one operation of a [`Client::batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchReply {
+    /// A READ's value.
+    Value(Vec<u8>),
+    /// A WRITE was done.
+    Written,
+    /// A DIRECTORY's child names.
+    Names(Vec<String>),
+}
+
+impl BatchReply {
+    /// The value of a READ (`None` for the other kinds).
+    pub fn into_value(self) -> Option<Vec<u8>> {
+        match self {
+            BatchReply::Value(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The names of a DIRECTORY (`None` for the other kinds).
+    pub fn into_names(self) -> Option<Vec<String>> {
+        match self {
+            BatchReply::Names(names) => Some(names),
+            _ => None,
         }
     }
 }
@@ -274,6 +326,16 @@ impl<T: Transport> Client<T> {
     /// The leaf names of a node's children (DIRECTORY).
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         self.directory_in(0, path)
+    }
+
+    /// Runs `ops` as one batch: every request is sent before the first reply
+    /// is awaited, so the batch costs one round trip to xenstored rather
+    /// than one per operation (xenstored answers them in order; a batch
+    /// larger than the request ring goes in parts, one round trip each). The
+    /// results are in the order of `ops`, each what the single operation
+    /// would have returned: one failing does not stop the others.
+    pub fn batch(&mut self, ops: &[BatchOp<'_>]) -> Vec<Result<BatchReply, Error>> {
+        self.batch_in(0, ops)
     }
 
     /// The home path of a domain, `/local/domain/<domid>` (GET_DOMAIN_PATH).
@@ -459,22 +521,41 @@ impl<T: Transport> Client<T> {
         wire::decode_ok(&payload).map_err(|reason| Error::Malformed { reason })
     }
 
-    /// Sends `request` and returns the payload of its reply.
-    fn call(&mut self, tx_id: u32, request: &Request<'_>) -> Result<Vec<u8>, Error> {
-        self.check_usable()?;
-        let request_type = request.message_type();
+    fn batch_in(&mut self, tx_id: u32, ops: &[BatchOp<'_>]) -> Vec<Result<BatchReply, Error>> {
+        let requests: Vec<Request<'_>> = ops.iter().map(|op| op.request()).collect();
+        let payloads = self.call_many(tx_id, &requests);
+        ops.iter()
+            .zip(payloads)
+            .map(|(op, payload)| {
+                let payload = payload?;
+                let malformed = |reason| Error::Malformed { reason };
+                Ok(match op {
+                    BatchOp::Read(_) => BatchReply::Value(payload),
+                    BatchOp::Write(..) => {
+                        wire::decode_ok(&payload).map_err(malformed)?;
+                        BatchReply::Written
+                    }
+                    BatchOp::Directory(_) => {
+                        BatchReply::Names(wire::decode_directory(&payload).map_err(malformed)?)
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// A fresh request id (never 0, the id of watch events).
+    fn new_request_id(&mut self) -> u32 {
         let req_id = self.next_request_id;
         self.next_request_id = match req_id.wrapping_add(1) {
-            0 => 1, // 0 is the req_id of watch events
+            0 => 1,
             next => next,
         };
-        let message = request.encode(req_id, tx_id)?;
-        let deadline = self
-            .transport
-            .now_ns()
-            .saturating_add(self.request_timeout_ns);
-        self.send(&message, request_type, deadline)?;
-        let reply = self.await_reply(req_id, request_type, deadline)?;
+        req_id
+    }
+
+    /// The payload of `reply` to a request of type `request_type`, or the
+    /// error it carries.
+    fn reply_payload(reply: Message, request_type: MessageType) -> Result<Vec<u8>, Error> {
         match reply.msg_type {
             MessageType::Error => match wire::decode_error(&reply.payload) {
                 Ok(error) => Err(Error::Xenstore(error)),
@@ -488,6 +569,150 @@ impl<T: Transport> Client<T> {
                 },
             }),
         }
+    }
+
+    /// Sends `request` and returns the payload of its reply.
+    fn call(&mut self, tx_id: u32, request: &Request<'_>) -> Result<Vec<u8>, Error> {
+        self.check_usable()?;
+        let request_type = request.message_type();
+        let req_id = self.new_request_id();
+        let message = request.encode(req_id, tx_id)?;
+        let deadline = self
+            .transport
+            .now_ns()
+            .saturating_add(self.request_timeout_ns);
+        self.send(&message, request_type, deadline)?;
+        let reply = self.await_reply(req_id, request_type, deadline)?;
+        Self::reply_payload(reply, request_type)
+    }
+
+    /// Sends `requests` in parts that fit the request ring together (the
+    /// ring is empty between parts: every earlier request was answered), each
+    /// part's requests one after the other, then awaits the part's replies;
+    /// the payload or error of each request, in order.
+    fn call_many(&mut self, tx_id: u32, requests: &[Request<'_>]) -> Vec<Result<Vec<u8>, Error>> {
+        let mut results: Vec<Option<Result<Vec<u8>, Error>>> =
+            requests.iter().map(|_| None).collect();
+        let mut next = 0;
+        while next < requests.len() {
+            if let Err(error) = self.check_usable() {
+                for slot in &mut results[next..] {
+                    *slot = Some(Err(error.clone()));
+                }
+                break;
+            }
+            let deadline = self
+                .transport
+                .now_ns()
+                .saturating_add(self.request_timeout_ns);
+            let mut part = Vec::new();
+            let mut bytes = 0;
+            while next < requests.len() {
+                let request = &requests[next];
+                let request_type = request.message_type();
+                let req_id = self.new_request_id();
+                let message = match request.encode(req_id, tx_id) {
+                    Ok(message) => message,
+                    Err(error) => {
+                        results[next] = Some(Err(error.into()));
+                        next += 1;
+                        continue;
+                    }
+                };
+                if !part.is_empty() && bytes + message.len() > XENSTORE_RING_SIZE {
+                    break;
+                }
+                bytes += message.len();
+                let sent = self.send(&message, request_type, deadline);
+                let failed = sent.is_err();
+                match sent {
+                    Ok(()) => part.push((next, req_id, request_type)),
+                    Err(error) => results[next] = Some(Err(error)),
+                }
+                next += 1;
+                if failed {
+                    break;
+                }
+            }
+            for (index, result) in self.await_replies(part, deadline) {
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or(Err(Error::Broken {
+                    reason: Fault::RequestCutShort,
+                }))
+            })
+            .collect()
+    }
+
+    /// Waits for the replies to `waiting` (index in the batch, request id,
+    /// request type), queueing watch events meanwhile; each request's result
+    /// by its index.
+    fn await_replies(
+        &mut self,
+        mut waiting: Vec<(usize, u32, MessageType)>,
+        deadline: u64,
+    ) -> Vec<(usize, Result<Vec<u8>, Error>)> {
+        let mut done = Vec::new();
+        while !waiting.is_empty() {
+            match self.next_message() {
+                Ok(Some(message)) => {
+                    let got = message.header.req_id;
+                    if message.msg_type == MessageType::WatchEvent {
+                        self.queue_event(&message);
+                    } else if let Some(position) = waiting.iter().position(|w| w.1 == got) {
+                        let (index, _, request_type) = waiting.remove(position);
+                        done.push((index, Self::reply_payload(message, request_type)));
+                    } else if !self.drop_abandoned(got) {
+                        // Not a reply to the batch: the oldest request still
+                        // waiting is given up (its reply, if it comes, is
+                        // dropped), as a single call does.
+                        let (index, req_id, _) = waiting.remove(0);
+                        self.abandon(req_id);
+                        done.push((
+                            index,
+                            Err(Error::Malformed {
+                                reason: Fault::UnexpectedRequestId {
+                                    expected: Some(req_id),
+                                    got,
+                                },
+                            }),
+                        ));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    done.extend(
+                        waiting
+                            .drain(..)
+                            .map(|(index, ..)| (index, Err(error.clone()))),
+                    );
+                    break;
+                }
+            }
+            // xenstored may have given the ring up instead of answering.
+            if let Err(error) = self.check_usable() {
+                done.extend(
+                    waiting
+                        .drain(..)
+                        .map(|(index, ..)| (index, Err(error.clone()))),
+                );
+                break;
+            }
+            if self.transport.now_ns() >= deadline {
+                for (index, req_id, request_type) in waiting.drain(..) {
+                    self.abandon(req_id);
+                    done.push((index, Err(self.timeout(request_type))));
+                }
+                break;
+            }
+            self.transport.wait(deadline);
+        }
+        done
     }
 
     /// Fails if the connection was given up, or xenstored reports it gone.
@@ -739,5 +964,10 @@ impl<T: Transport> Transaction<'_, T> {
     /// [`Client::directory`] inside the transaction.
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         self.client.directory_in(self.id.0, path)
+    }
+
+    /// [`Client::batch`] inside the transaction.
+    pub fn batch(&mut self, ops: &[BatchOp<'_>]) -> Vec<Result<BatchReply, Error>> {
+        self.client.batch_in(self.id.0, ops)
     }
 }

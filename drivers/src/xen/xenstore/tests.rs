@@ -747,3 +747,171 @@ fn a_request_consumer_past_the_producer_breaks_the_connection() {
     );
     assert!(matches!(client.read("/k"), Err(Error::Broken { .. })));
 }
+
+#[test]
+fn a_batch_gives_each_operation_its_result_in_one_round_trip() {
+    use super::client::{BatchOp, BatchReply};
+    const DELAY: u64 = 1_000_000;
+    let mut client = client();
+    client.write("/d/a", b"1").unwrap();
+    client.transport_mut().faults.reply_delay_ns = DELAY;
+    // One by one: a round trip each.
+    let start = client.now_ns();
+    assert_eq!(client.read("/d/a").unwrap(), b"1");
+    client.write("/d/b", b"2").unwrap();
+    assert_eq!(client.directory("/d").unwrap(), vec!["a", "b"]);
+    assert!(client.now_ns() - start >= 3 * DELAY);
+    // As a batch: one round trip for all, each result in order, a failing
+    // operation (the missing node) not stopping the others.
+    let start = client.now_ns();
+    let results = client.batch(&[
+        BatchOp::Read("/d/a"),
+        BatchOp::Write("/d/c", b"3"),
+        BatchOp::Read("/d/missing"),
+        BatchOp::Directory("/d"),
+        BatchOp::Read("/d/c"),
+    ]);
+    let took = client.now_ns() - start;
+    assert!(took < 2 * DELAY, "{took} ns");
+    assert_eq!(
+        results,
+        vec![
+            Ok(BatchReply::Value(b"1".to_vec())),
+            Ok(BatchReply::Written),
+            Err(Error::Xenstore(XsdError::NoEntry)),
+            Ok(BatchReply::Names(vec![
+                "a".to_string(),
+                "b".to_string(),
+                "c".to_string()
+            ])),
+            Ok(BatchReply::Value(b"3".to_vec())),
+        ]
+    );
+    assert_eq!(
+        request_types(&client)[4..],
+        [
+            MessageType::Read,
+            MessageType::Write,
+            MessageType::Read,
+            MessageType::Directory,
+            MessageType::Read
+        ]
+    );
+    let reply = results[0].clone().unwrap();
+    assert_eq!(reply.clone().into_value(), Some(b"1".to_vec()));
+    assert_eq!(reply.into_names(), None);
+    assert!(client.broken().is_none());
+    assert_eq!(client.batch(&[]), vec![]);
+}
+
+#[test]
+fn a_batch_larger_than_the_ring_goes_in_parts() {
+    use super::client::{BatchOp, BatchReply};
+    let mut client = client();
+    let value = [b'x'; 300];
+    let paths: Vec<String> = (0..12).map(|n| std::format!("/big/{n}")).collect();
+    let writes: Vec<BatchOp<'_>> = paths
+        .iter()
+        .map(|path| BatchOp::Write(path, &value))
+        .collect();
+    let results = client.batch(&writes);
+    assert!(results.iter().all(|r| *r == Ok(BatchReply::Written)));
+    for path in &paths {
+        assert_eq!(client.read(path).unwrap(), value);
+    }
+    // One request too large to send fails alone.
+    let huge = vec![b'y'; XENSTORE_PAYLOAD_MAX + 1];
+    let results = client.batch(&[BatchOp::Write("/big/0", &huge), BatchOp::Read("/big/1")]);
+    assert!(matches!(results[0], Err(Error::PayloadTooLarge { .. })));
+    assert_eq!(results[1], Ok(BatchReply::Value(value.to_vec())));
+}
+
+#[test]
+fn a_batch_inside_a_transaction_commits_with_it() {
+    use super::client::{BatchOp, BatchReply};
+    let mut client = client();
+    let results = client
+        .transaction(|tx| {
+            let results = tx.batch(&[BatchOp::Write("/t/a", b"1"), BatchOp::Write("/t/b", b"2")]);
+            assert!(tx.read("/t/a").is_ok(), "visible inside");
+            Ok(results)
+        })
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Ok(BatchReply::Written), Ok(BatchReply::Written)]
+    );
+    assert_eq!(client.read("/t/b").unwrap(), b"2");
+    assert_eq!(client.transport().open_transactions(), 0);
+    let tx_ids: Vec<u32> = client
+        .transport()
+        .requests()
+        .iter()
+        .filter(|(header, _)| header.msg_type == MessageType::Write as u32)
+        .map(|(header, _)| header.tx_id)
+        .collect();
+    assert!(tx_ids.len() == 2 && tx_ids.iter().all(|&id| id != 0));
+}
+
+#[test]
+fn a_batch_that_gets_no_replies_times_out_whole_and_late_replies_are_dropped() {
+    use super::client::{BatchOp, BatchReply};
+    let mut client = client();
+    client.write("/k", b"v").unwrap();
+    client.transport_mut().faults.reply_delay_ns = 6_000_000_000;
+    let results = client.batch(&[BatchOp::Read("/k"), BatchOp::Write("/k", b"w")]);
+    assert_eq!(
+        results,
+        vec![
+            Err(Error::Timeout {
+                request: MessageType::Read,
+                waited_ms: 5000
+            }),
+            Err(Error::Timeout {
+                request: MessageType::Write,
+                waited_ms: 5000
+            }),
+        ]
+    );
+    // The late replies arrive and are dropped; the connection goes on.
+    client.transport_mut().faults.reply_delay_ns = 0;
+    let deadline = client.now_ns() + 2_000_000_000;
+    client.transport_mut().wait(deadline);
+    assert_eq!(client.poll(), Ok(0));
+    assert_eq!(
+        client.batch(&[BatchOp::Read("/k")]),
+        vec![Ok(BatchReply::Value(b"w".to_vec()))]
+    );
+    assert!(client.broken().is_none());
+}
+
+#[test]
+fn watch_events_during_a_batch_are_queued_and_a_stray_reply_fails_one_operation() {
+    use super::client::{BatchOp, BatchReply};
+    let mut client = client();
+    client.transport_mut().faults.events_before_reply = true;
+    let (seen, callback) = recorder();
+    let _handle = client.watch("/w", callback).unwrap();
+    let results = client.batch(&[BatchOp::Write("/w/a", b"1"), BatchOp::Write("/w/b", b"2")]);
+    assert_eq!(
+        results,
+        vec![Ok(BatchReply::Written), Ok(BatchReply::Written)]
+    );
+    client.poll().unwrap();
+    client.dispatch_watches();
+    assert_eq!(taken(&seen), vec!["/w", "/w/a", "/w/b"]);
+    // A reply with a request id nobody sent: the oldest operation waiting
+    // fails, the other still gets its reply.
+    client
+        .transport_mut()
+        .corrupt_next_reply(Corruption::RequestId(9999));
+    let results = client.batch(&[BatchOp::Read("/w/a"), BatchOp::Read("/w/b")]);
+    assert!(matches!(
+        results[0],
+        Err(Error::Malformed {
+            reason: Fault::UnexpectedRequestId { got: 9999, .. }
+        })
+    ));
+    assert_eq!(results[1], Ok(BatchReply::Value(b"2".to_vec())));
+    assert!(client.broken().is_none());
+}
