@@ -5,7 +5,7 @@
 use super::store;
 use core::sync::atomic::{AtomicBool, Ordering};
 use drivers::xen::hypercall::ShutdownReason;
-use drivers::xen::xenstore::client::Error;
+use drivers::xen::xenstore::client::{BatchOp, Error};
 
 static CHANGED: AtomicBool = AtomicBool::new(false);
 
@@ -14,8 +14,12 @@ const SHUTDOWN_NODE: &str = "control/shutdown";
 /// Announces the features and watches `control/shutdown`.
 pub fn init() -> Result<(), Error> {
     store::with(|store| {
-        for feature in ["control/feature-poweroff", "control/feature-reboot"] {
-            store.write(feature, b"1")?;
+        let features = [
+            BatchOp::Write("control/feature-poweroff", b"1"),
+            BatchOp::Write("control/feature-reboot", b"1"),
+        ];
+        for written in store.batch(&features) {
+            written?;
         }
         store
             .watch(

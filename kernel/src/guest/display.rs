@@ -560,8 +560,13 @@ impl Device {
             .collect();
         let version = self.version;
         store_call("publishing the connectors", |client| {
-            config::publish(client, &config, version, &transports)?;
-            config::set_state(client, &config, XenbusState::Initialised)
+            config::publish_with_state(
+                client,
+                &config,
+                version,
+                &transports,
+                XenbusState::Initialised,
+            )
         })?;
         let watch = self.backend_watch.as_ref().ok_or_else(no_watch)?;
         handshake_wait("waiting for the backend to connect", watch, |state| {

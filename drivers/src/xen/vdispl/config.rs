@@ -6,10 +6,11 @@ use super::{VdisplError, MAX_CONNECTORS};
 use crate::xen::displif::{field, negotiate_version, parse_resolution};
 use crate::xen::gnttab::GrantRef;
 use crate::xen::xenbus::{self, XenbusState};
-use crate::xen::xenstore::client::{Client, Error as StoreError, Transport};
-use crate::xen::xenstore::wire::XsdError;
+use crate::xen::xenstore::client::{BatchOp, BatchReply, Client, Error as StoreError, Transport};
+use crate::xen::xenstore::wire::{Fault, XsdError};
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// Where the frontend's devices are listed (relative to the domain's home).
@@ -63,10 +64,6 @@ fn store_error(node: &str) -> impl FnOnce(StoreError) -> VdisplError + '_ {
     }
 }
 
-fn read<T: Transport>(client: &mut Client<T>, node: &str) -> Result<String, VdisplError> {
-    client.read_string(node).map_err(store_error(node))
-}
-
 fn read_optional<T: Transport>(
     client: &mut Client<T>,
     node: &str,
@@ -91,15 +88,54 @@ pub fn enumerate<T: Transport>(client: &mut Client<T>) -> Result<Vec<String>, Vd
     Ok(ids)
 }
 
-/// Reads device `id`'s configuration: backend, `be-alloc` and connectors.
+/// What stands in for a batch result that is not there (a batch returns one
+/// per operation).
+const NO_REPLY: StoreError = StoreError::Broken {
+    reason: Fault::RequestCutShort,
+};
+
+/// A READ result from a batch: the value as text.
+fn batch_string(node: &str, result: Result<BatchReply, StoreError>) -> Result<String, VdisplError> {
+    let value = result
+        .map_err(store_error(node))?
+        .into_value()
+        .unwrap_or_default();
+    String::from_utf8(value).map_err(|_| store_error(node)(StoreError::NotUtf8))
+}
+
+/// A READ result from a batch of a node that may be missing.
+fn batch_optional(
+    node: &str,
+    result: Result<BatchReply, StoreError>,
+) -> Result<Option<String>, VdisplError> {
+    match result {
+        Err(StoreError::Xenstore(XsdError::NoEntry)) => Ok(None),
+        result => batch_string(node, result).map(Some),
+    }
+}
+
+/// Reads device `id`'s configuration: backend, `be-alloc` and connectors,
+/// in two batches (one xenstore round trip each): the device's nodes and
+/// its directory, then every connector's.
 pub fn read_device<T: Transport>(
     client: &mut Client<T>,
     id: &str,
 ) -> Result<DeviceConfig, VdisplError> {
     let path = format!("{DEVICES}/{id}");
-    let backend = read(client, &format!("{path}/backend"))?;
+    let backend_node = format!("{path}/backend");
     let backend_id_node = format!("{path}/backend-id");
-    let backend_id_value = read(client, &backend_id_node)?;
+    let be_alloc_node = format!("{path}/{}", field::BE_ALLOC);
+    let mut replies = client
+        .batch(&[
+            BatchOp::Read(&backend_node),
+            BatchOp::Read(&backend_id_node),
+            BatchOp::Read(&be_alloc_node),
+            BatchOp::Directory(&path),
+        ])
+        .into_iter();
+    let mut next = || replies.next().unwrap_or(Err(NO_REPLY));
+    let backend = batch_string(&backend_node, next())?;
+    let backend_id_value = batch_string(&backend_id_node, next())?;
     let backend_id = backend_id_value
         .trim()
         .parse()
@@ -107,11 +143,11 @@ pub fn read_device<T: Transport>(
             node: backend_id_node,
             value: backend_id_value.clone(),
         })?;
-    let be_alloc =
-        read_optional(client, &format!("{path}/{}", field::BE_ALLOC))?.as_deref() == Some("1");
-    let mut indexes: Vec<u32> = client
-        .directory(&path)
+    let be_alloc = batch_optional(&be_alloc_node, next())?.as_deref() == Some("1");
+    let mut indexes: Vec<u32> = next()
         .map_err(store_error(&path))?
+        .into_names()
+        .unwrap_or_default()
         .iter()
         .filter_map(|entry| entry.parse().ok())
         .collect();
@@ -123,14 +159,29 @@ pub fn read_device<T: Transport>(
         );
         indexes.truncate(MAX_CONNECTORS);
     }
+    let nodes: Vec<(String, String)> = indexes
+        .iter()
+        .map(|index| {
+            (
+                format!("{path}/{index}/{}", field::RESOLUTION),
+                format!("{path}/{index}/{}", field::UNIQUE_ID),
+            )
+        })
+        .collect();
+    let ops: Vec<BatchOp<'_>> = nodes
+        .iter()
+        .flat_map(|(resolution, unique_id)| [BatchOp::Read(resolution), BatchOp::Read(unique_id)])
+        .collect();
+    let mut replies = client.batch(&ops).into_iter();
     let mut connectors = Vec::new();
-    for index in indexes {
-        let node = format!("{path}/{index}/{}", field::RESOLUTION);
-        let value = read(client, &node)?;
-        let (width, height) =
-            parse_resolution(&value).ok_or(VdisplError::BadNode { node, value })?;
-        let unique_id = read_optional(client, &format!("{path}/{index}/{}", field::UNIQUE_ID))?
-            .unwrap_or_default();
+    for (index, (resolution_node, unique_id_node)) in indexes.into_iter().zip(nodes) {
+        let mut next = || replies.next().unwrap_or(Err(NO_REPLY));
+        let value = batch_string(&resolution_node, next())?;
+        let (width, height) = parse_resolution(&value).ok_or(VdisplError::BadNode {
+            node: resolution_node,
+            value,
+        })?;
+        let unique_id = batch_optional(&unique_id_node, next())?.unwrap_or_default();
         connectors.push(ConnectorConfig {
             index,
             width,
@@ -165,32 +216,62 @@ pub fn negotiate<T: Transport>(
 }
 
 /// Publishes `version` and every connector's ring references and event
-/// channels in one transaction (retried on EAGAIN).
+/// channels in one transaction (retried on EAGAIN), the writes in one batch.
 pub fn publish<T: Transport>(
     client: &mut Client<T>,
     device: &DeviceConfig,
     version: u32,
     transports: &[ConnectorTransport],
 ) -> Result<(), VdisplError> {
+    publish_nodes(client, device, version, transports, None)
+}
+
+/// [`publish`], and the frontend's state set to `state` in the same
+/// transaction: the backend sees the state and everything it needs
+/// together, in three round trips (start, the writes, commit).
+pub fn publish_with_state<T: Transport>(
+    client: &mut Client<T>,
+    device: &DeviceConfig,
+    version: u32,
+    transports: &[ConnectorTransport],
+    state: XenbusState,
+) -> Result<(), VdisplError> {
+    publish_nodes(client, device, version, transports, Some(state))
+}
+
+fn publish_nodes<T: Transport>(
+    client: &mut Client<T>,
+    device: &DeviceConfig,
+    version: u32,
+    transports: &[ConnectorTransport],
+    state: Option<XenbusState>,
+) -> Result<(), VdisplError> {
     let path = device.path.clone();
+    let mut nodes = vec![(format!("{path}/{}", field::FE_VERSION), version.to_string())];
+    for (connector, transport) in device.connectors.iter().zip(transports) {
+        let base = format!("{path}/{}", connector.index);
+        for (name, value) in [
+            (field::REQ_RING_REF, transport.req_ring_ref),
+            (field::REQ_CHANNEL, transport.req_port),
+            (field::EVT_RING_REF, transport.evt_ring_ref),
+            (field::EVT_CHANNEL, transport.evt_port),
+        ] {
+            nodes.push((format!("{base}/{name}"), value.to_string()));
+        }
+    }
+    if let Some(state) = state {
+        nodes.push((format!("{path}/state"), (state as u32).to_string()));
+    }
+    let ops: Vec<BatchOp<'_>> = nodes
+        .iter()
+        .map(|(node, value)| BatchOp::Write(node, value.as_bytes()))
+        .collect();
     client
         .transaction(|transaction| {
-            transaction.write(
-                &format!("{path}/{}", field::FE_VERSION),
-                version.to_string().as_bytes(),
-            )?;
-            for (connector, transport) in device.connectors.iter().zip(transports) {
-                let base = format!("{path}/{}", connector.index);
-                for (name, value) in [
-                    (field::REQ_RING_REF, transport.req_ring_ref),
-                    (field::REQ_CHANNEL, transport.req_port),
-                    (field::EVT_RING_REF, transport.evt_ring_ref),
-                    (field::EVT_CHANNEL, transport.evt_port),
-                ] {
-                    transaction.write(&format!("{base}/{name}"), value.to_string().as_bytes())?;
-                }
-            }
-            Ok(())
+            transaction
+                .batch(&ops)
+                .into_iter()
+                .try_for_each(|r| r.map(drop))
         })
         .map_err(store_error(&device.path))
 }
@@ -254,4 +335,90 @@ pub fn complete_handshake<T: Transport>(
         timeout_ns,
     )?;
     set_state(client, device, XenbusState::Connected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::store_with_device;
+    use super::*;
+    use crate::xen::xenstore::wire::MessageType;
+
+    const ROUND_TRIP_NS: u64 = 1_000_000;
+
+    #[test]
+    fn a_device_is_read_in_two_round_trips() {
+        let mut client = store_with_device(Some("1,2"));
+        client.transport_mut().faults.reply_delay_ns = ROUND_TRIP_NS;
+        let start = client.now_ns();
+        let device = read_device(&mut client, "0").unwrap();
+        let took = client.now_ns() - start;
+        assert!(
+            (2 * ROUND_TRIP_NS..3 * ROUND_TRIP_NS).contains(&took),
+            "{took} ns"
+        );
+        assert_eq!(device.connectors.len(), 2);
+        assert_eq!(device.connectors[0].unique_id, "DP-1");
+        // A connector without a unique-id reads as an empty one; a missing
+        // backend node is named.
+        client.transport_mut().remove("device/vdispl/0/1/unique-id");
+        let device = read_device(&mut client, "0").unwrap();
+        assert_eq!(device.connectors[1].unique_id, "");
+        client.transport_mut().remove("device/vdispl/0/backend");
+        assert_eq!(
+            read_device(&mut client, "0"),
+            Err(VdisplError::Store {
+                node: "device/vdispl/0/backend".into(),
+                error: StoreError::Xenstore(XsdError::NoEntry),
+            })
+        );
+    }
+
+    #[test]
+    fn publishing_with_the_state_is_one_transaction_of_three_round_trips() {
+        let mut client = store_with_device(Some("1,2"));
+        let device = read_device(&mut client, "0").unwrap();
+        let transports = [
+            ConnectorTransport {
+                req_ring_ref: 10,
+                req_port: 5,
+                evt_ring_ref: 11,
+                evt_port: 6,
+            },
+            ConnectorTransport {
+                req_ring_ref: 12,
+                req_port: 7,
+                evt_ring_ref: 13,
+                evt_port: 8,
+            },
+        ];
+        client.transport_mut().faults.reply_delay_ns = ROUND_TRIP_NS;
+        let before = client.transport().requests().len();
+        let start = client.now_ns();
+        publish_with_state(
+            &mut client,
+            &device,
+            2,
+            &transports,
+            XenbusState::Initialised,
+        )
+        .unwrap();
+        let took = client.now_ns() - start;
+        assert!(
+            (3 * ROUND_TRIP_NS..4 * ROUND_TRIP_NS).contains(&took),
+            "{took} ns"
+        );
+        let store = client.transport();
+        let writes: Vec<_> = store.requests()[before..]
+            .iter()
+            .filter(|(header, _)| header.msg_type == MessageType::Write as u32)
+            .collect();
+        // version, 4 nodes per connector, the state; all inside the transaction.
+        assert_eq!(writes.len(), 10);
+        assert!(writes.iter().all(|(header, _)| header.tx_id != 0));
+        let get = |node: &str| String::from_utf8(store.get(node).unwrap().to_vec()).unwrap();
+        assert_eq!(get("device/vdispl/0/version"), "2");
+        assert_eq!(get("device/vdispl/0/1/evt-event-channel"), "8");
+        assert_eq!(get("device/vdispl/0/state"), "3");
+        assert_eq!(store.open_transactions(), 0);
+    }
 }
