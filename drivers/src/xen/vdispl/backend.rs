@@ -136,13 +136,28 @@ pub enum Effect {
     Flipped(u64),
 }
 
+/// Bytes of display buffers one frontend may have at once unless the
+/// backend sets another limit: room for four 3840x2160 XRGB8888 connectors
+/// double-buffered.
+pub const DEFAULT_BUFFER_LIMIT: u64 = 256 << 20;
+
 /// The state of the objects one frontend created.
-#[derive(Default)]
 pub struct BackendModel {
     /// Display buffers by cookie.
     pub buffers: BTreeMap<u64, DisplayBuffer>,
     /// Framebuffers by cookie.
     pub framebuffers: BTreeMap<u64, Framebuffer>,
+    /// The most bytes of display buffers the frontend may have at once:
+    /// every buffer is mapped into the backend and each flip of it copied,
+    /// so a frontend must not size them at will. A DBUF_CREATE that would
+    /// go past it is refused with `-XEN_ENOMEM`.
+    pub buffer_limit: u64,
+}
+
+impl Default for BackendModel {
+    fn default() -> Self {
+        BackendModel::with_buffer_limit(DEFAULT_BUFFER_LIMIT)
+    }
 }
 
 fn respond(slot: &Slot, status: i32) -> Response {
@@ -155,6 +170,24 @@ fn respond(slot: &Slot, status: i32) -> Response {
 }
 
 impl BackendModel {
+    /// A model for a new connection whose display buffers may total
+    /// `buffer_limit` bytes.
+    pub fn with_buffer_limit(buffer_limit: u64) -> Self {
+        BackendModel {
+            buffers: BTreeMap::new(),
+            framebuffers: BTreeMap::new(),
+            buffer_limit,
+        }
+    }
+
+    /// Bytes of the display buffers that exist now.
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffers
+            .values()
+            .map(|buffer| u64::from(buffer.buffer_sz))
+            .sum()
+    }
+
     /// Applies one request packet; returns the response to send and what
     /// changed. Bad requests get an error status and change nothing.
     pub fn handle(&mut self, slot: &Slot, reader: &mut impl DirectoryReader) -> (Response, Effect) {
@@ -357,6 +390,20 @@ impl BackendModel {
                 ),
             ));
         }
+        let in_use = self.buffer_bytes();
+        if in_use + needed > self.buffer_limit {
+            return Err(Rejection::new(
+                ENOMEM,
+                format!(
+                    "a {}x{} buffer of {needed} bytes would bring the display buffers to {} \
+                     bytes, over the limit of {}",
+                    create.width,
+                    create.height,
+                    in_use + needed,
+                    self.buffer_limit
+                ),
+            ));
+        }
         let refs = read_directory(
             create.gref_directory,
             buffer_pages(create.buffer_sz),
@@ -535,6 +582,33 @@ mod tests {
             (response.id, response.status, effect),
             (3, 0, Effect::Flipped(6))
         );
+    }
+
+    #[test]
+    fn display_buffers_past_the_limit_are_refused_and_change_nothing() {
+        // Each buffer is 64x2 at 32 bpp: 512 bytes in one page.
+        let mut pages = Pages::directory(&[1000]);
+        let mut model = BackendModel::with_buffer_limit(1024);
+        for cookie in [1, 2] {
+            let (response, outcome) =
+                model.handle_explained(&create(cookie, 512).encode(1), &mut pages);
+            assert_eq!((response.status, outcome), (0, Ok(Effect::Created(cookie))));
+        }
+        let (response, outcome) = model.handle_explained(&create(3, 512).encode(2), &mut pages);
+        assert_eq!(response.status, ENOMEM);
+        assert_eq!(
+            outcome.unwrap_err().reason,
+            "a 64x2 buffer of 512 bytes would bring the display buffers to 1536 bytes, over \
+             the limit of 1024"
+        );
+        assert_eq!(model.buffer_bytes(), 1024);
+        assert!(!model.buffers.contains_key(&3));
+        // Destroying one makes room again.
+        let destroy = Request::DbufDestroy { dbuf_cookie: 1 };
+        assert_eq!(model.handle(&destroy.encode(3), &mut pages).0.status, 0);
+        let (response, _) = model.handle_explained(&create(3, 512).encode(4), &mut pages);
+        assert_eq!(response.status, 0);
+        assert_eq!(BackendModel::default().buffer_limit, 256 << 20);
     }
 
     #[test]
