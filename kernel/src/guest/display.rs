@@ -507,6 +507,17 @@ impl Device {
 
     /// Waits for the backend's InitWait and reads the version it offers.
     fn await_backend(&mut self) -> Result<(), ConnectError> {
+        let config = self.config.clone();
+        // Mostly the backend is at InitWait already (the toolstack waits for
+        // it before the domain runs): its state and versions in one go.
+        let ready = store_call("version negotiation", |client| {
+            config::ready_version(client, &config)
+        })?;
+        if let Some(version) = ready {
+            self.version = version;
+            self.announce();
+            return Ok(());
+        }
         let watch = self.backend_watch.as_ref().ok_or_else(no_watch)?;
         // The backend publishes `versions` before it reaches InitWait. A
         // backend still Connected to an earlier connection (or left so by a
@@ -514,10 +525,16 @@ impl Device {
         handshake_wait("waiting for the backend", watch, |state| {
             state == XenbusState::InitWait
         })?;
-        let config = self.config.clone();
         self.version = store_call("version negotiation", |client| {
             config::negotiate(client, &config)
         })?;
+        self.announce();
+        Ok(())
+    }
+
+    /// Prints the device's line once its backend and version are known.
+    fn announce(&self) {
+        let config = &self.config;
         crate::println!(
             "display: device {} backend {} (domain {}), protocol version {}, {} connectors",
             config.path,
@@ -526,7 +543,6 @@ impl Device {
             self.version,
             config.connectors.len()
         );
-        Ok(())
     }
 
     /// Every connector's rings and channels published, Initialised, then the
@@ -935,6 +951,12 @@ impl Device {
     /// done; returns a shutdown request if one came in.
     fn show(&mut self, spec: &SceneSpec) -> ShowEnd {
         let end = loop {
+            // The rings first: a flip that completed is not held up by the
+            // xenstore round trips below.
+            let mut busy = false;
+            for index in 0..self.outputs.len() {
+                busy |= self.step(index, spec);
+            }
             if let Some(reason) = control::take_request() {
                 break ShowEnd::Shutdown(reason);
             }
@@ -946,10 +968,6 @@ impl Device {
                 if let Some(reason) = self.backend_gone() {
                     break ShowEnd::Lost(reason);
                 }
-            }
-            let mut busy = false;
-            for index in 0..self.outputs.len() {
-                busy |= self.step(index, spec);
             }
             // A connector that failed for a reason a new connection may cure:
             // once its delay is over, reconnect the device (its ring indexes

@@ -114,9 +114,20 @@ fn batch_optional(
     }
 }
 
-/// Reads device `id`'s configuration: backend, `be-alloc` and connectors,
-/// in two batches (one xenstore round trip each): the device's nodes and
-/// its directory, then every connector's.
+/// The `resolution` and `unique-id` nodes of connector `index` of the
+/// device at `path`.
+fn connector_nodes(path: &str, index: u32) -> (String, String) {
+    (
+        format!("{path}/{index}/{}", field::RESOLUTION),
+        format!("{path}/{index}/{}", field::UNIQUE_ID),
+    )
+}
+
+/// Reads device `id`'s configuration: backend, `be-alloc` and connectors.
+/// One batch (a single xenstore round trip) holds the device's nodes, its
+/// directory and the nodes of connectors 0 to [`MAX_CONNECTORS`] - 1, the
+/// indexes devices use; only connectors the directory lists are taken, and
+/// a listed connector outside that range costs a second batch.
 pub fn read_device<T: Transport>(
     client: &mut Client<T>,
     id: &str,
@@ -125,14 +136,21 @@ pub fn read_device<T: Transport>(
     let backend_node = format!("{path}/backend");
     let backend_id_node = format!("{path}/backend-id");
     let be_alloc_node = format!("{path}/{}", field::BE_ALLOC);
-    let mut replies = client
-        .batch(&[
-            BatchOp::Read(&backend_node),
-            BatchOp::Read(&backend_id_node),
-            BatchOp::Read(&be_alloc_node),
-            BatchOp::Directory(&path),
-        ])
-        .into_iter();
+    let usual: Vec<(String, String)> = (0..MAX_CONNECTORS as u32)
+        .map(|index| connector_nodes(&path, index))
+        .collect();
+    let mut ops = vec![
+        BatchOp::Read(&backend_node),
+        BatchOp::Read(&backend_id_node),
+        BatchOp::Read(&be_alloc_node),
+        BatchOp::Directory(&path),
+    ];
+    ops.extend(
+        usual.iter().flat_map(|(resolution, unique_id)| {
+            [BatchOp::Read(resolution), BatchOp::Read(unique_id)]
+        }),
+    );
+    let mut replies = client.batch(&ops).into_iter();
     let mut next = || replies.next().unwrap_or(Err(NO_REPLY));
     let backend = batch_string(&backend_node, next())?;
     let backend_id_value = batch_string(&backend_id_node, next())?;
@@ -159,29 +177,45 @@ pub fn read_device<T: Transport>(
         );
         indexes.truncate(MAX_CONNECTORS);
     }
-    let nodes: Vec<(String, String)> = indexes
+    let mut read: Vec<(
+        Result<BatchReply, StoreError>,
+        Result<BatchReply, StoreError>,
+    )> = (0..MAX_CONNECTORS).map(|_| (next(), next())).collect();
+    // Connectors listed beyond the usual indexes, if any, in a second batch.
+    let unusual: Vec<(String, String)> = indexes
         .iter()
-        .map(|index| {
-            (
-                format!("{path}/{index}/{}", field::RESOLUTION),
-                format!("{path}/{index}/{}", field::UNIQUE_ID),
-            )
-        })
+        .filter(|&&index| index as usize >= MAX_CONNECTORS)
+        .map(|&index| connector_nodes(&path, index))
         .collect();
-    let ops: Vec<BatchOp<'_>> = nodes
+    let ops: Vec<BatchOp<'_>> = unusual
         .iter()
         .flat_map(|(resolution, unique_id)| [BatchOp::Read(resolution), BatchOp::Read(unique_id)])
         .collect();
-    let mut replies = client.batch(&ops).into_iter();
+    let mut more = if ops.is_empty() {
+        Vec::new()
+    } else {
+        client.batch(&ops)
+    }
+    .into_iter();
     let mut connectors = Vec::new();
-    for (index, (resolution_node, unique_id_node)) in indexes.into_iter().zip(nodes) {
-        let mut next = || replies.next().unwrap_or(Err(NO_REPLY));
-        let value = batch_string(&resolution_node, next())?;
+    for index in indexes {
+        let (resolution_node, unique_id_node) = connector_nodes(&path, index);
+        let (resolution, unique_id) = match read.get_mut(index as usize) {
+            Some(pair) => (
+                core::mem::replace(&mut pair.0, Err(NO_REPLY)),
+                core::mem::replace(&mut pair.1, Err(NO_REPLY)),
+            ),
+            None => (
+                more.next().unwrap_or(Err(NO_REPLY)),
+                more.next().unwrap_or(Err(NO_REPLY)),
+            ),
+        };
+        let value = batch_string(&resolution_node, resolution)?;
         let (width, height) = parse_resolution(&value).ok_or(VdisplError::BadNode {
             node: resolution_node,
             value,
         })?;
-        let unique_id = batch_optional(&unique_id_node, next())?.unwrap_or_default();
+        let unique_id = batch_optional(&unique_id_node, unique_id)?.unwrap_or_default();
         connectors.push(ConnectorConfig {
             index,
             width,
@@ -215,6 +249,33 @@ pub fn negotiate<T: Transport>(
         .ok_or_else(|| VdisplError::NoCommonVersion(versions.unwrap_or_default()))
 }
 
+/// The backend's state and `versions` read together (one round trip): the
+/// version to use if the backend is at InitWait already (it publishes
+/// `versions` before it gets there), `None` if it is not.
+pub fn ready_version<T: Transport>(
+    client: &mut Client<T>,
+    device: &DeviceConfig,
+) -> Result<Option<u32>, VdisplError> {
+    let state_node = format!("{}/state", device.backend);
+    let versions_node = format!("{}/{}", device.backend, field::BE_VERSIONS);
+    let mut replies = client
+        .batch(&[BatchOp::Read(&state_node), BatchOp::Read(&versions_node)])
+        .into_iter();
+    let mut next = || replies.next().unwrap_or(Err(NO_REPLY));
+    let state = batch_optional(&state_node, next())?;
+    let versions = batch_optional(&versions_node, next())?;
+    if state
+        .as_deref()
+        .map(|value| XenbusState::parse(value.as_bytes()))
+        != Some(Some(XenbusState::InitWait))
+    {
+        return Ok(None);
+    }
+    negotiate_version(versions.as_deref())
+        .map(Some)
+        .ok_or_else(|| VdisplError::NoCommonVersion(versions.unwrap_or_default()))
+}
+
 /// Publishes `version` and every connector's ring references and event
 /// channels in one transaction (retried on EAGAIN), the writes in one batch.
 pub fn publish<T: Transport>(
@@ -223,12 +284,25 @@ pub fn publish<T: Transport>(
     version: u32,
     transports: &[ConnectorTransport],
 ) -> Result<(), VdisplError> {
-    publish_nodes(client, device, version, transports, None)
+    let nodes = transport_nodes(device, version, transports);
+    let ops: Vec<BatchOp<'_>> = nodes
+        .iter()
+        .map(|(node, value)| BatchOp::Write(node, value.as_bytes()))
+        .collect();
+    client
+        .transaction(|transaction| {
+            transaction
+                .batch(&ops)
+                .into_iter()
+                .try_for_each(|written| written.map(drop))
+        })
+        .map_err(store_error(&device.path))
 }
 
-/// [`publish`], and the frontend's state set to `state` in the same
-/// transaction: the backend sees the state and everything it needs
-/// together, in three round trips (start, the writes, commit).
+/// [`publish`], then the frontend's state set to `state`, in two round
+/// trips: every node in one batch, then the state once they are all written.
+/// No transaction is needed: the backend reads the nodes only once it sees
+/// the state, and xenstored applies one connection's requests in order.
 pub fn publish_with_state<T: Transport>(
     client: &mut Client<T>,
     device: &DeviceConfig,
@@ -236,17 +310,24 @@ pub fn publish_with_state<T: Transport>(
     transports: &[ConnectorTransport],
     state: XenbusState,
 ) -> Result<(), VdisplError> {
-    publish_nodes(client, device, version, transports, Some(state))
+    let nodes = transport_nodes(device, version, transports);
+    let ops: Vec<BatchOp<'_>> = nodes
+        .iter()
+        .map(|(node, value)| BatchOp::Write(node, value.as_bytes()))
+        .collect();
+    for (written, (node, _)) in client.batch(&ops).into_iter().zip(&nodes) {
+        written.map_err(store_error(node))?;
+    }
+    set_state(client, device, state)
 }
 
-fn publish_nodes<T: Transport>(
-    client: &mut Client<T>,
+/// The nodes [`publish`] writes and their values.
+fn transport_nodes(
     device: &DeviceConfig,
     version: u32,
     transports: &[ConnectorTransport],
-    state: Option<XenbusState>,
-) -> Result<(), VdisplError> {
-    let path = device.path.clone();
+) -> Vec<(String, String)> {
+    let path = &device.path;
     let mut nodes = vec![(format!("{path}/{}", field::FE_VERSION), version.to_string())];
     for (connector, transport) in device.connectors.iter().zip(transports) {
         let base = format!("{path}/{}", connector.index);
@@ -259,21 +340,7 @@ fn publish_nodes<T: Transport>(
             nodes.push((format!("{base}/{name}"), value.to_string()));
         }
     }
-    if let Some(state) = state {
-        nodes.push((format!("{path}/state"), (state as u32).to_string()));
-    }
-    let ops: Vec<BatchOp<'_>> = nodes
-        .iter()
-        .map(|(node, value)| BatchOp::Write(node, value.as_bytes()))
-        .collect();
-    client
-        .transaction(|transaction| {
-            transaction
-                .batch(&ops)
-                .into_iter()
-                .try_for_each(|r| r.map(drop))
-        })
-        .map_err(store_error(&device.path))
+    nodes
 }
 
 /// Waits until the backend reaches InitWait. A backend already Connected to
@@ -346,23 +413,38 @@ mod tests {
     const ROUND_TRIP_NS: u64 = 1_000_000;
 
     #[test]
-    fn a_device_is_read_in_two_round_trips() {
+    fn a_device_is_read_in_one_round_trip() {
         let mut client = store_with_device(Some("1,2"));
         client.transport_mut().faults.reply_delay_ns = ROUND_TRIP_NS;
         let start = client.now_ns();
         let device = read_device(&mut client, "0").unwrap();
         let took = client.now_ns() - start;
         assert!(
-            (2 * ROUND_TRIP_NS..3 * ROUND_TRIP_NS).contains(&took),
+            (ROUND_TRIP_NS..2 * ROUND_TRIP_NS).contains(&took),
             "{took} ns"
         );
         assert_eq!(device.connectors.len(), 2);
         assert_eq!(device.connectors[0].unique_id, "DP-1");
+        assert_eq!(
+            (device.connectors[1].width, device.connectors[1].height),
+            (800, 600)
+        );
         // A connector without a unique-id reads as an empty one; a missing
-        // backend node is named.
+        // backend node or resolution is named.
         client.transport_mut().remove("device/vdispl/0/1/unique-id");
         let device = read_device(&mut client, "0").unwrap();
         assert_eq!(device.connectors[1].unique_id, "");
+        client
+            .transport_mut()
+            .remove("device/vdispl/0/1/resolution");
+        client.transport_mut().set("device/vdispl/0/1/other", b"x");
+        assert_eq!(
+            read_device(&mut client, "0"),
+            Err(VdisplError::Store {
+                node: "device/vdispl/0/1/resolution".into(),
+                error: StoreError::Xenstore(XsdError::NoEntry),
+            })
+        );
         client.transport_mut().remove("device/vdispl/0/backend");
         assert_eq!(
             read_device(&mut client, "0"),
@@ -374,7 +456,58 @@ mod tests {
     }
 
     #[test]
-    fn publishing_with_the_state_is_one_transaction_of_three_round_trips() {
+    fn a_connector_beyond_the_usual_indexes_costs_a_second_round_trip() {
+        let mut client = store_with_device(Some("1,2"));
+        client.transport_mut().remove("device/vdispl/0/1");
+        client
+            .transport_mut()
+            .set("device/vdispl/0/6/resolution", b"640x480");
+        client
+            .transport_mut()
+            .set("device/vdispl/0/6/unique-id", b"VGA-1");
+        client.transport_mut().faults.reply_delay_ns = ROUND_TRIP_NS;
+        let start = client.now_ns();
+        let device = read_device(&mut client, "0").unwrap();
+        let took = client.now_ns() - start;
+        assert!(
+            (2 * ROUND_TRIP_NS..3 * ROUND_TRIP_NS).contains(&took),
+            "{took} ns"
+        );
+        let found: Vec<_> = device
+            .connectors
+            .iter()
+            .map(|c| (c.index, c.width, c.unique_id.as_str()))
+            .collect();
+        assert_eq!(found, vec![(0, 1280, "DP-1"), (6, 640, "VGA-1")]);
+    }
+
+    #[test]
+    fn a_backend_at_init_wait_gives_its_version_in_one_round_trip() {
+        let mut client = store_with_device(Some("1,2"));
+        let device = read_device(&mut client, "0").unwrap();
+        client.transport_mut().faults.reply_delay_ns = ROUND_TRIP_NS;
+        let start = client.now_ns();
+        assert_eq!(ready_version(&mut client, &device), Ok(Some(2)));
+        assert!(client.now_ns() - start < 2 * ROUND_TRIP_NS);
+        let state = format!("{}/state", device.backend);
+        let versions = format!("{}/versions", device.backend);
+        client.transport_mut().set(&versions, b"3");
+        assert_eq!(
+            ready_version(&mut client, &device),
+            Err(VdisplError::NoCommonVersion("3".into()))
+        );
+        client.transport_mut().remove(&versions);
+        assert_eq!(ready_version(&mut client, &device), Ok(Some(1)));
+        for not_ready in [&b"1"[..], b"4", b"6"] {
+            client.transport_mut().set(&state, not_ready);
+            assert_eq!(ready_version(&mut client, &device), Ok(None));
+        }
+        client.transport_mut().remove(&state);
+        assert_eq!(ready_version(&mut client, &device), Ok(None));
+    }
+
+    #[test]
+    fn publishing_with_the_state_takes_two_round_trips_the_state_last() {
         let mut client = store_with_device(Some("1,2"));
         let device = read_device(&mut client, "0").unwrap();
         let transports = [
@@ -404,21 +537,49 @@ mod tests {
         .unwrap();
         let took = client.now_ns() - start;
         assert!(
-            (3 * ROUND_TRIP_NS..4 * ROUND_TRIP_NS).contains(&took),
+            (2 * ROUND_TRIP_NS..3 * ROUND_TRIP_NS).contains(&took),
             "{took} ns"
         );
         let store = client.transport();
-        let writes: Vec<_> = store.requests()[before..]
+        let writes: Vec<String> = store.requests()[before..]
             .iter()
             .filter(|(header, _)| header.msg_type == MessageType::Write as u32)
+            .map(|(_, payload)| {
+                let end = payload
+                    .iter()
+                    .position(|&b| b == 0)
+                    .unwrap_or(payload.len());
+                String::from_utf8(payload[..end].to_vec()).unwrap()
+            })
             .collect();
-        // version, 4 nodes per connector, the state; all inside the transaction.
+        // version, 4 nodes per connector, then the state.
         assert_eq!(writes.len(), 10);
-        assert!(writes.iter().all(|(header, _)| header.tx_id != 0));
+        assert!(writes[9].ends_with("device/vdispl/0/state"), "{writes:?}");
         let get = |node: &str| String::from_utf8(store.get(node).unwrap().to_vec()).unwrap();
         assert_eq!(get("device/vdispl/0/version"), "2");
         assert_eq!(get("device/vdispl/0/1/evt-event-channel"), "8");
         assert_eq!(get("device/vdispl/0/state"), "3");
         assert_eq!(store.open_transactions(), 0);
+        // A node that cannot be written is named, and the state stays.
+        client.transport_mut().set("device/vdispl/0/state", b"1");
+        client
+            .transport_mut()
+            .fail_next(MessageType::Write, "EACCES");
+        let error = publish_with_state(
+            &mut client,
+            &device,
+            2,
+            &transports,
+            XenbusState::Initialised,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, VdisplError::Store { node, .. } if node == "device/vdispl/0/version"),
+            "{error:?}"
+        );
+        assert_eq!(
+            client.transport().get("device/vdispl/0/state"),
+            Some(&b"1"[..])
+        );
     }
 }
