@@ -8,7 +8,8 @@
 //! (`drivers::xen::vdispl::backend::BackendModel`): a display buffer's pages are mapped when
 //! it is created and unmapped when it is destroyed, a flip is answered and its EVT_PG_FLIP
 //! goes to the connector's event page at once, then the framebuffer now shown is copied out
-//! and captured before the ring's next request is taken. GET_EDID is answered (with a
+//! and captured before the ring's next request is taken (a ring gets one flip per turn, the
+//! rings taking turns). GET_EDID is answered (with a
 //! base block for the connector's resolution) only when the frontend asked for protocol
 //! version 2. Every rejected request is logged with its reason.
 
@@ -193,6 +194,8 @@ pub struct Backend {
     fault: Option<FaultState>,
     /// Watch events of this backend's own writes, to be dropped.
     own_writes: OwnWrites,
+    /// Rings left with requests after their turn, served again in the next round.
+    waiting: BTreeSet<(DeviceKey, usize)>,
     /// A `state-back` fault due on this device once its ring was served.
     state_back: Option<DeviceKey>,
 }
@@ -218,6 +221,7 @@ impl Backend {
             fault: options.fault.map(FaultState::new),
             state_back: None,
             own_writes: OwnWrites::default(),
+            waiting: BTreeSet::new(),
         })
     }
 
@@ -244,7 +248,7 @@ impl Backend {
                 self.rescan();
                 rescan_at = std::time::Instant::now() + RESCAN_INTERVAL;
             }
-            let timeout = if self.store.has_events() {
+            let timeout = if self.store.has_events() || !self.waiting.is_empty() {
                 Duration::ZERO
             } else {
                 POLL_INTERVAL
@@ -253,6 +257,10 @@ impl Backend {
             // Rings first: a frontend's requests do not wait behind a look at the devices.
             if ports_ready {
                 self.service_fired_ports()?;
+            }
+            let waiting: Vec<(DeviceKey, usize)> = self.waiting.iter().copied().collect();
+            for (key, index) in waiting {
+                self.service(key, index);
             }
             if store_ready {
                 self.store
@@ -678,9 +686,15 @@ impl Backend {
             .map_err(|error| error.to_string())
     }
 
-    /// Answers every request on one connector's ring; a broken ring closes the device.
+    /// Answers requests on one connector's ring (one flip at most, see `service_ring`; a ring
+    /// with more waiting is served again after the others); a broken ring closes the device.
     fn service(&mut self, key: DeviceKey, index: usize) {
-        if let Err(error) = self.service_ring(key, index) {
+        self.waiting.remove(&(key, index));
+        let served = self.service_ring(key, index);
+        if let Ok(true) = served {
+            self.waiting.insert((key, index));
+        }
+        if let Err(error) = served {
             eprintln!("vdispl-backend: {key} conn{index}: {error}; closing the device");
             let flips = self.disconnect(key);
             match self.set_state(key, XenbusState::Closed) {
@@ -700,24 +714,31 @@ impl Backend {
         }
     }
 
-    fn service_ring(&mut self, key: DeviceKey, index: usize) -> Result<(), RingError> {
+    /// Answers the requests on one connector's ring, up to and including one flip (a frontend
+    /// that flips as fast as it is answered would otherwise keep the backend on its ring,
+    /// since each frame is copied after its flip was answered); whether requests are left.
+    fn service_ring(&mut self, key: DeviceKey, index: usize) -> Result<bool, RingError> {
         let Some(link) = self
             .devices
             .get_mut(&key)
             .and_then(|device| device.link.as_mut())
         else {
-            return Ok(());
+            return Ok(false);
         };
         if index >= link.connectors.len() {
-            return Ok(());
+            return Ok(false);
         }
         let writer = self.writer.as_ref();
         if link.connectors[index].poisoned {
-            return Ok(());
+            return Ok(false);
         }
         loop {
             let mut garbage = false;
-            while let Some(slot) = link.connectors[index].ring.take_request()? {
+            let mut flipped = false;
+            while !flipped {
+                let Some(slot) = link.connectors[index].ring.take_request()? else {
+                    break;
+                };
                 let hit = self
                     .fault
                     .as_mut()
@@ -740,7 +761,7 @@ impl Backend {
                             connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
                             connector.poisoned = true;
                             notify(&self.evtchn, key, connector.req_port);
-                            return Ok(());
+                            return Ok(false);
                         }
                         // Answered normally below: the state change is what goes wrong.
                         FaultAction::AnswerThenLeave => self.state_back = Some(key),
@@ -760,6 +781,7 @@ impl Backend {
                     }
                     send_flip_event(&self.evtchn, key, index, connector, fb_cookie);
                     capture_flip(key, index, link, writer, fb_cookie, &mut self.summary);
+                    flipped = true;
                 }
             }
             let connector = &mut link.connectors[index];
@@ -775,7 +797,11 @@ impl Backend {
                 notify(&self.evtchn, key, connector.evt_port);
             }
             if !connector.ring.final_check_for_requests()? {
-                return Ok(());
+                return Ok(false);
+            }
+            if flipped {
+                // The frontend will not notify for requests already there: come back.
+                return Ok(true);
             }
         }
     }
