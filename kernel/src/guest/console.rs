@@ -68,9 +68,8 @@ impl Console {
     }
 }
 
-impl Write for Console {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let bytes = text.as_bytes();
+impl Console {
+    fn write_bytes(&mut self, bytes: &[u8]) {
         if let Some(pv) = &self.pv {
             self.dropped += Console::write_pv(pv, bytes);
         }
@@ -82,8 +81,55 @@ impl Write for Console {
             // domains; nothing else is left to try.
             let _ = hypercall::console_io_write(&Xen, bytes);
         }
+    }
+}
+
+/// Bytes of formatted text collected before they go to the consoles.
+const CHUNK: usize = 256;
+
+/// Formatted text on its way to the consoles, [`CHUNK`] bytes at a time: a
+/// line reaches the PV console in one piece with one notification, not
+/// fragment by fragment between the UART's byte-by-byte writes.
+struct Chunked<'a> {
+    console: &'a mut Console,
+    buffer: [u8; CHUNK],
+    len: usize,
+}
+
+impl Chunked<'_> {
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.console.write_bytes(&self.buffer[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl Write for Chunked<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let bytes = text.as_bytes();
+        if self.len + bytes.len() > CHUNK {
+            self.flush();
+        }
+        if bytes.len() > CHUNK {
+            self.console.write_bytes(bytes);
+        } else {
+            self.buffer[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
         Ok(())
     }
+}
+
+/// Writes `args` to `console` through a [`Chunked`] buffer.
+fn write_chunked(console: &mut Console, args: fmt::Arguments<'_>) {
+    let mut chunked = Chunked {
+        console,
+        buffer: [0; CHUNK],
+        len: 0,
+    };
+    let _ = chunked.write_fmt(args);
+    chunked.flush();
 }
 
 /// Starts using the PV console ring at `ring` with event channel `evtchn`.
@@ -104,7 +150,7 @@ pub fn dropped_bytes() -> u64 {
 
 /// Prints formatted text on every console.
 pub fn print(args: fmt::Arguments<'_>) {
-    let _ = CONSOLE.lock().write_fmt(args);
+    write_chunked(&mut CONSOLE.lock(), args);
 }
 
 /// Prints even if the console lock is held, for the panic and exception
