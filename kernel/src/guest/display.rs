@@ -124,15 +124,16 @@ enum Mark {
     Nothing,
 }
 
-/// A setup request sent and not answered yet.
+/// A request sent and not answered yet.
 #[derive(Clone, Copy)]
 struct Pending {
     /// The ring it went on.
     ring: usize,
     id: u16,
     operation: Operation,
-    /// The output it is for.
-    output: usize,
+    /// The output a failure of it fails; `None` during teardown, when a
+    /// failure is only logged.
+    output: Option<usize>,
     mark: Mark,
     sent_ns: u64,
 }
@@ -493,9 +494,8 @@ impl Device {
         }
         let set_up = device.start_set_up(spec);
         // Written while the backend maps the first buffers.
-        let config = device.config.clone();
         let connected = store_call("connecting", |client| {
-            config::set_state(client, &config, XenbusState::Connected)
+            config::set_state(client, &device.config, XenbusState::Connected)
         });
         device.finish_set_up(set_up);
         if let Err(error) = connected {
@@ -507,11 +507,10 @@ impl Device {
 
     /// Waits for the backend's InitWait and reads the version it offers.
     fn await_backend(&mut self) -> Result<(), ConnectError> {
-        let config = self.config.clone();
         // Mostly the backend is at InitWait already (the toolstack waits for
         // it before the domain runs): its state and versions in one go.
         let ready = store_call("version negotiation", |client| {
-            config::ready_version(client, &config)
+            config::ready_version(client, &self.config)
         })?;
         if let Some(version) = ready {
             self.version = version;
@@ -525,9 +524,11 @@ impl Device {
         handshake_wait("waiting for the backend", watch, |state| {
             state == XenbusState::InitWait
         })?;
-        self.version = store_call("version negotiation", |client| {
-            config::negotiate(client, &config)
+        let ready = store_call("version negotiation", |client| {
+            config::ready_version(client, &self.config)
         })?;
+        self.version =
+            ready.ok_or_else(|| String::from("the backend left InitWait before the version"))?;
         self.announce();
         Ok(())
     }
@@ -552,10 +553,9 @@ impl Device {
         depths: &[u32],
         progress: &[Progress],
     ) -> Result<(), ConnectError> {
-        let config = self.config.clone();
-        for (index, connector) in config.connectors.iter().enumerate() {
+        for (index, connector) in self.config.connectors.iter().enumerate() {
             // On failure, what was opened so far is released by teardown.
-            let mut output = Self::open_output(&config, connector.clone())?;
+            let mut output = Self::open_output(&self.config, connector.clone())?;
             output.bpp = depths.get(index).or(depths.last()).copied().unwrap_or(32);
             if let Some(done) = progress.get(index) {
                 output.flipper = Flipper::new(done.next_frame);
@@ -578,7 +578,7 @@ impl Device {
         store_call("publishing the connectors", |client| {
             config::publish_with_state(
                 client,
-                &config,
+                &self.config,
                 version,
                 &transports,
                 XenbusState::Initialised,
@@ -738,7 +738,7 @@ impl Device {
     /// The rest: every answer awaited, then the other connectors' SET_CONFIG
     /// and first PG_FLIP, their answers awaited too.
     fn finish_set_up(&mut self, set_up: SetUp) {
-        self.await_answers(set_up.pending);
+        self.await_answers(set_up.pending, REQUEST_TIMEOUT_NS);
         let mut pending = Vec::new();
         for (index, frame) in set_up.frames.into_iter().enumerate() {
             // Connector 0's went with its buffer.
@@ -747,7 +747,7 @@ impl Device {
             }
             self.flip_first(index, frame);
         }
-        self.await_answers(pending);
+        self.await_answers(pending, REQUEST_TIMEOUT_NS);
         for output in &self.outputs {
             if output.health.failed().is_none() {
                 let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
@@ -784,14 +784,18 @@ impl Device {
             height: output.config.height,
             bpp: output.bpp,
         };
-        self.send_all(index, &[(index, request, Mark::Nothing)])
+        self.send_all(Some(index), &[(index, request, Mark::Nothing)])
             .pop()
     }
 
     /// Sends `requests` (ring, request, what its success marks) for output
-    /// `index`, notifying each ring once; returns what was sent. A request
-    /// that cannot be sent fails the output.
-    fn send_all(&mut self, index: usize, requests: &[(usize, Request, Mark)]) -> Vec<Pending> {
+    /// `index` (`None`: teardown), notifying each ring once; returns what was
+    /// sent. A request that cannot be sent fails the output.
+    fn send_all(
+        &mut self,
+        index: Option<usize>,
+        requests: &[(usize, Request, Mark)],
+    ) -> Vec<Pending> {
         let now = time::now_ns();
         let mut sent = Vec::new();
         let mut notify = [false; MAX_OUTPUTS];
@@ -809,8 +813,10 @@ impl Device {
                     });
                 }
                 Err(error) => {
-                    self.outputs[index].fail(format!("{}: {error}", request.operation()));
-                    break;
+                    self.failed(index, request.operation(), &error);
+                    if index.is_some() {
+                        break;
+                    }
                 }
             }
         }
@@ -822,9 +828,24 @@ impl Device {
         sent
     }
 
-    /// Waits (at most [`REQUEST_TIMEOUT_NS`]) for the answers to `pending`;
-    /// applies each success's mark and fails the output of each error.
-    fn await_answers(&mut self, mut pending: Vec<Pending>) {
+    /// A request of output `index` failed: the output fails (once); during
+    /// teardown (`None`) it is logged.
+    fn failed(&mut self, index: Option<usize>, operation: Operation, error: &VdisplError) {
+        match index {
+            Some(index) if self.outputs[index].health.failed().is_none() => {
+                self.outputs[index].fail(format!("{error}"))
+            }
+            Some(_) => {}
+            None => log::warn!("display: {operation} during teardown: {error}"),
+        }
+    }
+
+    /// Waits, each at most `timeout_ns`, for the answers to `pending`; applies
+    /// each success's mark and fails the output of each error (see
+    /// [`Device::failed`]). Whether all were answered (error statuses
+    /// included).
+    fn await_answers(&mut self, mut pending: Vec<Pending>, timeout_ns: u64) -> bool {
+        let mut all = true;
         while !pending.is_empty() {
             let now = time::now_ns();
             let mut index = 0;
@@ -836,8 +857,9 @@ impl Device {
                     Ok(()) => connector.take_response(request.id),
                 };
                 let answer = answer.or_else(|| {
-                    (now >= request.sent_ns + REQUEST_TIMEOUT_NS).then(|| {
+                    (now >= request.sent_ns + timeout_ns).then(|| {
                         connector.abandon(request.id);
+                        all = false;
                         Err(VdisplError::Timeout {
                             operation: request.operation,
                             waited_ms: (now - request.sent_ns) / NS_PER_MS,
@@ -849,26 +871,26 @@ impl Device {
                     continue;
                 };
                 pending.remove(index);
-                let output = &mut self.outputs[request.output];
-                match (answer, request.mark) {
-                    (Ok(_), Mark::Created(buffer)) => output.buffers[buffer].created = true,
-                    (Ok(_), Mark::Attached(buffer)) => output.buffers[buffer].attached = true,
-                    (Ok(_), Mark::Nothing) => {}
-                    (Err(error), _) => {
-                        if output.health.failed().is_none() {
-                            output.fail(format!("{error}"));
-                        }
+                match (answer, request.output, request.mark) {
+                    (Ok(_), Some(output), Mark::Created(buffer)) => {
+                        self.outputs[output].buffers[buffer].created = true
                     }
+                    (Ok(_), Some(output), Mark::Attached(buffer)) => {
+                        self.outputs[output].buffers[buffer].attached = true
+                    }
+                    (Ok(_), ..) => {}
+                    (Err(error), output, _) => self.failed(output, request.operation, &error),
                 }
             }
             if let Some(deadline) = pending
                 .iter()
-                .map(|request| request.sent_ns + REQUEST_TIMEOUT_NS)
+                .map(|request| request.sent_ns + timeout_ns)
                 .min()
             {
                 self.wait_on_rings(deadline);
             }
         }
+        all
     }
 
     /// One more display buffer and framebuffer for output `index`: its pages
@@ -938,7 +960,7 @@ impl Device {
             pixel_format,
         };
         let sent = self.send_all(
-            index,
+            Some(index),
             &[
                 (0, create, Mark::Created(slot)),
                 (0, attach, Mark::Attached(slot)),
@@ -1050,7 +1072,9 @@ impl Device {
         if output.back >= output.buffers.len() {
             // The second buffer, once the first frame is shown.
             match self.send_buffer(index) {
-                Ok(sent) => self.await_answers(sent),
+                Ok(sent) => {
+                    self.await_answers(sent, REQUEST_TIMEOUT_NS);
+                }
                 Err(error) => self.outputs[index].fail_setup(error),
             }
             if self.outputs[index].health.failed().is_some() {
@@ -1177,62 +1201,17 @@ impl Device {
 
     /// Sends every request of `batch` (ring index, request) without waiting
     /// in between, notifies each ring once, then waits until all are answered
-    /// or `timeout_ns` passes. Returns whether the backend answered them all
-    /// (error statuses included).
+    /// or `timeout_ns` passes, logging what fails. Returns whether the backend
+    /// answered them all (error statuses included).
     fn send_batch(&mut self, batch: &[(usize, Request)], timeout_ns: u64) -> bool {
-        let start = time::now_ns();
-        let mut pending = Vec::new();
-        let mut notify = [false; MAX_OUTPUTS];
-        for (ring, request) in batch {
-            match self.outputs[*ring].connector.send(request, start) {
-                Ok((id, wanted)) => {
-                    pending.push((*ring, id, request.operation()));
-                    notify[*ring] |= wanted;
-                }
-                Err(error) => {
-                    log::warn!("display: {} during teardown: {error}", request.operation())
-                }
-            }
-        }
-        for (ring, wanted) in notify.iter().enumerate() {
-            if *wanted {
-                services::notify(self.outputs[ring].req_port);
-            }
-        }
-        let deadline = start + timeout_ns;
-        loop {
-            let outputs = &mut self.outputs;
-            pending.retain(|&(ring, id, operation)| {
-                let connector = &mut outputs[ring].connector;
-                if let Err(error) = connector.pump() {
-                    log::warn!("display: {operation} during teardown: {error}");
-                    return false;
-                }
-                match connector.take_response(id) {
-                    None => true,
-                    Some(Ok(_)) => false,
-                    Some(Err(error)) => {
-                        log::warn!("display: {operation} during teardown: {error}");
-                        false
-                    }
-                }
-            });
-            if pending.is_empty() {
-                return true;
-            }
-            if time::now_ns() >= deadline {
-                for &(ring, id, operation) in &pending {
-                    log::warn!("display: {operation} during teardown got no response");
-                    self.outputs[ring].connector.abandon(id);
-                }
-                return false;
-            }
-            self.wait_on_rings(deadline);
-        }
+        let requests: Vec<(usize, Request, Mark)> = batch
+            .iter()
+            .map(|&(ring, request)| (ring, request, Mark::Nothing))
+            .collect();
+        let pending = self.send_all(None, &requests);
+        self.await_answers(pending, timeout_ns)
     }
 
-    /// Undoes everything: disable, detach, destroy, close the connection,
-    /// then end every grant once the backend let go of it.
     /// Removes the watch on the backend's state.
     fn unwatch_backend(&mut self) {
         if let Some(watch) = self.backend_watch.take() {
@@ -1242,6 +1221,8 @@ impl Device {
         }
     }
 
+    /// Undoes everything: disable, detach, destroy, close the connection,
+    /// then end every grant once the backend let go of it.
     fn teardown(&mut self) {
         self.unwatch_backend();
         // Undo on the rings only while the backend is there to answer, in two
@@ -1271,9 +1252,9 @@ impl Device {
         if responsive {
             self.send_batch(&release, TEARDOWN_TIMEOUT_NS);
         }
-        let config = self.config.clone();
+        let config = &self.config;
         let closed = store_call("closing", |client| {
-            config::set_state(client, &config, XenbusState::Closing)?;
+            config::set_state(client, config, XenbusState::Closing)?;
             let node = format!("{}/state", config.backend);
             let _ = xenbus::wait_for_state(
                 client,
@@ -1286,7 +1267,7 @@ impl Device {
                 },
                 RELEASE_TIMEOUT_NS,
             );
-            config::set_state(client, &config, XenbusState::Closed)
+            config::set_state(client, config, XenbusState::Closed)
         });
         if let Err(error) = closed {
             log::warn!("display: {error}");

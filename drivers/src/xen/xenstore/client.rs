@@ -49,6 +49,11 @@ pub const DEFAULT_TRANSACTION_ATTEMPTS: u32 = 10;
 /// Watch events kept while nothing dispatches them; older ones are dropped
 /// beyond this (watches may fire spuriously, so consumers re-read anyway).
 pub const MAX_QUEUED_EVENTS: usize = 256;
+/// What stands in for a result [`Client::call_many`] did not produce (it
+/// produces one per request).
+const NO_RESULT: Error = Error::Broken {
+    reason: Fault::RequestCutShort,
+};
 /// Timed-out requests whose late replies are still recognised and dropped.
 const MAX_ABANDONED: usize = 16;
 
@@ -573,17 +578,9 @@ impl<T: Transport> Client<T> {
 
     /// Sends `request` and returns the payload of its reply.
     fn call(&mut self, tx_id: u32, request: &Request<'_>) -> Result<Vec<u8>, Error> {
-        self.check_usable()?;
-        let request_type = request.message_type();
-        let req_id = self.new_request_id();
-        let message = request.encode(req_id, tx_id)?;
-        let deadline = self
-            .transport
-            .now_ns()
-            .saturating_add(self.request_timeout_ns);
-        self.send(&message, request_type, deadline)?;
-        let reply = self.await_reply(req_id, request_type, deadline)?;
-        Self::reply_payload(reply, request_type)
+        self.call_many(tx_id, core::slice::from_ref(request))
+            .pop()
+            .unwrap_or(Err(NO_RESULT))
     }
 
     /// Sends `requests` in parts that fit the request ring together (the
@@ -595,9 +592,9 @@ impl<T: Transport> Client<T> {
             requests.iter().map(|_| None).collect();
         let mut next = 0;
         while next < requests.len() {
-            if let Err(error) = self.check_usable() {
+            if self.check_usable().is_err() {
                 for slot in &mut results[next..] {
-                    *slot = Some(Err(error.clone()));
+                    *slot = Some(Err(self.given_up()));
                 }
                 break;
             }
@@ -640,11 +637,7 @@ impl<T: Transport> Client<T> {
         }
         results
             .into_iter()
-            .map(|result| {
-                result.unwrap_or(Err(Error::Broken {
-                    reason: Fault::RequestCutShort,
-                }))
-            })
+            .map(|result| result.unwrap_or(Err(NO_RESULT)))
             .collect()
     }
 
@@ -686,21 +679,20 @@ impl<T: Transport> Client<T> {
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    done.extend(
-                        waiting
-                            .drain(..)
-                            .map(|(index, ..)| (index, Err(error.clone()))),
-                    );
+                    // The first request waiting gets the fault, the others
+                    // the connection given up.
+                    let mut error = Some(error);
+                    for (index, ..) in waiting.drain(..) {
+                        done.push((index, Err(error.take().unwrap_or(self.given_up()))));
+                    }
                     break;
                 }
             }
             // xenstored may have given the ring up instead of answering.
-            if let Err(error) = self.check_usable() {
-                done.extend(
-                    waiting
-                        .drain(..)
-                        .map(|(index, ..)| (index, Err(error.clone()))),
-                );
+            if self.check_usable().is_err() {
+                for (index, ..) in waiting.drain(..) {
+                    done.push((index, Err(self.given_up())));
+                }
                 break;
             }
             if self.transport.now_ns() >= deadline {
@@ -713,6 +705,13 @@ impl<T: Transport> Client<T> {
             self.transport.wait(deadline);
         }
         done
+    }
+
+    /// The error of a request that finds the connection given up.
+    fn given_up(&self) -> Error {
+        Error::Broken {
+            reason: self.broken.unwrap_or(Fault::RequestCutShort),
+        }
     }
 
     /// Fails if the connection was given up, or xenstored reports it gone.
@@ -768,40 +767,6 @@ impl<T: Transport> Client<T> {
                 if sent > 0 {
                     self.broken = Some(Fault::RequestCutShort);
                 }
-                return Err(self.timeout(request));
-            }
-            self.transport.wait(deadline);
-        }
-    }
-
-    /// Waits for the reply to `req_id`, queueing watch events meanwhile.
-    fn await_reply(
-        &mut self,
-        req_id: u32,
-        request: MessageType,
-        deadline: u64,
-    ) -> Result<Message, Error> {
-        loop {
-            while let Some(message) = self.next_message()? {
-                if message.msg_type == MessageType::WatchEvent {
-                    self.queue_event(&message);
-                } else if message.header.req_id == req_id {
-                    return Ok(message);
-                } else if !self.drop_abandoned(message.header.req_id) {
-                    // The reply to our request may still come: drop it then.
-                    self.abandon(req_id);
-                    return Err(Error::Malformed {
-                        reason: Fault::UnexpectedRequestId {
-                            expected: Some(req_id),
-                            got: message.header.req_id,
-                        },
-                    });
-                }
-            }
-            // xenstored may have given the ring up instead of answering.
-            self.check_usable()?;
-            if self.transport.now_ns() >= deadline {
-                self.abandon(req_id);
                 return Err(self.timeout(request));
             }
             self.transport.wait(deadline);
