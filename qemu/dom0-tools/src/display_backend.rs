@@ -328,26 +328,23 @@ impl Backend {
                 keys.extend(key);
             }
         }
+        self.look_at(keys, everything);
+    }
+
+    /// Looks again at every known and listed device.
+    fn rescan(&mut self) {
+        self.look_at(BTreeSet::new(), true);
+    }
+
+    /// Looks again at the devices `keys` and, with `everything`, at every
+    /// known and listed device too.
+    fn look_at(&mut self, mut keys: BTreeSet<DeviceKey>, everything: bool) {
         if everything {
             keys.extend(self.devices.keys().copied());
             match self.listed_devices() {
                 Ok(listed) => keys.extend(listed),
                 Err(error) => eprintln!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
             }
-        }
-        for key in keys {
-            if let Err(error) = self.reconcile(key) {
-                eprintln!("vdispl-backend: {key}: {error}");
-            }
-        }
-    }
-
-    /// Looks again at every known and listed device.
-    fn rescan(&mut self) {
-        let mut keys: BTreeSet<DeviceKey> = self.devices.keys().copied().collect();
-        match self.listed_devices() {
-            Ok(listed) => keys.extend(listed),
-            Err(error) => eprintln!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
         }
         for key in keys {
             if let Err(error) = self.reconcile(key) {
