@@ -160,7 +160,8 @@ impl Default for BackendModel {
     }
 }
 
-fn respond(slot: &Slot, status: i32) -> Response {
+/// The response to the request in `slot`: its id and operation, `status`.
+pub fn respond(slot: &Slot, status: i32) -> Response {
     Response {
         id: u16::from_le_bytes([slot[0], slot[1]]),
         operation: slot[2],

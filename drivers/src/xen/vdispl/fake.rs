@@ -5,10 +5,10 @@
 //! ring), and can be told to misbehave: the Dom0 backend's `--fault` modes
 //! through [`FaultState`], and a few blunter ones ([`BackendFaults`]).
 
-use super::backend::{BackendModel, DirectoryReader, Effect};
+use super::backend::{respond, BackendModel, DirectoryReader, Effect};
 use super::connector::Wait;
 use super::fault::{garbage_event, FaultAction, FaultHit, FaultState, RSP_PROD_AHEAD};
-use crate::xen::displif::{Event, Operation, Request, Response};
+use crate::xen::displif::{Event, Operation, Request};
 use crate::xen::ring::{BackRing, EventPage, RingError, SharedRing};
 use alloc::vec::Vec;
 
@@ -160,15 +160,9 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
                     }
                     let operation = Operation::try_from(slot[2]).ok();
                     match (self.faults.status, operation) {
-                        (Some((failing, status)), Some(operation)) if failing == operation => (
-                            Response {
-                                id: u16::from_le_bytes([slot[0], slot[1]]),
-                                operation: slot[2],
-                                status,
-                                edid_sz: 0,
-                            },
-                            Effect::None,
-                        ),
+                        (Some((failing, status)), Some(operation)) if failing == operation => {
+                            (respond(&slot, status), Effect::None)
+                        }
                         _ => self.model.handle(&slot, &mut self.reader),
                     }
                 }

@@ -186,8 +186,9 @@ impl<T> Flipper<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xen::displif::{Operation, Response};
+    use crate::xen::displif::Operation;
     use crate::xen::ring::BackRing;
+    use crate::xen::vdispl::backend::respond;
     use crate::xen::vdispl::tests::pages;
 
     const MS: u64 = NS_PER_MS;
@@ -208,12 +209,7 @@ mod tests {
         assert_eq!(flipper.deadline(), Some(10 * MS + FLIP_TIMEOUT_NS + 1));
         let slot = back.take_request().unwrap().unwrap();
         assert_eq!(slot[2], Operation::PageFlip as u8);
-        let response = Response {
-            id: u16::from_le_bytes([slot[0], slot[1]]),
-            operation: slot[2],
-            status: 0,
-            edid_sz: 0,
-        };
+        let response = respond(&slot, 0);
         back.push_response(&response.encode()).unwrap();
         back.publish();
         // Answered, but the event is for another framebuffer.
@@ -248,12 +244,7 @@ mod tests {
         let mut flipper = Flipper::new(0);
         flipper.send(&mut front, 7, 0, ()).unwrap();
         let slot = back.take_request().unwrap().unwrap();
-        let response = Response {
-            id: u16::from_le_bytes([slot[0], slot[1]]),
-            operation: slot[2],
-            status: 0,
-            edid_sz: 0,
-        };
+        let response = respond(&slot, 0);
         back.push_response(&response.encode()).unwrap();
         back.publish();
         assert_eq!(
