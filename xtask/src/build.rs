@@ -80,6 +80,7 @@ impl Binary {
 
 /// Runs `cargo xtask build`.
 pub fn run() -> Result<Artifacts> {
+    crate::toolchain::ensure()?;
     let elf_path = GUEST.build()?;
     let elf = fs::read(&elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
     let image = image::elf_to_image(&elf)

@@ -5,7 +5,7 @@
 //! arm64 and no root is needed for that part; they are unpacked with `dpkg-deb -x` into
 //! `target/rig/root/`. A stamp file skips the whole step while the package list is unchanged.
 
-use crate::{cmd, rig};
+use crate::{cmd, rig, toolchain};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -60,7 +60,9 @@ const ARM64_PACKAGES: &[&str] = &[
 /// Runs `cargo xtask deps`.
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
+    toolchain::ensure()?;
     host_packages()?;
+    probe_qemu()?;
     if !args.host_only {
         arm64_packages(args.refresh)?;
     }
@@ -82,6 +84,20 @@ pub fn require_host_tool(tool: &str, package: &str) -> Result<()> {
     if !found {
         bail!("`{tool}` not found: install it with `cargo xtask deps` (package {package})");
     }
+    Ok(())
+}
+
+/// Starts QEMU for a moment with the rig's board, before any long step.
+fn probe_qemu() -> Result<()> {
+    let started = Instant::now();
+    crate::qemu::probe(
+        &rig::logs().join("qemu-probe.log"),
+        &rig::dir().join("probe-share"),
+    )?;
+    println!(
+        "deps: QEMU starts the rig's board (probe {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

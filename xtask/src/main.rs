@@ -15,12 +15,14 @@ mod fuzz;
 mod golden;
 mod image;
 mod initramfs;
+mod load;
 mod logmatch;
 mod modinfo;
 mod qemu;
 mod rig;
 mod scenarios;
 mod soak;
+mod toolchain;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -66,6 +66,10 @@ impl Machine {
             "-accel".into(),
             "tcg,thread=multi".into(),
             "-nographic".into(),
+            // No network card: the rig uses none, and the virt board's default one needs an
+            // option ROM (efi-virtio.rom) from a package QEMU only recommends.
+            "-nic".into(),
+            "none".into(),
             "-no-reboot".into(),
         ]
         .into()
@@ -150,6 +154,68 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
         }
     }
     cmd
+}
+
+/// How long [`probe`] lets QEMU run: a QEMU that cannot build the board exits at once.
+pub const PROBE_TIME: Duration = Duration::from_secs(1);
+
+/// Starts QEMU with the rig's board and devices (GICv3, the frames share), CPUs halted, for
+/// [`PROBE_TIME`]: fails with what QEMU printed, and the package that supplies a missing file, if
+/// it exits first.
+pub fn probe(log: &Path, share: &Path) -> Result<()> {
+    std::fs::create_dir_all(share).with_context(|| format!("cannot create {}", share.display()))?;
+    let mut cmd = Command::new("qemu-system-aarch64");
+    cmd.args(Machine::new(3).args("")).arg("-S");
+    cmd.arg("-fsdev").arg(format!(
+        "local,id={FRAMES_TAG},path={},security_model=none",
+        property(&share.to_string_lossy())
+    ));
+    cmd.arg("-device").arg(format!(
+        "virtio-9p-device,fsdev={FRAMES_TAG},mount_tag={FRAMES_TAG}"
+    ));
+    let mut qemu = Qemu::spawn(cmd, log, Console::Quiet)?;
+    let deadline = Instant::now() + PROBE_TIME;
+    let mut lines = Vec::new();
+    loop {
+        match qemu.next(deadline) {
+            Event::Line(line) => lines.push(line),
+            Event::Timeout => return Ok(()),
+            Event::Exited(status) => {
+                let said = lines.join("\n  ");
+                let hint = probe_hint(&said);
+                anyhow::bail!(
+                    "QEMU cannot start the rig's board: it exited at once ({status}){}{hint}\n  \
+                     (log: {})",
+                    if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(":\n  {said}")
+                    },
+                    log.display()
+                );
+            }
+        }
+    }
+}
+
+/// What to install when QEMU's message names a file a package supplies.
+fn probe_hint(said: &str) -> String {
+    if let Some(rom) = said
+        .split("failed to find romfile \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+    {
+        return format!(
+            "\n  QEMU wants the option ROM {rom} (Debian package ipxe-qemu) for a device the \
+             rig does not add; is another QEMU than Debian's first on PATH?"
+        );
+    }
+    if said.contains("is not a valid device model name") || said.contains("unsupported machine") {
+        return "\n  this QEMU lacks the virt board's devices: install Debian's qemu-system-arm \
+                (`cargo xtask deps`)"
+            .to_string();
+    }
+    String::new()
 }
 
 /// Where the serial console goes besides the log file.
