@@ -106,42 +106,57 @@ wait_key() {
     done
 }
 
-# end_guest ACTION: `xl ACTION` the guest (shutdown, reboot or destroy) and time it from the
-# command until the guest has left `xl list`. Passes if it left within END_LIMIT_MS (default
-# 2000) and xl succeeded; after END_TIMEOUT_MS (default 10000) it gives up.
+# end_guest ACTION: `xl ACTION` the guest (shutdown, reboot or destroy) and wait until it has
+# left `xl list` and xl has returned. Passes when both happened and xl succeeded; how long it
+# took is printed as a figure, never judged (`cargo xtask bench` holds teardown to its target).
+# END_TIMEOUT_MS (default 30000) only catches a hang.
 end_guest() {
-    local began xl_pid xl_status gone=0 waited=0
-    : "${END_LIMIT_MS:=2000}" "${END_TIMEOUT_MS:=10000}"
+    local began xl_pid xl_status gone=0
+    : "${END_TIMEOUT_MS:=30000}"
     began=$(uptime_ms)
     say "xl $1 $GUEST_NAME (uptime $began ms)"
     # xl shutdown and xl reboot write control/shutdown, then wait (60 s at most) for the guest
     # to acknowledge it by clearing the key (a guest that is gone has too): run xl aside and
-    # time the guest itself.
+    # watch the guest itself.
     xl "$1" "$GUEST_NAME" &
     xl_pid=$!
     poll_gone "$GUEST_NAME" "$began" "$END_TIMEOUT_MS" || gone=1
-    # Then xl has 2 s to return.
-    while kill -0 "$xl_pid" 2>/dev/null && [ "$waited" -lt 20 ]; do
+    # Then xl has until the same deadline to return.
+    while kill -0 "$xl_pid" 2>/dev/null && [ "$(uptime_ms)" -lt $((began + END_TIMEOUT_MS)) ]; do
         sleep 0.1
-        waited=$((waited + 1))
     done
     if kill -0 "$xl_pid" 2>/dev/null; then
-        say "xl $1 still waits for the guest to acknowledge the request; stopping it"
+        say "xl $1 still waits for the guest to acknowledge the request after $((END_TIMEOUT_MS / 1000)) s (hang); stopping it"
         kill "$xl_pid"
     fi
     wait "$xl_pid"
     xl_status=$?
     if [ "$gone" -ne 0 ]; then
-        say "xl $1 took too long ($ELAPSED_MS ms): the guest is still running"
+        say "xl $1 did not end the guest: still running after $ELAPSED_MS ms (hang)"
     elif [ "$xl_status" -ne 0 ]; then
         say "xl $1 failed (exit status $xl_status); the guest left after $ELAPSED_MS ms"
-    elif [ "$ELAPSED_MS" -gt "$END_LIMIT_MS" ]; then
-        say "xl $1 took too long ($ELAPSED_MS ms)"
     else
-        say "xl $1 ended the guest within $((END_LIMIT_MS / 1000)) s ($ELAPSED_MS ms)"
+        say "xl $1 ended the guest ($ELAPSED_MS ms)"
         return 0
     fi
     return 1
+}
+
+# wait_released DOMID ACTION: after `xl ACTION`, wait (END_TIMEOUT_MS, default 30 s, catches a hang) until the display
+# backend has let go of domain DOMID's device: it printed that the device went Closed or was
+# removed.
+wait_released() {
+    local began
+    : "${END_TIMEOUT_MS:=30000}"
+    began=$(uptime_ms)
+    while ! grep -q "^vdispl-backend: dom$1 dev[0-9]*: \(Closed\|removed\)" "$BACKEND_LOG"; do
+        if [ "$(uptime_ms)" -ge $((began + END_TIMEOUT_MS)) ]; then
+            say "the backend still holds domain $1's device after $((END_TIMEOUT_MS / 1000)) s (hang)"
+            return 1
+        fi
+        sleep 0.1
+    done
+    say "the backend released domain $1's device (after xl $2)"
 }
 
 # show_log FILE PREFIX: print FILE with PREFIX before each line.

@@ -25,6 +25,9 @@ const FIRST_FRAME_TARGET: f64 = 50.0;
 const IMAGE_TARGET_BYTES: u64 = 256 * 1024;
 /// Target: 1920x1080 double-buffered in this much memory (MiB).
 const MEMORY_TARGET_MIB: u32 = 32;
+/// Teardown target: a flipping guest gone within this many milliseconds of `xl shutdown` or
+/// `xl destroy`, on an idle rig.
+const TEARDOWN_TARGET_MS: u64 = 2000;
 
 /// The marker the Linux peer's `/init` prints (bench.sh waits for it).
 const PEER_MARKER: &str = "vdispl-bench: linux /init reached";
@@ -160,6 +163,8 @@ struct Figures {
     memory_tries: Vec<(u32, bool)>,
     /// The smallest memory that worked, MiB.
     memory_smallest: Option<u32>,
+    /// Milliseconds from `xl shutdown` or `xl destroy` of a flipping guest to its end, per action.
+    teardown_ms: Vec<(String, u64)>,
 }
 
 impl Figures {
@@ -180,7 +185,9 @@ impl Figures {
             let Some(rest) = text.strip_prefix("rig: bench: ") else {
                 continue;
             };
-            let is_boot = rest.starts_with("guest first-frame ") || rest.starts_with("linux init ");
+            let is_boot = rest.starts_with("guest first-frame ")
+                || rest.starts_with("linux init ")
+                || rest.starts_with("teardown ");
             if is_boot && (rest.ends_with(" failed") || rest.contains(" failed ")) {
                 figures.failures.push(rest.to_string());
             }
@@ -198,6 +205,13 @@ impl Figures {
                     figures
                         .memory_tries
                         .push((mib as u32, rest.ends_with(" ok")));
+                }
+            } else if let Some(action) = rest
+                .strip_prefix("teardown action=")
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                if let Some(ms) = field("ms=") {
+                    figures.teardown_ms.push((action.to_string(), ms));
                 }
             } else if rest.starts_with("memory smallest ") {
                 figures.memory_smallest = field("mib=").map(|mib| mib as u32);
@@ -288,6 +302,16 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
                 .unwrap_or_default()
         );
     }
+    println!("teardown of a flipping guest, from the xl command to the guest gone:");
+    if figures.teardown_ms.is_empty() {
+        println!("  not measured");
+    }
+    for (action, ms) in &figures.teardown_ms {
+        println!(
+            "  xl {action:<8} {ms:>6} ms; target < {TEARDOWN_TARGET_MS} ms: {}",
+            met(*ms < TEARDOWN_TARGET_MS)
+        );
+    }
     println!(
         "size: target/vdispl-os.Image {image_bytes} bytes ({:.1} KiB); target < 256 KiB: {}",
         image_bytes as f64 / 1024.0,
@@ -322,13 +346,16 @@ rig: bench: guest first-frame run=3 memory=64 ms=700\n\
 guest-console: display: summary conn=0 1920x1080 frames=32 fps=2.500 rtt_p50_us=300000 rtt_p99_us=500000\n\
 guest-vuart: display: summary conn=0 1920x1080 frames=32 fps=2.500 rtt_p50_us=300000 rtt_p99_us=500000\n\
 rig: bench: linux init run=1 memory=64 ms=5000\n\
+rig: bench: teardown action=shutdown ms=850\n\
+rig: bench: teardown action=destroy failed\n\
 rig: bench: memory try mib=16 failed\n\
 rig: bench: memory try mib=40 ok\n\
 rig: bench: memory smallest mib=40 (tried 16..64)\n";
         let figures = Figures::parse(log);
         assert_eq!(figures.guest_first_frame_ms, [900, 700]);
         assert_eq!(figures.linux_init_ms, [5000]);
-        assert_eq!(figures.failures.len(), 1);
+        assert_eq!(figures.failures.len(), 2);
+        assert_eq!(figures.teardown_ms, [("shutdown".to_string(), 850)]);
         assert_eq!(figures.summaries.len(), 1);
         assert_eq!(figures.summaries[0].width, 1920);
         assert_eq!(figures.memory_tries, [(16, false), (40, true)]);

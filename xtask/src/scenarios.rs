@@ -52,7 +52,8 @@ pub const GUEST_DATA_ABORT: &[Pattern] = &[
 
 /// `selftest=services` (`qemu/dom0/scenarios/services.sh`): the guest's self-tests, the grant
 /// that Dom0 reads back with `vdispl-grant-check`, then `xl shutdown` and, in a second guest,
-/// `xl reboot`, each ending the guest within 2 s with the right shutdown reason.
+/// `xl reboot`, each ending the guest through its own shutdown path (the reason Xen logs) with xl
+/// succeeding; how long each took is a figure in the log, not a check.
 pub const SERVICES: &[Pattern] = &[
     Pattern::start("selftest: evtchn loopback ok"),
     Pattern::start("selftest: timer ok"),
@@ -63,11 +64,11 @@ pub const SERVICES: &[Pattern] = &[
     Pattern::start("vdispl-os: ready"),
     Pattern::start("vdispl-os: shutdown requested (poweroff)"),
     Pattern::start("vdispl-os: powering off"),
-    Pattern::start("rig: xl shutdown ended the guest within 2 s"),
+    Pattern::start("rig: xl shutdown ended the guest ("),
     Pattern::anywhere("has shut down, reason code 0 0x0"),
     Pattern::start("vdispl-os: shutdown requested (reboot)"),
     Pattern::start("vdispl-os: rebooting"),
-    Pattern::start("rig: xl reboot ended the guest within 2 s"),
+    Pattern::start("rig: xl reboot ended the guest ("),
     Pattern::anywhere("has shut down, reason code 1 0x1"),
     Pattern::start("rig: services ok (2 guests)"),
 ];
@@ -97,14 +98,17 @@ pub const DISPLAY: &[Pattern] = &[
 ];
 
 /// `display-teardown.sh`: a guest ended by `xl shutdown` and one ended by `xl destroy`, both
-/// while flipping, each gone within 2 s; the first returns every grant first.
+/// while flipping; the first returns every grant and powers off, and the backend releases each
+/// guest's device. How long each took is a figure in the log, not a check.
 pub const DISPLAY_TEARDOWN: &[Pattern] = &[
     Pattern::start("vdispl-backend: serving "),
     Pattern::start("vdispl-os: shutdown requested (poweroff)"),
     Pattern::start("display: all grants returned (0 in use)"),
     Pattern::start("vdispl-os: powering off"),
-    Pattern::start("rig: xl shutdown ended the guest within 2 s"),
-    Pattern::start("rig: xl destroy ended the guest within 2 s"),
+    Pattern::start("rig: xl shutdown ended the guest ("),
+    Pattern::anywhere("'s device (after xl shutdown)"),
+    Pattern::start("rig: xl destroy ended the guest ("),
+    Pattern::anywhere("'s device (after xl destroy)"),
     Pattern::start("rig: display teardown ok (2 guests)"),
 ];
 
@@ -114,7 +118,7 @@ pub const RECOVERY: &[Pattern] = &[
     Pattern::start("vdispl-backend: serving "),
     Pattern::start("rig: recovery cycle 5 of 5: frames resumed "),
     Pattern::start("display: device 0 connection 6 closed: "),
-    Pattern::start("rig: xl shutdown ended the guest within "),
+    Pattern::start("rig: xl shutdown ended the guest ("),
     Pattern::start("vdispl-os: powering off"),
     Pattern::start("rig: recovery ok (5 backend restarts"),
 ];
@@ -129,7 +133,7 @@ pub const HOSTILE: &[Pattern] = &[
     Pattern::start("rig: hostile garbage-event: guest said "),
     Pattern::start("rig: hostile silent: guest said "),
     Pattern::start("rig: hostile state-back: guest said "),
-    Pattern::start("rig: xl shutdown ended the guest within "),
+    Pattern::start("rig: xl shutdown ended the guest ("),
     Pattern::start("vdispl-os: powering off"),
     Pattern::start("rig: hostile ok (6 of 6 fault modes"),
 ];
@@ -482,6 +486,10 @@ pub struct TestArgs {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+    /// Run N busy threads beside the host tests and the scenarios for the whole run (CPU load,
+    /// as on a shared CI machine).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub load: usize,
 }
 
 /// How a boot ended.
@@ -865,6 +873,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         return Ok(());
     }
     let selected = select(&args.scenarios)?;
+    let _load = crate::load::Load::start(args.load);
     let mut passed = 0;
     let mut failed = Vec::new();
     let start = Instant::now();
@@ -1033,6 +1042,35 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), SCENARIOS.len());
+    }
+
+    #[test]
+    fn no_scenario_checks_a_duration() {
+        for scenario in SCENARIOS {
+            for pattern in scenario.expected() {
+                let text = pattern.to_string();
+                assert!(
+                    !text.contains("within") && !text.contains(" took "),
+                    "{}: {text}",
+                    scenario.name
+                );
+            }
+        }
+        // The Dom0 scripts print durations as figures; none compares one with a bound other
+        // than a hang deadline (*_TIMEOUT_MS).
+        let dom0 = rig::qemu_dir().join("dom0");
+        let mut scripts = vec![dom0.join("lib.sh")];
+        for entry in std::fs::read_dir(dom0.join("scenarios")).unwrap() {
+            scripts.push(entry.unwrap().path());
+        }
+        for script in scripts {
+            let text = std::fs::read_to_string(&script).unwrap();
+            assert!(
+                !text.contains("LIMIT_MS") && !text.contains("too long"),
+                "{} judges a duration",
+                script.display()
+            );
+        }
     }
 
     /// Every scenario but the Dom0-only grant loopback boots the guest.

@@ -6,7 +6,9 @@
 #     the last of these runs flips every scene and gives the guest's per-connector summary.
 #  2. the peer: a Debian Linux DomU (Dom0's kernel, a busybox initramfs whose /init prints a
 #     marker and powers off) with the same memory, from `xl create` returning to the marker.
-#  3. the smallest memory= with which the guest flips 1920x1080 double-buffered: bisection,
+#  3. teardown: a display guest ended by `xl shutdown`, another by `xl destroy`, each while
+#     flipping, from the xl command to the guest gone from `xl list` (end_guest in lib.sh);
+#  4. the smallest memory= with which the guest flips 1920x1080 double-buffered: bisection,
 #     each try a short run that must flip its frames and return every grant.
 # Settings come from bench.conf on the share (written by `cargo xtask bench`): RUNS (boots of
 # each kind), MEMORY (MiB of both kinds' boots), FRAMES (per scene in the flipping run), LOW and
@@ -83,7 +85,21 @@ done
 sleep 0.2
 show_console_logs
 
-# 2. The Linux peer.
+# 2. Teardown while flipping.
+for action in shutdown destroy; do
+    clear_console_logs
+    say "xl create $GUEST_CONFIG memory=$MEMORY (ended by xl $action)"
+    if time_create "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "flip conn=0 seq=3" 120000 \
+        "$GUEST_CONFIG" "memory=$MEMORY" "extra=\"log=info scene=bars frames=100000\"" &&
+        end_guest "$action"; then
+        say "bench: teardown action=$action ms=$ELAPSED_MS"
+    else
+        say "bench: teardown action=$action failed"
+        xl destroy "$GUEST_NAME" 2>/dev/null
+    fi
+done
+
+# 3. The Linux peer.
 mkdir -p "$PEER_DIR"
 cp "$FRAMES_DIR/linux-peer/Image" "$FRAMES_DIR/linux-peer/initrd.cpio" "$PEER_DIR/"
 cat >"$PEER_CONFIG" <<EOF
@@ -121,7 +137,7 @@ while [ "$run" -le "$RUNS" ]; do
 done
 rm -f "$PEER_DIR/Image" "$PEER_DIR/initrd.cpio"
 
-# 3. The smallest memory, by bisection: LOW fails or is assumed to, HIGH passes or is assumed
+# 4. The smallest memory, by bisection: LOW fails or is assumed to, HIGH passes or is assumed
 # to.
 fits() {
     guest_run "$1" "log=info scene=bars frames=2"

@@ -8,7 +8,7 @@
 
 SEED=305419896
 OFFER_OUT=/tmp/grant-offer.out
-OFFER_TIMEOUT_MS=5000
+OFFER_TIMEOUT_MS=30000
 
 vdispl-grant-offer 0 "$SEED" 30 >"$OFFER_OUT" &
 offer=$!

@@ -17,7 +17,6 @@
 MODES=${HOSTILE_MODES:-"status wrong-id rsp-prod garbage-event silent state-back"}
 RESUMED_FRAMES=2
 STEP_TIMEOUT_MS=40000
-END_LIMIT_MS=10000
 
 GUEST_CONFIG=/tmp/vdispl-os-hostile.cfg
 small_display_config "$GUEST_CONFIG"

@@ -9,9 +9,10 @@
 #      data/vdispl-os-test/grant-result = ok, mismatch (the page differs) or error (the check
 #      could not be made), after which the guest ends its grant;
 #   3. wait (30 s) for data/vdispl-os-test/state = ready;
-#   4. xl shutdown (or xl reboot) and time it until the guest leaves `xl list`: it must take
-#      2 s at most (10 s before the guest is destroyed), and xl must succeed, which needs the
-#      guest to acknowledge the request by clearing control/shutdown (or to be gone);
+#   4. xl shutdown (or xl reboot) and wait until the guest leaves `xl list` (the time is printed
+#      as a figure; 30 s catch a hang), and xl must succeed, which needs the guest to
+#      acknowledge the request by clearing control/shutdown (or to be gone); the shutdown
+#      reason Xen logs shows that the guest ended through its own path;
 #   5. print its console logs and xl's log.
 # Ends with `rig: services ok (2 guests)` or `rig: services failed: ...`.
 . /rig/lib.sh
@@ -19,8 +20,6 @@
 TEST_DIR=data/vdispl-os-test
 GUEST_EXTRA_BOOTARGS=selftest=services
 KEY_TIMEOUT_MS=30000
-END_LIMIT_MS=2000
-END_TIMEOUT_MS=10000
 
 # check_grant DOMID VALUE: check the grant "<gref> <seed>" of VALUE, write grant-result.
 check_grant() {
