@@ -4,21 +4,19 @@
 //!
 //! Encoding and writing happen on worker threads ([`FrameWriter`]) of lower priority, so that
 //! the backend answers the flip as soon as the copy is taken and the workers never hold up the
-//! backend, the toolstack or xenstored; a bounded queue holds frames while they catch up.
+//! backend, the toolstack or xenstored. Handing a frame over never waits: each connector has
+//! room for [`PENDING_PER_CONNECTOR`] frames waiting for a worker, and when the workers fall
+//! behind its oldest waiting frame is dropped for the newest (latest wins), and reported.
 //! Without an output directory only the checksum is computed (no PNG encoding).
 
 use drivers::framebuffer::{FrameView, Layout};
+use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-/// Frames waiting for a worker before the backend itself waits (each holds a copy of a
-/// display buffer).
-pub const QUEUE_DEPTH: usize = 2;
 
 /// A flipped frame, copied out of the display buffer.
 pub struct CapturedFrame {
@@ -169,64 +167,131 @@ impl WriterStats {
 /// How much lower than the backend's the workers' priority is (nice increment).
 pub const WORKER_NICENESS: libc::c_int = 10;
 
+/// Frames of one connector that may wait for a worker. A connector that flips faster than
+/// the workers write keeps its newest frames: the oldest waiting one makes room (latest wins).
+/// Two absorb a short burst (one frame waiting while the previous one is written) without
+/// losing a frame.
+pub const PENDING_PER_CONNECTOR: usize = 2;
+
+/// What [`FrameWriter::submit`] did with a frame. It never waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Queued; nothing was dropped.
+    Queued,
+    /// Queued; the connector's oldest waiting frame, `seq`, was dropped to make room (the
+    /// workers are behind).
+    Replaced {
+        /// The dropped frame's sequence number.
+        seq: u64,
+    },
+    /// Not queued: the workers are stopping or gone.
+    Stopped,
+}
+
+/// Adds `frame` to `queue`, first dropping the oldest waiting frame of the same domain and
+/// connector if `limit` of them wait already; returns the dropped frame's `seq`.
+pub fn admit(
+    queue: &mut VecDeque<CapturedFrame>,
+    frame: CapturedFrame,
+    limit: usize,
+) -> Option<u64> {
+    let same = |waiting: &CapturedFrame| {
+        waiting.domid == frame.domid && waiting.connector == frame.connector
+    };
+    let mut dropped = None;
+    if queue.iter().filter(|waiting| same(waiting)).count() >= limit.max(1) {
+        if let Some(oldest) = queue.iter().position(same) {
+            dropped = queue.remove(oldest).map(|frame| frame.seq);
+        }
+    }
+    queue.push_back(frame);
+    dropped
+}
+
+/// The frames waiting for a worker and what the workers are doing.
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<CapturedFrame>,
+    /// No more frames come: workers leave once `frames` is empty.
+    closed: bool,
+    /// Workers that have not returned yet.
+    running: usize,
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when a frame is queued or the queue is closed.
+    work: Condvar,
+    /// Signalled when a worker returns.
+    done: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A worker that panicked while holding the lock leaves a queue that is still
+        // consistent (it only pushes and pops whole frames).
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Worker threads that encode frames and write their files, printing each frame's line.
+/// The backend hands frames over with [`FrameWriter::submit`], which never waits: when the
+/// workers fall behind, a connector's oldest waiting frame is dropped (and reported) instead.
 pub struct FrameWriter {
-    sender: Option<SyncSender<CapturedFrame>>,
+    shared: Arc<Shared>,
     workers: Vec<JoinHandle<WriterStats>>,
 }
 
 impl FrameWriter {
     /// Starts `threads` workers (at least one) writing into `dir` (`None`: lines only).
     pub fn start(dir: Option<PathBuf>, threads: usize) -> Self {
-        let (sender, receiver) = mpsc::sync_channel(QUEUE_DEPTH);
-        let receiver = Arc::new(Mutex::new(receiver));
-        let workers = (0..threads.max(1))
+        let shared = Arc::new(Shared::default());
+        let threads = threads.max(1);
+        shared.lock().running = threads;
+        let workers = (0..threads)
             .map(|_| {
-                let receiver = Arc::clone(&receiver);
+                let shared = Arc::clone(&shared);
                 let dir = dir.clone();
-                thread::spawn(move || work(&receiver, dir.as_deref()))
+                thread::spawn(move || work(&shared, dir.as_deref()))
             })
             .collect();
-        Self {
-            sender: Some(sender),
-            workers,
-        }
+        Self { shared, workers }
     }
 
-    /// Queues a frame, waiting while [`QUEUE_DEPTH`] frames are queued, for `timeout` at
-    /// most. False if the frame was not queued (timeout, or the workers are gone).
-    pub fn submit_within(&self, frame: CapturedFrame, timeout: Duration) -> bool {
-        let Some(sender) = &self.sender else {
-            return false;
-        };
-        let deadline = Instant::now() + timeout;
-        let mut frame = frame;
-        loop {
-            match sender.try_send(frame) {
-                Ok(()) => return true,
-                Err(TrySendError::Disconnected(_)) => return false,
-                Err(TrySendError::Full(back)) => {
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    frame = back;
-                    thread::sleep(Duration::from_millis(2));
-                }
-            }
+    /// Queues a frame without waiting; see [`Submitted`].
+    pub fn submit(&self, frame: CapturedFrame) -> Submitted {
+        let mut queue = self.shared.lock();
+        if queue.closed || queue.running == 0 {
+            return Submitted::Stopped;
+        }
+        let dropped = admit(&mut queue.frames, frame, PENDING_PER_CONNECTOR);
+        drop(queue);
+        self.shared.work.notify_one();
+        match dropped {
+            Some(seq) => Submitted::Replaced { seq },
+            None => Submitted::Queued,
         }
     }
 
     /// Lets the workers finish what is queued, then stops them; `None` if they are not done
     /// within `timeout` (they are left running).
     pub fn finish_within(mut self, timeout: Duration) -> Option<WriterStats> {
-        self.sender = None;
-        let deadline = Instant::now() + timeout;
-        while self.workers.iter().any(|worker| !worker.is_finished()) {
-            if Instant::now() >= deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
+        let queue = {
+            let mut queue = self.shared.lock();
+            queue.closed = true;
+            queue
+        };
+        self.shared.work.notify_all();
+        let (queue, _) = self
+            .shared
+            .done
+            .wait_timeout_while(queue, timeout, |queue| queue.running > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        if queue.running > 0 {
+            return None;
         }
+        drop(queue);
         let mut total = WriterStats::default();
         for worker in self.workers.drain(..) {
             if let Ok(stats) = worker.join() {
@@ -237,16 +302,40 @@ impl FrameWriter {
     }
 }
 
-fn work(receiver: &Mutex<Receiver<CapturedFrame>>, dir: Option<&Path>) -> WriterStats {
+/// Counts a worker out when it returns, also by a panic.
+struct Running<'a>(&'a Shared);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock();
+        queue.running = queue.running.saturating_sub(1);
+        drop(queue);
+        self.0.done.notify_all();
+    }
+}
+
+fn work(shared: &Shared, dir: Option<&Path>) -> WriterStats {
+    let _running = Running(shared);
     lower_priority();
     let mut stats = WriterStats::default();
     loop {
         // The lock is held only while taking a frame, not while encoding it.
-        let next = match receiver.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => break,
+        let frame = {
+            let mut queue = shared.lock();
+            loop {
+                if let Some(frame) = queue.frames.pop_front() {
+                    break Some(frame);
+                }
+                if queue.closed {
+                    break None;
+                }
+                queue = shared
+                    .work
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         };
-        let Ok(frame) = next else {
+        let Some(frame) = frame else {
             break;
         };
         let started = Instant::now();
@@ -387,17 +476,94 @@ mod tests {
         for seq in 0..6 {
             let mut next = frame();
             next.seq = seq;
-            assert!(writer.submit_within(next, Duration::from_secs(10)));
+            // A connector each, so that no frame has to make room for another.
+            next.connector = seq as u32;
+            assert_eq!(writer.submit(next), Submitted::Queued);
         }
         let stats = writer.finish_within(Duration::from_secs(10)).unwrap();
         assert_eq!((stats.frames, stats.files, stats.failures), (6, 6, 0));
         for seq in 0..6 {
-            assert!(dir.join(file_name(4, 1, seq)).is_file());
+            assert!(dir.join(file_name(4, seq as u32, seq)).is_file());
         }
         let unwritable = FrameWriter::start(Some(dir.join("missing")), 1);
-        assert!(unwritable.submit_within(frame(), Duration::from_secs(10)));
+        assert_eq!(unwritable.submit(frame()), Submitted::Queued);
         let stats = unwritable.finish_within(Duration::from_secs(10)).unwrap();
         assert_eq!(stats.failures, 1);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn numbered(domid: u32, connector: u32, seq: u64) -> CapturedFrame {
+        CapturedFrame {
+            domid,
+            connector,
+            seq,
+            ..frame()
+        }
+    }
+
+    fn seqs(queue: &VecDeque<CapturedFrame>) -> Vec<(u32, u32, u64)> {
+        queue
+            .iter()
+            .map(|frame| (frame.domid, frame.connector, frame.seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_connector_behind_keeps_its_newest_frames_and_leaves_the_others_alone() {
+        let mut queue = VecDeque::new();
+        assert_eq!(admit(&mut queue, numbered(4, 0, 0), 2), None);
+        assert_eq!(admit(&mut queue, numbered(4, 1, 0), 2), None);
+        assert_eq!(admit(&mut queue, numbered(4, 0, 1), 2), None);
+        // Connector 0 has two waiting: its oldest makes room, connector 1's stays.
+        assert_eq!(admit(&mut queue, numbered(4, 0, 2), 2), Some(0));
+        assert_eq!(seqs(&queue), [(4, 1, 0), (4, 0, 1), (4, 0, 2)]);
+        // The same connector number of another domain is another connector.
+        assert_eq!(admit(&mut queue, numbered(5, 0, 0), 2), None);
+        assert_eq!(admit(&mut queue, numbered(4, 0, 3), 2), Some(1));
+        assert_eq!(seqs(&queue), [(4, 1, 0), (4, 0, 2), (5, 0, 0), (4, 0, 3)]);
+        // A limit of one is a latest-wins slot (zero counts as one).
+        let mut slot = VecDeque::new();
+        assert_eq!(admit(&mut slot, numbered(4, 0, 7), 0), None);
+        assert_eq!(admit(&mut slot, numbered(4, 0, 8), 1), Some(7));
+        assert_eq!(seqs(&slot), [(4, 0, 8)]);
+    }
+
+    #[test]
+    fn submitting_never_waits_for_the_workers_and_every_frame_is_written_or_reported() {
+        // One worker and forty frames of one connector handed over in a row: submit returns
+        // at once whatever the worker does, and each frame is either written or named as
+        // dropped; the newest is always written.
+        let dir = std::env::temp_dir().join(format!("vdispl-latest-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let writer = FrameWriter::start(Some(dir.clone()), 1);
+        let mut dropped = Vec::new();
+        for seq in 0..40 {
+            match writer.submit(numbered(4, 1, seq)) {
+                Submitted::Queued => {}
+                Submitted::Replaced { seq: old } => {
+                    assert!(old < seq);
+                    dropped.push(old);
+                }
+                Submitted::Stopped => panic!("the workers stopped"),
+            }
+        }
+        let stats = writer.finish_within(Duration::from_secs(60)).unwrap();
+        assert_eq!(stats.frames + dropped.len() as u64, 40);
+        assert_eq!(stats.files, stats.frames);
+        for seq in 0..40 {
+            let written = dir.join(file_name(4, 1, seq)).is_file();
+            assert_eq!(written, !dropped.contains(&seq), "seq {seq}");
+        }
+        assert!(dir.join(file_name(4, 1, 39)).is_file());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_stopped_writer_takes_no_frames() {
+        let writer = FrameWriter::start(None, 2);
+        writer.shared.lock().closed = true;
+        assert_eq!(writer.submit(frame()), Submitted::Stopped);
+        let stats = writer.finish_within(Duration::from_secs(10)).unwrap();
+        assert_eq!(stats.frames, 0);
     }
 }

@@ -13,7 +13,7 @@
 //! base block for the connector's resolution) only when the frontend asked for protocol
 //! version 2. Every rejected request is logged with its reason.
 
-use crate::capture::{CapturedFrame, FrameWriter, WriterStats};
+use crate::capture::{CapturedFrame, FrameWriter, Submitted, WriterStats};
 use crate::evtchn::Evtchn;
 use crate::frontend::{
     self, ConnectorConfig, DeviceKey, NodeReader, Scope, BACKEND_ROOT, VERSIONS,
@@ -47,8 +47,6 @@ const FRONTEND_TOKEN: &str = "frontend:";
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often every device is looked at again, watch events or not.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a full frame queue may hold the backend up before the frame is dropped.
-const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long stopping waits for the frame workers.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -77,6 +75,9 @@ pub struct Summary {
     /// Time spent copying flipped frames out of the display buffers (after each flip was
     /// answered; the connector's next request waits for it).
     pub capture: Duration,
+    /// Frames copied but not written: the workers were behind and a newer frame of the same
+    /// connector took their place (each is named in a line as it happens).
+    pub not_captured: u64,
     /// What the frame workers did.
     pub writer: WriterStats,
 }
@@ -892,11 +893,22 @@ fn capture_flip(
     summary.capture += started.elapsed();
     match captured {
         Ok(frame) => {
-            if let Some(writer) = writer {
-                if !writer.submit_within(frame, SUBMIT_TIMEOUT) {
+            // Never waits: when the workers are behind, the connector's oldest waiting frame
+            // gives way to this one.
+            match writer.map(|writer| writer.submit(frame)) {
+                None | Some(Submitted::Queued) => {}
+                Some(Submitted::Replaced { seq: dropped }) => {
+                    summary.not_captured += 1;
                     eprintln!(
-                        "vdispl-backend: {key} conn{index}: frame seq {seq} dropped \
-                         (the frame workers are stuck)"
+                        "vdispl-backend: {key} conn{index}: frame seq {dropped} not captured \
+                         (the writers were behind; seq {seq} is newer)"
+                    );
+                }
+                Some(Submitted::Stopped) => {
+                    summary.not_captured += 1;
+                    eprintln!(
+                        "vdispl-backend: {key} conn{index}: frame seq {seq} not captured \
+                         (the writers have stopped)"
                     );
                 }
             }

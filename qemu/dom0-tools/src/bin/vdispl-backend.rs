@@ -83,7 +83,8 @@ fn main() -> ExitCode {
             println!(
                 "vdispl-backend: stopped: {} connections, {} flips, {} frames encoded, \
                  {} PNG files written, {} failures, {} requests rejected; per frame {} ms to \
-                 copy, {} ms to encode and write",
+                 copy, {} ms to encode and write; {} frames not captured (the writers were \
+                 behind)",
                 summary.connections,
                 summary.flips,
                 summary.writer.frames,
@@ -91,7 +92,8 @@ fn main() -> ExitCode {
                 summary.writer.failures,
                 summary.rejected,
                 summary.capture_mean_ms(),
-                summary.writer.mean_ms()
+                summary.writer.mean_ms(),
+                summary.not_captured
             );
             ExitCode::SUCCESS
         }
