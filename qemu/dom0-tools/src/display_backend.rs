@@ -582,18 +582,7 @@ impl Backend {
     ) -> Result<Connector, String> {
         let domid = key.domid;
         let index = config.index;
-        let ring = self
-            .grants
-            .map(domid, &[config.req_ring_ref], Access::ReadWrite)
-            .map_err(|error| format!("connector {index} request ring: {error}"))?;
-        let ring = RingMapping::new(ring)
-            .ok_or_else(|| format!("connector {index} request ring: not one page"))?;
-        let events = self
-            .grants
-            .map(domid, &[config.evt_ring_ref], Access::ReadWrite)
-            .map_err(|error| format!("connector {index} event page: {error}"))?;
-        let events = EventMapping::new(events)
-            .ok_or_else(|| format!("connector {index} event page: not one page"))?;
+        let (ring, events) = map_connector_pages(&self.grants, domid, &config)?;
         let req_port = self
             .evtchn
             .bind_interdomain(domid, config.req_port)
@@ -605,40 +594,20 @@ impl Backend {
                 return Err(format!("connector {index} evt-event-channel: {error}"));
             }
         };
-        Ok(Connector {
-            config,
-            ring: BackRing::new(ring.clone()),
-            ring_page: ring,
-            events,
-            req_port,
-            evt_port,
-            flips: 0,
-            next_event_id: 0,
-            poisoned: false,
-        })
+        Ok(Connector::new(config, ring, events, req_port, evt_port))
     }
 
     /// Unbinds and unmaps everything of a link; logs what fails.
     fn release(&mut self, key: DeviceKey, link: Link) {
-        for connector in link.connectors {
+        for connector in &link.connectors {
             for port in [connector.req_port, connector.evt_port] {
                 self.ports.remove(&port);
                 if let Err(error) = self.evtchn.unbind(port) {
                     eprintln!("vdispl-backend: {key}: {error}");
                 }
             }
-            drop(connector.ring);
-            for result in [connector.ring_page.unmap(), connector.events.unmap()] {
-                if let Err(error) = result {
-                    eprintln!("vdispl-backend: {key}: {error}");
-                }
-            }
         }
-        for (cookie, mapping) in link.buffers {
-            if let Err(error) = mapping.unmap() {
-                eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
-            }
-        }
+        unmap_link(key, link);
     }
 
     /// Lets go of a device's link, if any; returns a note on what it did for the log.
@@ -828,6 +797,67 @@ impl Backend {
                     FINISH_TIMEOUT.as_secs()
                 ),
             }
+        }
+    }
+}
+
+/// Maps a connector's request ring and event page (writable).
+fn map_connector_pages(
+    grants: &GrantMapper,
+    domid: u32,
+    config: &ConnectorConfig,
+) -> Result<(RingMapping, EventMapping), String> {
+    let index = config.index;
+    let ring = grants
+        .map(domid, &[config.req_ring_ref], Access::ReadWrite)
+        .map_err(|error| format!("connector {index} request ring: {error}"))?;
+    let ring = RingMapping::new(ring)
+        .ok_or_else(|| format!("connector {index} request ring: not one page"))?;
+    let events = grants
+        .map(domid, &[config.evt_ring_ref], Access::ReadWrite)
+        .map_err(|error| format!("connector {index} event page: {error}"))?;
+    let events = EventMapping::new(events)
+        .ok_or_else(|| format!("connector {index} event page: not one page"))?;
+    Ok((ring, events))
+}
+
+/// Unmaps every ring, event page and display buffer of a link (its event channels are
+/// unbound already); logs what fails. Every grant the link mapped is released in gntdev
+/// (munmap, then IOCTL_GNTDEV_UNMAP_GRANT_REF), so the frontend can end them.
+fn unmap_link(key: DeviceKey, link: Link) {
+    for connector in link.connectors {
+        drop(connector.ring);
+        for result in [connector.ring_page.unmap(), connector.events.unmap()] {
+            if let Err(error) = result {
+                eprintln!("vdispl-backend: {key}: {error}");
+            }
+        }
+    }
+    for (cookie, mapping) in link.buffers {
+        if let Err(error) = mapping.unmap() {
+            eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
+        }
+    }
+}
+
+impl Connector {
+    fn new(
+        config: ConnectorConfig,
+        ring: RingMapping,
+        events: EventMapping,
+        req_port: u32,
+        evt_port: u32,
+    ) -> Self {
+        Connector {
+            config,
+            ring: BackRing::new(ring.clone()),
+            ring_page: ring,
+            events,
+            req_port,
+            evt_port,
+            flips: 0,
+            next_event_id: 0,
+            poisoned: false,
         }
     }
 }
@@ -1117,5 +1147,217 @@ impl Summary {
             Ok(flips) if flips > 0 => (self.capture / flips).as_millis() as u64,
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant_map::fake::{EndError, FakeGntdev};
+    use drivers::xen::displif::DbufCreate;
+    use std::rc::Rc;
+
+    const DOMID: u32 = 1;
+    const KEY: DeviceKey = DeviceKey {
+        domid: DOMID,
+        device: 0,
+    };
+    const WIDTH: u32 = 64;
+    const HEIGHT: u32 = 48;
+    /// The fake frontend's references, reused by every connection as a frontend's free list
+    /// hands them out again: a grant the backend kept mapped could not be ended, and granting
+    /// it again would fail the test.
+    const RING_REF: u32 = 8;
+    const EVENT_REF: u32 = 9;
+    const DIRECTORY_REF: u32 = 3422;
+    const BUFFER_REFS: [u32; 3] = [20, 21, 22];
+
+    fn directory_page(next: u32, refs: &[u32]) -> Vec<u8> {
+        std::iter::once(next)
+            .chain(refs.iter().copied())
+            .flat_map(u32::to_le_bytes)
+            .collect()
+    }
+
+    /// The fake frontend grants a connector's ring and event page, a 64x48 XRGB8888 buffer
+    /// whose pixel `n` is `n | seed << 24`, and its page directory.
+    fn grant_connection(fake: &FakeGntdev, seed: u8) {
+        fake.grant(DOMID, RING_REF, &[], false);
+        fake.grant(DOMID, EVENT_REF, &[], false);
+        let pixels: Vec<u8> = (0..WIDTH * HEIGHT)
+            .flat_map(|n| (n | u32::from(seed) << 24).to_le_bytes())
+            .collect();
+        for (page, gref) in pixels.chunks(4096).zip(BUFFER_REFS) {
+            fake.grant(DOMID, gref, page, true);
+        }
+        fake.grant(DOMID, DIRECTORY_REF, &directory_page(0, &BUFFER_REFS), true);
+    }
+
+    /// The fake frontend ends every grant of a connection, as a frontend tearing it down does.
+    fn end_connection(fake: &FakeGntdev) -> Vec<(u32, EndError)> {
+        [RING_REF, EVENT_REF, DIRECTORY_REF]
+            .into_iter()
+            .chain(BUFFER_REFS)
+            .filter_map(|gref| fake.end(DOMID, gref).err().map(|error| (gref, error)))
+            .collect()
+    }
+
+    fn config() -> ConnectorConfig {
+        ConnectorConfig {
+            index: 0,
+            unique_id: "DP-1".into(),
+            width: WIDTH,
+            height: HEIGHT,
+            req_ring_ref: RING_REF,
+            req_port: 5,
+            evt_ring_ref: EVENT_REF,
+            evt_port: 6,
+        }
+    }
+
+    /// What `connect` builds for one connector, mapped through `grants` (no event channels).
+    fn connect_link(grants: &GrantMapper) -> Link {
+        let config = config();
+        let (ring, events) = map_connector_pages(grants, DOMID, &config).unwrap();
+        Link {
+            version: 2,
+            model: BackendModel::default(),
+            buffers: HashMap::new(),
+            connectors: vec![Connector::new(config, ring, events, 11, 12)],
+        }
+    }
+
+    fn send(
+        link: &mut Link,
+        grants: &GrantMapper,
+        summary: &mut Summary,
+        id: u16,
+        request: Request,
+    ) -> (Response, Option<u64>) {
+        answer(KEY, 0, link, grants, &request.encode(id), summary)
+    }
+
+    fn create() -> Request {
+        Request::DbufCreate(DbufCreate {
+            dbuf_cookie: 0xd0,
+            width: WIDTH,
+            height: HEIGHT,
+            bpp: 32,
+            buffer_sz: displif::stride(WIDTH, 32) * HEIGHT,
+            flags: 0,
+            gref_directory: DIRECTORY_REF,
+            data_ofs: 0,
+        })
+    }
+
+    #[test]
+    fn fifty_reconnections_in_a_row_map_every_buffer_and_leave_nothing_mapped() {
+        let fake = Rc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        for cycle in 0..50u8 {
+            grant_connection(&fake, cycle);
+            let mut link = connect_link(&grants);
+            let mut summary = Summary::default();
+            let (created, _) = send(&mut link, &grants, &mut summary, 6, create());
+            assert_eq!(created.status, 0, "cycle {cycle}: DBUF_CREATE");
+            let attach = Request::FbAttach {
+                dbuf_cookie: 0xd0,
+                fb_cookie: 0xf0,
+                width: WIDTH,
+                height: HEIGHT,
+                pixel_format: FOURCC_XRGB8888,
+            };
+            assert_eq!(
+                send(&mut link, &grants, &mut summary, 7, attach).0.status,
+                0
+            );
+            let flip = Request::PageFlip { fb_cookie: 0xf0 };
+            let (flipped, shown) = send(&mut link, &grants, &mut summary, 8, flip);
+            assert_eq!((flipped.status, shown), (0, Some(0xf0)));
+            // The frame copied out of the mapped buffer is this connection's.
+            let frame = capture(KEY, 0, &link, 0xf0, u64::from(cycle)).unwrap();
+            assert_eq!(
+                frame.bytes[4..8],
+                (1 | u32::from(cycle) << 24).to_le_bytes()
+            );
+            assert_eq!(summary.rejected, 0);
+            // Ring, event page and buffer: three ranges, five pages mapped until the close.
+            assert_eq!((fake.recorded(), fake.mapped_pages()), (3, 5));
+            // The frontend closes without destroying its buffer; the backend lets go of all.
+            unmap_link(KEY, link);
+            assert_eq!(
+                (fake.recorded(), fake.mapped_pages()),
+                (0, 0),
+                "cycle {cycle}"
+            );
+            assert_eq!(end_connection(&fake), [], "cycle {cycle}");
+        }
+        assert_eq!(fake.granted(), 0);
+    }
+
+    #[test]
+    fn a_request_left_by_a_frontend_that_ended_its_grants_is_refused_and_leaks_nothing() {
+        // What the rig saw after each reconnection under load: the backend, late, takes a
+        // DBUF_CREATE from a ring the frontend has given up on (its request timed out and it
+        // ended the directory grant); Xen refuses the grant map, gntdev's mmap says EINVAL.
+        let fake = Rc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 0);
+        let mut link = connect_link(&grants);
+        assert_eq!(fake.end(DOMID, DIRECTORY_REF), Ok(()));
+        let mut summary = Summary::default();
+        let (response, _) = send(&mut link, &grants, &mut summary, 6, create());
+        assert_eq!((response.status, summary.rejected), (EINVAL, 1));
+        assert!(link.buffers.is_empty() && link.model.buffers.is_empty());
+        // Only the ring and the event page stay mapped, and only until the close.
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
+        unmap_link(KEY, link);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+        // The next connection maps everything again, the directory under the same reference.
+        assert_eq!(
+            end_connection(&fake),
+            [(DIRECTORY_REF, EndError::NotGranted)]
+        );
+        grant_connection(&fake, 1);
+        let mut link = connect_link(&grants);
+        let (response, _) = send(&mut link, &grants, &mut summary, 6, create());
+        assert_eq!(response.status, 0);
+        unmap_link(KEY, link);
+        assert_eq!(end_connection(&fake), []);
+    }
+
+    #[test]
+    fn a_destroyed_buffer_and_a_failed_buffer_map_are_released_at_once() {
+        // Room for the ring, the event page, the directory page and not the buffer.
+        let fake = Rc::new(FakeGntdev::with_max_mapped(4));
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 0);
+        let mut link = connect_link(&grants);
+        let mut summary = Summary::default();
+        let (response, _) = send(&mut link, &grants, &mut summary, 6, create());
+        assert_eq!((response.status, summary.rejected), (EINVAL, 1));
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
+        unmap_link(KEY, link);
+        assert_eq!(end_connection(&fake), []);
+
+        let fake = Rc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 0);
+        let mut link = connect_link(&grants);
+        assert_eq!(
+            send(&mut link, &grants, &mut summary, 6, create()).0.status,
+            0
+        );
+        let destroy = Request::DbufDestroy { dbuf_cookie: 0xd0 };
+        assert_eq!(
+            send(&mut link, &grants, &mut summary, 7, destroy).0.status,
+            0
+        );
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
+        for gref in BUFFER_REFS.into_iter().chain([DIRECTORY_REF]) {
+            assert_eq!(fake.end(DOMID, gref), Ok(()));
+        }
+        unmap_link(KEY, link);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
     }
 }

@@ -13,6 +13,9 @@ use std::fmt;
 use std::io;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+#[cfg(test)]
+pub mod fake;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,9 +64,106 @@ pub fn map_request(domid: u32, refs: &[u32]) -> Vec<u64> {
     words
 }
 
-/// What opened `/dev/xen/gntdev` maps through. Mappings keep it open.
+/// The four steps of `/dev/xen/gntdev` a mapping goes through, so that the mapping code
+/// runs against the kernel's device in Dom0 and against [`fake::FakeGntdev`] (which enforces
+/// the driver's rules) in host tests.
+pub trait GntdevDevice {
+    /// IOCTL_GNTDEV_MAP_GRANT_REF: records `refs` of `domid`; returns the offset to mmap.
+    fn add(&self, domid: u32, refs: &[u32]) -> io::Result<u64>;
+
+    /// mmap() of `pages` pages at `offset` (where the grant map hypercall happens).
+    fn map(&self, offset: u64, pages: usize, access: Access) -> io::Result<NonNull<u8>>;
+
+    /// munmap() of a region [`GntdevDevice::map`] returned.
+    ///
+    /// # Safety
+    /// `address` and `pages` are those of a region `map` returned and not yet unmapped, and
+    /// nothing reads or writes the region any more.
+    unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()>;
+
+    /// IOCTL_GNTDEV_UNMAP_GRANT_REF: forgets the `pages` references recorded at `offset`.
+    fn remove(&self, offset: u64, pages: usize) -> io::Result<()>;
+}
+
+/// `/dev/xen/gntdev`, opened.
+pub struct DeviceFile(OwnedFd);
+
+impl GntdevDevice for DeviceFile {
+    fn add(&self, domid: u32, refs: &[u32]) -> io::Result<u64> {
+        let mut request = map_request(domid, refs);
+        // SAFETY: the argument is a struct ioctl_gntdev_map_grant_ref with `count` = refs.len()
+        // references following it (map_request), all within `request`; the kernel reads the
+        // references and writes `index` (word 1).
+        let result = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                IOCTL_GNTDEV_MAP_GRANT_REF as libc::Ioctl,
+                request.as_mut_ptr(),
+            )
+        };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(request[1])
+    }
+
+    fn map(&self, offset: u64, pages: usize, access: Access) -> io::Result<NonNull<u8>> {
+        let offset = libc::off_t::try_from(offset).map_err(|_| {
+            io::Error::other(format!("index {offset:#x} does not fit an mmap offset"))
+        })?;
+        let protection = match access {
+            Access::ReadOnly => libc::PROT_READ,
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        };
+        // SAFETY: a new shared mapping of the device at the offset the map ioctl returned, as
+        // long as the grants it recorded; the kernel picks the address, so no existing memory
+        // is affected.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * GRANT_SIZE,
+                protection,
+                libc::MAP_SHARED,
+                self.0.as_raw_fd(),
+                offset,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        NonNull::new(address.cast()).ok_or_else(|| io::Error::other("mmap returned address 0"))
+    }
+
+    unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()> {
+        // SAFETY: the caller vouches that this is a live region `map` made, no longer used.
+        if unsafe { libc::munmap(address.as_ptr().cast(), pages * GRANT_SIZE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn remove(&self, offset: u64, pages: usize) -> io::Result<()> {
+        let mut request = [offset, pages as u64];
+        // SAFETY: the argument is a struct ioctl_gntdev_unmap_grant_ref `{ index u64,
+        // count u32, pad u32 }` as two little-endian words; the kernel only reads it.
+        let result = unsafe {
+            libc::ioctl(
+                self.0.as_raw_fd(),
+                IOCTL_GNTDEV_UNMAP_GRANT_REF as libc::Ioctl,
+                request.as_mut_ptr(),
+            )
+        };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// What opened `/dev/xen/gntdev` (or a fake of it) maps through. Mappings keep it open.
+#[derive(Clone)]
 pub struct GrantMapper {
-    fd: Rc<OwnedFd>,
+    device: Rc<dyn GntdevDevice>,
 }
 
 impl GrantMapper {
@@ -85,10 +185,16 @@ impl GrantMapper {
         }
         // SAFETY: `fd` was just returned by open(2) and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self { fd: Rc::new(fd) })
+        Ok(Self::over(Rc::new(DeviceFile(fd))))
     }
 
-    /// Maps the pages `refs` of `domid`, in order, as one region.
+    /// Maps through `device`.
+    pub fn over(device: Rc<dyn GntdevDevice>) -> Self {
+        Self { device }
+    }
+
+    /// Maps the pages `refs` of `domid`, in order, as one region. On failure nothing stays
+    /// recorded in the device (the references are removed again).
     pub fn map(&self, domid: u32, refs: &[u32], access: Access) -> Result<GrantMapping, Error> {
         let what = || match refs {
             [gref] => format!("map grant {gref} of domain {domid}"),
@@ -104,59 +210,25 @@ impl GrantMapper {
                 source: io::Error::from(io::ErrorKind::InvalidInput),
             });
         }
-        let mut request = map_request(domid, refs);
-        // SAFETY: the argument is a struct ioctl_gntdev_map_grant_ref with `count` = refs.len()
-        // references following it (map_request), all within `request`; the kernel reads the
-        // references and writes `index` (word 1).
-        let result = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                IOCTL_GNTDEV_MAP_GRANT_REF as libc::Ioctl,
-                request.as_mut_ptr(),
-            )
-        };
-        if result != 0 {
-            return Err(Error {
-                what: what() + " (IOCTL_GNTDEV_MAP_GRANT_REF)",
-                source: io::Error::last_os_error(),
-            });
-        }
-        let index = request[1];
+        let index = self.device.add(domid, refs).map_err(|source| Error {
+            what: what() + " (IOCTL_GNTDEV_MAP_GRANT_REF)",
+            source,
+        })?;
+        // From here on, dropping `mapping` removes the references again.
         let mut mapping = GrantMapping {
-            fd: self.fd.clone(),
+            device: self.device.clone(),
             index,
             address: None,
             pages: refs.len(),
         };
-        let len = refs.len() * GRANT_SIZE;
-        let protection = match access {
-            Access::ReadOnly => libc::PROT_READ,
-            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
-        };
-        let offset = libc::off_t::try_from(index).map_err(|_| Error {
-            what: what(),
-            source: io::Error::other(format!("index {index:#x} does not fit an mmap offset")),
-        })?;
-        // SAFETY: a new shared mapping of the device at the offset the map ioctl returned, as
-        // long as the grants it recorded; the kernel picks the address, so no existing memory
-        // is affected.
-        let address = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                protection,
-                libc::MAP_SHARED,
-                self.fd.as_raw_fd(),
-                offset,
-            )
-        };
-        if address == libc::MAP_FAILED {
-            return Err(Error {
+        let address = self
+            .device
+            .map(index, refs.len(), access)
+            .map_err(|source| Error {
                 what: what() + " (mmap)",
-                source: io::Error::last_os_error(),
-            });
-        }
-        mapping.address = NonNull::new(address.cast());
+                source,
+            })?;
+        mapping.address = Some(address);
         Ok(mapping)
     }
 }
@@ -164,7 +236,7 @@ impl GrantMapper {
 /// Granted pages mapped as one region; unmapped on drop (or by [`GrantMapping::unmap`], which
 /// reports errors).
 pub struct GrantMapping {
-    fd: Rc<OwnedFd>,
+    device: Rc<dyn GntdevDevice>,
     index: u64,
     /// None until mmap() succeeded, and after munmap().
     address: Option<NonNull<u8>>,
@@ -234,35 +306,24 @@ impl GrantMapping {
 
     fn release(&mut self) -> Result<(), Error> {
         if let Some(address) = self.address.take() {
-            // SAFETY: `address` is the start of the `len`-byte mapping made by `map`, still
-            // mapped; `words` borrows end with `&self`, so nothing points into it now.
-            if unsafe { libc::munmap(address.as_ptr().cast(), self.len()) } != 0 {
-                return Err(Error {
-                    what: format!("unmap {} pages (munmap)", self.pages),
-                    source: io::Error::last_os_error(),
-                });
-            }
+            // SAFETY: `address` is the start of the region `map` made, still mapped (it is
+            // taken out of `self.address` only here); `words` borrows end with `&self`, so
+            // nothing points into it now.
+            unsafe { self.device.unmap(address, self.pages) }.map_err(|source| Error {
+                what: format!("unmap {} pages (munmap)", self.pages),
+                source,
+            })?;
         }
         if self.pages > 0 {
-            let mut request = [self.index, self.pages as u64];
-            // SAFETY: the argument is a struct ioctl_gntdev_unmap_grant_ref `{ index u64,
-            // count u32, pad u32 }` as two little-endian words; the kernel only reads it.
-            let result = unsafe {
-                libc::ioctl(
-                    self.fd.as_raw_fd(),
-                    IOCTL_GNTDEV_UNMAP_GRANT_REF as libc::Ioctl,
-                    request.as_mut_ptr(),
-                )
-            };
-            if result != 0 {
-                return Err(Error {
+            self.device
+                .remove(self.index, self.pages)
+                .map_err(|source| Error {
                     what: format!(
                         "release {} pages from gntdev (IOCTL_GNTDEV_UNMAP_GRANT_REF)",
                         self.pages
                     ),
-                    source: io::Error::last_os_error(),
-                });
-            }
+                    source,
+                })?;
             self.pages = 0;
         }
         Ok(())
