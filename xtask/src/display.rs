@@ -124,6 +124,21 @@ pub struct DisplayLog {
     pub frames: Vec<FrameRecord>,
     /// The guest's summaries by connector.
     pub summaries: BTreeMap<u32, Summary>,
+    /// Flips (connector, seq) the backend said it did not capture because its PNG writers were
+    /// behind: shown, but with no frame to check.
+    pub not_captured: std::collections::BTreeSet<(u32, u64)>,
+}
+
+/// The backend's `vdispl-backend: dom<D> dev<N> conn<I>: frame seq <K> not captured (...)` line:
+/// (connector, seq).
+pub fn parse_not_captured(text: &str) -> Option<(u32, u64)> {
+    let rest = text.strip_prefix("vdispl-backend: ")?;
+    let (head, tail) = rest.split_once(": frame seq ")?;
+    let connector = head.rsplit_once(" conn")?.1.parse().ok()?;
+    let (seq, tail) = tail.split_once(' ')?;
+    tail.starts_with("not captured")
+        .then_some(())
+        .and(seq.parse().ok().map(|seq| (connector, seq)))
 }
 
 impl DisplayLog {
@@ -157,6 +172,8 @@ impl DisplayLog {
             }
         } else if let Some(record) = parse_frame_line(text) {
             self.frames.push(record);
+        } else if let Some(flip) = parse_not_captured(text) {
+            self.not_captured.insert(flip);
         }
     }
 
@@ -183,6 +200,8 @@ impl DisplayLog {
 pub struct FrameCheck {
     /// Frames that match their goldens, per connector.
     pub matched: BTreeMap<u32, usize>,
+    /// Flips the backend named as not captured (its writers were behind), per connector.
+    pub not_captured: BTreeMap<u32, usize>,
     /// What is wrong, one sentence each.
     pub failures: Vec<String>,
 }
@@ -232,8 +251,21 @@ pub fn check_frames(log: &DisplayLog, dir: &Path, connectors: usize) -> FrameChe
             ));
         }
     }
-    // Goldens are drawn pixel by pixel; spread them over the host's cores.
-    let jobs: Vec<&FlipLine> = log.flips.values().collect();
+    // Goldens are drawn pixel by pixel; spread them over the host's cores. A flip the backend
+    // named as not captured has nothing to compare.
+    let jobs: Vec<&FlipLine> = log
+        .flips
+        .values()
+        .filter(|flip| {
+            let key = (flip.connector, flip.seq);
+            let skipped =
+                log.not_captured.contains(&key) && log.record(key.0, key.1, dir).is_none();
+            if skipped {
+                *check.not_captured.entry(flip.connector).or_default() += 1;
+            }
+            !skipped
+        })
+        .collect();
     let threads = std::thread::available_parallelism().map_or(2, |count| count.get());
     let results: Vec<(u32, Result<(), String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
@@ -260,6 +292,13 @@ pub fn check_frames(log: &DisplayLog, dir: &Path, connectors: usize) -> FrameChe
         match result {
             Ok(()) => *check.matched.entry(connector).or_default() += 1,
             Err(failure) => check.failures.push(failure),
+        }
+    }
+    for connector in sizes.keys() {
+        if !jobs.iter().any(|flip| flip.connector == *connector) {
+            check.failures.push(format!(
+                "connector {connector}: no captured frame to hold against its golden"
+            ));
         }
     }
     if check.failures.len() > SHOWN_FAILURES {
@@ -472,6 +511,54 @@ mod tests {
             log.feed(line);
         }
         log
+    }
+
+    #[test]
+    fn a_flip_the_backend_did_not_capture_is_counted_not_failed() {
+        assert_eq!(
+            parse_not_captured(
+                "vdispl-backend: dom2 dev0 conn1: frame seq 3 not captured (the writers were \
+                 behind; seq 5 is newer)"
+            ),
+            Some((1, 3))
+        );
+        assert_eq!(
+            parse_not_captured("vdispl-backend: dom2 dev0 conn1: frame seq 3 dropped"),
+            None
+        );
+        let flip: FlipLine = FLIP.parse().unwrap();
+        let second: FlipLine = FLIP.replace("seq=0", "seq=1").parse().unwrap();
+        let dir = captured(&flip, "not-captured", false);
+        let guest = [
+            format!("guest-console: {FLIP}"),
+            format!("guest-console: {}", FLIP.replace("seq=0", "seq=1")),
+        ];
+        let backend = "frame conn=1 seq=0 crc32=00000001 dom=2 size=64x48 png=dom2-conn1-seq0.png";
+        let dropped = "vdispl-backend: dom2 dev0 conn1: frame seq 1 not captured (the writers \
+                       were behind; seq 2 is newer)";
+        let check = check_frames(
+            &log_with(&[&guest[0], &guest[1], backend, dropped]),
+            &dir,
+            1,
+        );
+        assert!(check.failures.is_empty(), "{:?}", check.failures);
+        assert_eq!(check.matched[&1], 1);
+        assert_eq!(check.not_captured[&1], 1);
+        // Without the backend's line, the missing frame is a failure.
+        let check = check_frames(&log_with(&[&guest[0], &guest[1], backend]), &dir, 1);
+        assert_eq!(check.failures.len(), 1, "{:?}", check.failures);
+        assert_eq!(second.seq, 1);
+        // A connector none of whose frames was captured fails.
+        let none_captured = "vdispl-backend: dom2 dev0 conn1: frame seq 0 not captured (x)";
+        let check = check_frames(&log_with(&[&guest[0], none_captured]), &dir, 1);
+        assert!(
+            check
+                .failures
+                .iter()
+                .any(|f| f.contains("no captured frame")),
+            "{:?}",
+            check.failures
+        );
     }
 
     #[test]

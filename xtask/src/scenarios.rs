@@ -856,10 +856,16 @@ fn check_scenario_frames(log: &Path, dir: &Path) -> Result<(Vec<String>, usize)>
     let log = display::DisplayLog::read(log)?;
     let check = display::check_frames(&log, dir, DISPLAY_CONNECTORS);
     let matched = check.matched.values().sum();
+    let not_captured: usize = check.not_captured.values().sum();
     println!(
-        "test: {matched} frames checked against their goldens in {:.1} s ({})",
+        "test: {matched} frames checked against their goldens in {:.1} s ({}){}",
         started.elapsed().as_secs_f64(),
-        dir.display()
+        dir.display(),
+        if not_captured > 0 {
+            format!("; {not_captured} flips not captured (the backend's PNG writers were behind)")
+        } else {
+            String::new()
+        }
     );
     Ok((check.failures, matched))
 }
