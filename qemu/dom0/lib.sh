@@ -159,6 +159,53 @@ wait_released() {
     say "the backend released domain $1's device (after xl $2)"
 }
 
+# wait_frames DOMID COUNT: wait (FLIP_TIMEOUT_MS, default 60 s, catches a hang) until the
+# backend (since its last start) captured COUNT frames of DOMID on each of the two connectors.
+# Sets FRAMES_AFTER_MS.
+wait_frames() {
+    local began now zero one
+    : "${FLIP_TIMEOUT_MS:=60000}"
+    began=$(uptime_ms)
+    while :; do
+        zero=$(grep -c "^frame conn=0 .* dom=$1 " "$BACKEND_LOG")
+        one=$(grep -c "^frame conn=1 .* dom=$1 " "$BACKEND_LOG")
+        if [ "$zero" -ge "$2" ] && [ "$one" -ge "$2" ]; then
+            FRAMES_AFTER_MS=$(($(uptime_ms) - began))
+            return 0
+        fi
+        if ! xl list "$GUEST_NAME" >/dev/null 2>&1; then
+            say "guest (domain $1) gone"
+            return 1
+        fi
+        now=$(uptime_ms)
+        if [ $((now - began)) -ge "$FLIP_TIMEOUT_MS" ]; then
+            say "domain $1: $zero and $one frames in $((FLIP_TIMEOUT_MS / 1000)) s (timeout)"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# check_figures CONNECTIONS: the guest's per-connection figures against its baseline, from its
+# console log: CONNECTIONS connections must have closed at baseline and none above it. Sets
+# CLOSED_AT_BASELINE.
+check_figures() {
+    local log baseline closed above
+    log="$CONSOLE_LOGS/guest-$GUEST_NAME.log"
+    baseline=$(grep -o 'display: device 0 baseline: .*' "$log" | head -n 1)
+    closed=$(grep -c 'display: device 0 connection [0-9]* closed: .*, at baseline' "$log")
+    above=$(grep -c 'display: device 0 connection [0-9]* closed: .*, above baseline' "$log")
+    say "guest figures: ${baseline:-no baseline line}; $closed connections closed at baseline, $above above"
+    if [ -z "$baseline" ]; then
+        fail "no baseline line"
+    elif [ "$above" -ne 0 ]; then
+        fail "$above connections left grants or heap in use"
+    elif [ "$closed" -lt "$1" ]; then
+        fail "$closed connections closed at baseline, expected $1"
+    fi
+    CLOSED_AT_BASELINE=$closed
+}
+
 # show_log FILE PREFIX: print FILE with PREFIX before each line.
 show_log() {
     if [ -f "$1" ]; then

@@ -123,6 +123,20 @@ pub const RECOVERY: &[Pattern] = &[
     Pattern::start("rig: recovery ok (5 backend restarts"),
 ];
 
+/// `reconnect.sh`: one backend process through 50 reconnections of a flipping guest
+/// (`--fault state-back`): every buffer mapped each time, no gntdev mapping left once the guest
+/// is gone, the guest's grants and heap at baseline after every connection.
+pub const RECONNECT: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("rig: reconnect: 51 connections after "),
+    Pattern::start("rig: reconnect: 50 state-back faults, 0 buffers not mapped"),
+    Pattern::start("rig: xl shutdown ended the guest ("),
+    Pattern::start("rig: reconnect: the backend holds 0 gntdev mappings after the guest is gone"),
+    Pattern::start("display: all grants returned (0 in use)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: reconnect ok (50 reconnections by one backend"),
+];
+
 /// `hostile.sh`: the backend restarted with each `--fault` mode in turn; per mode the guest
 /// names the connector and the fault, connector 0 keeps flipping and connector 1 flips again.
 pub const HOSTILE: &[Pattern] = &[
@@ -405,6 +419,18 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, RECOVERY],
         timeout: Duration::from_secs(300),
+        check_frames: false,
+        default: true,
+    },
+    Scenario {
+        name: "reconnect-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "reconnect",
+        },
+        bootargs: Some("log=info scene=animation,status frames=100000"),
+        expect: &[GUEST_REPORT, GICV3, RECONNECT],
+        timeout: Duration::from_secs(900),
         check_frames: false,
         default: true,
     },
