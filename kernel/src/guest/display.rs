@@ -2,12 +2,18 @@
 //! double-buffered framebuffer, demo scenes rendered into the back buffer
 //! and page-flipped, each connector on its own so that one that fails does
 //! not stall the others.
+//!
+//! A slow backend costs time, never the connection: a setup request waits
+//! for its answer up to [`connector::HANG_NS`] (30 s) unless the backend
+//! leaves or a shutdown comes, and flips follow drivers' `flip` module (an
+//! overdue EVT_PG_FLIP releases the flip with a warning; a late response is
+//! waited for until the ring counts as stuck).
 
 use super::pages::PageBuffer;
 use super::xen::Xen;
 use super::{control, heap, services, store, time};
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use drivers::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
@@ -31,8 +37,12 @@ extern crate alloc;
 const NS_PER_MS: u64 = 1_000_000;
 /// How long the backend may take to reach InitWait, then Connected.
 const HANDSHAKE_TIMEOUT_NS: u64 = 10_000 * NS_PER_MS;
-/// How long a setup or teardown request may wait for its response.
-const REQUEST_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
+/// How long a setup request may wait for its response: a backend under load
+/// may take seconds to map a buffer, so only a stuck ring reaches it.
+const SETUP_TIMEOUT_NS: u64 = connector::HANG_NS;
+/// How long GET_EDID may wait (Linux's xen-drm-front request timeout); no
+/// answer means no EDID.
+const EDID_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
 /// Flip round trips kept per connector for the summary's percentiles.
 const ROUND_TRIP_WINDOW: usize = 4096;
 /// How long a teardown request may wait: the domain may be shutting down.
@@ -97,6 +107,34 @@ impl Output {
 
     fn fail_for_good(&mut self, reason: String) {
         log::error!("{}", self.health.fail_for_good(reason, time::now_ns()));
+    }
+
+    /// Its flip of `line` completed at `now` (after `round_trip_ns`; `None`
+    /// when released without its event): counted, printed, and the other
+    /// buffer is the back one.
+    fn shown(&mut self, line: FlipLine, round_trip_ns: Option<u64>, now: u64, spec: &SceneSpec) {
+        if let Some(round_trip_ns) = round_trip_ns {
+            let round_trip_us = (round_trip_ns / 1000) as u32;
+            if self.round_trips_us.len() < ROUND_TRIP_WINDOW {
+                self.round_trips_us.push(round_trip_us);
+            } else {
+                let slot = self.flips as usize % ROUND_TRIP_WINDOW;
+                self.round_trips_us[slot] = round_trip_us;
+            }
+            self.last_round_trip_us = round_trip_us;
+        }
+        self.flips += 1;
+        self.health.flipped();
+        self.first_flip_ns.get_or_insert(now);
+        self.last_flip_ns = now;
+        if line
+            .seq
+            .is_multiple_of(u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed)))
+            || self.flipper.next_frame() == spec.total_frames()
+        {
+            crate::println!("{line}");
+        }
+        self.back ^= 1;
     }
 
     fn fail_setup(&mut self, error: SetupError) {
@@ -445,6 +483,10 @@ struct Device {
     connected: bool,
     /// When the connection started (the status scene's uptime).
     start_ns: u64,
+    /// How the backend left, seen while requests were awaited.
+    gone: Option<String>,
+    /// A shutdown the toolstack asked for while requests were awaited.
+    shutdown: Option<ShutdownReason>,
 }
 
 impl Device {
@@ -476,6 +518,8 @@ impl Device {
             backend_watch: Some(watch),
             connected: false,
             start_ns: time::now_ns(),
+            gone: None,
+            shutdown: None,
         };
         if let Err(error) = device.await_backend() {
             // Nothing was published yet: only the watch goes.
@@ -500,7 +544,10 @@ impl Device {
         device.finish_set_up(set_up);
         if let Err(error) = connected {
             device.teardown();
-            return Err(ConnectError::Failed(error));
+            return Err(match device.shutdown.take() {
+                Some(reason) => ConnectError::Shutdown(reason),
+                None => ConnectError::Failed(error),
+            });
         }
         Ok(device)
     }
@@ -674,12 +721,7 @@ impl Device {
                 req_port: output.req_port,
                 evt_port: output.evt_port,
             };
-            match connector::call(
-                &mut output.connector,
-                &mut wait,
-                &request,
-                REQUEST_TIMEOUT_NS,
-            ) {
+            match connector::call(&mut output.connector, &mut wait, &request, EDID_TIMEOUT_NS) {
                 Ok(response) => {
                     let size = (response.edid_sz as usize).min(memory.bytes_mut().len());
                     drivers::xen::edid::preferred_resolution(&memory.bytes_mut()[..size])
@@ -738,7 +780,7 @@ impl Device {
     /// The rest: every answer awaited, then the other connectors' SET_CONFIG
     /// and first PG_FLIP, their answers awaited too.
     fn finish_set_up(&mut self, set_up: SetUp) {
-        self.await_answers(set_up.pending, REQUEST_TIMEOUT_NS);
+        self.await_answers(set_up.pending, SETUP_TIMEOUT_NS);
         let mut pending = Vec::new();
         for (index, frame) in set_up.frames.into_iter().enumerate() {
             // Connector 0's went with its buffer.
@@ -747,7 +789,7 @@ impl Device {
             }
             self.flip_first(index, frame);
         }
-        self.await_answers(pending, REQUEST_TIMEOUT_NS);
+        self.await_answers(pending, SETUP_TIMEOUT_NS);
         for output in &self.outputs {
             if output.health.failed().is_none() {
                 let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
@@ -842,11 +884,19 @@ impl Device {
 
     /// Waits, each at most `timeout_ns`, for the answers to `pending`; applies
     /// each success's mark and fails the output of each error (see
-    /// [`Device::failed`]). Whether all were answered (error statuses
-    /// included).
+    /// [`Device::failed`]). Setup requests stop being waited for when the
+    /// backend leaves or a shutdown comes (see [`Device::interrupted`]).
+    /// Whether all were answered (error statuses included).
     fn await_answers(&mut self, mut pending: Vec<Pending>, timeout_ns: u64) -> bool {
         let mut all = true;
         while !pending.is_empty() {
+            let setup = pending.iter().any(|request| request.output.is_some());
+            if setup && self.look_for_interruption() {
+                for request in pending {
+                    self.outputs[request.ring].connector.abandon(request.id);
+                }
+                return false;
+            }
             let now = time::now_ns();
             let mut index = 0;
             while index < pending.len() {
@@ -973,6 +1023,12 @@ impl Device {
     /// done; returns a shutdown request if one came in.
     fn show(&mut self, spec: &SceneSpec) -> ShowEnd {
         let end = loop {
+            if let Some(reason) = self.shutdown.take() {
+                break ShowEnd::Shutdown(reason);
+            }
+            if let Some(reason) = self.gone.take() {
+                break ShowEnd::Lost(reason);
+            }
             // The rings first: a flip that completed is not held up by the
             // xenstore round trips below.
             let mut busy = false;
@@ -1024,34 +1080,20 @@ impl Device {
             .flipper
             .poll(&mut output.connector, output.health.name(), now)
         {
-            FlipPoll::Failed(reason) => {
-                output.fail(reason);
+            FlipPoll::Failed(error) => {
+                output.fail(error.to_string());
                 return false;
             }
             FlipPoll::Pending => return true,
+            FlipPoll::Released { tag: line, release } => {
+                // As Linux's xen-drm-front: the frame counts as shown.
+                log::warn!("display {}: {release}", output.health.name());
+                output.shown(line, None, now, spec);
+            }
             FlipPoll::Done {
                 tag: line,
                 round_trip_ns,
-            } => {
-                let round_trip_us = (round_trip_ns / 1000) as u32;
-                if output.round_trips_us.len() < ROUND_TRIP_WINDOW {
-                    output.round_trips_us.push(round_trip_us);
-                } else {
-                    let slot = output.flips as usize % ROUND_TRIP_WINDOW;
-                    output.round_trips_us[slot] = round_trip_us;
-                }
-                output.last_round_trip_us = round_trip_us;
-                output.flips += 1;
-                output.health.flipped();
-                output.first_flip_ns.get_or_insert(now);
-                output.last_flip_ns = now;
-                if line.seq % u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed)) == 0
-                    || output.flipper.next_frame() == spec.total_frames()
-                {
-                    crate::println!("{line}");
-                }
-                output.back ^= 1;
-            }
+            } => output.shown(line, Some(round_trip_ns), now, spec),
             FlipPoll::Idle => {}
         }
         match self.render(index, spec) {
@@ -1073,11 +1115,11 @@ impl Device {
             // The second buffer, once the first frame is shown.
             match self.send_buffer(index) {
                 Ok(sent) => {
-                    self.await_answers(sent, REQUEST_TIMEOUT_NS);
+                    self.await_answers(sent, SETUP_TIMEOUT_NS);
                 }
                 Err(error) => self.outputs[index].fail_setup(error),
             }
-            if self.outputs[index].health.failed().is_some() {
+            if self.outputs[index].health.failed().is_some() || self.interrupted() {
                 return None;
             }
         }
@@ -1145,26 +1187,52 @@ impl Device {
                     services::notify(output.req_port);
                 }
             }
-            Err(reason) => output.fail(reason),
+            Err(error) => output.fail(error.to_string()),
         }
     }
 
-    /// Sleeps until an event channel of a connector fires or `deadline_ns`.
+    /// Sleeps until an event channel of a connector or xenstore fires, or
+    /// `deadline_ns`.
     fn wait_on_rings(&self, deadline_ns: u64) {
         let Some(events) = services::events() else {
             return;
         };
-        let ports: Vec<u32> = self
+        let mut ports: Vec<u32> = self
             .outputs
             .iter()
             .flat_map(|output| [output.req_port, output.evt_port])
             .collect();
+        ports.extend(store::port());
         time::wait_until(deadline_ns, || {
             ports.iter().any(|&port| events.is_fired(port))
         });
         for &port in &ports {
             events.take(port);
         }
+        store::service();
+    }
+
+    /// Whether the backend left or a shutdown came while setup requests
+    /// were awaited: [`Device::show`] ends at once then.
+    fn interrupted(&self) -> bool {
+        self.gone.is_some() || self.shutdown.is_some()
+    }
+
+    /// Looks for a shutdown request and a change of the backend's state;
+    /// returns [`Device::interrupted`].
+    fn look_for_interruption(&mut self) -> bool {
+        if self.shutdown.is_none() {
+            self.shutdown = control::take_request();
+        }
+        if self.gone.is_none()
+            && self
+                .backend_watch
+                .as_ref()
+                .is_some_and(StateWatch::take_change)
+        {
+            self.gone = self.backend_gone();
+        }
+        self.interrupted()
     }
 
     /// Sleeps until an event channel of a connector or xenstore fires, or

@@ -1,6 +1,14 @@
 //! One connector at run time: its request ring and event page, requests in
-//! flight matched to responses by id, events queued until taken, and the
-//! buffer page directory.
+//! flight matched to responses by id, events queued with their ids until
+//! taken, and the buffer page directory.
+//!
+//! How long a request may wait (io/displif.h sets no bound; Linux's
+//! xen-drm-front waits 3000 ms, then fails that request with -ETIMEDOUT
+//! and carries on with the same ring): a backend under load may answer
+//! seconds late, so the frontend's requests wait up to [`HANG_NS`] before
+//! their ring counts as stuck. A response to a request given up on
+//! ([`Connector::abandon`]) is dropped when it comes at last, not taken for
+//! a protocol error.
 
 use super::VdisplError;
 use crate::xen::displif::{
@@ -14,6 +22,15 @@ use core::ops::Deref;
 
 /// Events kept while nobody takes them; the oldest go first beyond this.
 pub const MAX_QUEUED_EVENTS: usize = 256;
+/// Ids of requests given up on that are remembered, so that their late
+/// responses are dropped rather than taken for answers to no request.
+pub const MAX_ABANDONED: usize = 16;
+
+/// How long a request may go unanswered before its ring counts as stuck:
+/// far beyond any answer a backend gives under load (Linux's xen-drm-front
+/// waits 3000 ms per request), so that only a backend that stopped serving
+/// the ring reaches it.
+pub const HANG_NS: u64 = 30_000 * 1_000_000;
 
 /// A request sent and not yet answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +51,12 @@ pub struct Connector<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>
     next_id: u16,
     in_flight: Vec<InFlight>,
     responses: VecDeque<(InFlight, Response)>,
-    queued_events: VecDeque<Event>,
+    queued_events: VecDeque<(u16, Event)>,
     stray: Vec<u16>,
+    /// Ids given up on, 0 in free places (ids start at 1), written round.
+    abandoned: [u16; MAX_ABANDONED],
+    next_abandoned: usize,
+    late_responses: u64,
     dropped_events: u64,
 }
 
@@ -52,6 +73,9 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
             responses: VecDeque::new(),
             queued_events: VecDeque::new(),
             stray: Vec::new(),
+            abandoned: [0; MAX_ABANDONED],
+            next_abandoned: 0,
+            late_responses: 0,
             dropped_events: 0,
         }
     }
@@ -73,10 +97,11 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
     }
 
     /// Moves what the backend produced into the queues; asks for a
-    /// notification on the next response. A response whose id answers no
-    /// request in flight is recorded (see [`Connector::take_stray`]); an
-    /// event of an unknown type is an error; events beyond
-    /// [`MAX_QUEUED_EVENTS`] push out the oldest.
+    /// notification on the next response. A late response to a request
+    /// given up on is dropped (see [`Connector::late_responses`]); one whose
+    /// id answers no request sent is recorded (see
+    /// [`Connector::take_stray`]); an event of an unknown type is an error;
+    /// events beyond [`MAX_QUEUED_EVENTS`] push out the oldest.
     pub fn pump(&mut self) -> Result<(), VdisplError> {
         loop {
             while let Some(slot) = self.ring.take_response()? {
@@ -90,7 +115,17 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
                         let flight = self.in_flight.remove(index);
                         self.responses.push_back((flight, response));
                     }
-                    None => self.stray.push(response.id),
+                    None => match self
+                        .abandoned
+                        .iter_mut()
+                        .find(|id| **id == response.id && response.id != 0)
+                    {
+                        Some(id) => {
+                            *id = 0;
+                            self.late_responses += 1;
+                        }
+                        None => self.stray.push(response.id),
+                    },
                 }
             }
             if !self.ring.final_check_for_responses()? {
@@ -98,12 +133,12 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
             }
         }
         while let Some(slot) = self.events.take_event()? {
-            let (_, event) = Event::decode(&slot).map_err(VdisplError::BadEvent)?;
+            let (id, event) = Event::decode(&slot).map_err(VdisplError::BadEvent)?;
             if self.queued_events.len() == MAX_QUEUED_EVENTS {
                 self.queued_events.pop_front();
                 self.dropped_events += 1;
             }
-            self.queued_events.push_back(event);
+            self.queued_events.push_back((id, event));
         }
         Ok(())
     }
@@ -126,8 +161,9 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
         })
     }
 
-    /// The oldest queued event.
-    pub fn take_event(&mut self) -> Option<Event> {
+    /// The oldest queued event, with the id the backend gave it
+    /// (`struct xendispl_evt`'s `id`).
+    pub fn take_event(&mut self) -> Option<(u16, Event)> {
         self.queued_events.pop_front()
     }
 
@@ -135,6 +171,11 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
     /// call.
     pub fn take_stray(&mut self) -> Vec<u16> {
         core::mem::take(&mut self.stray)
+    }
+
+    /// Late responses to requests given up on, dropped.
+    pub fn late_responses(&self) -> u64 {
+        self.late_responses
     }
 
     /// Events dropped because nobody took them.
@@ -157,10 +198,17 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
         &self.events
     }
 
-    /// Forgets request `id` (after a timeout): a late response to it then
-    /// counts as stray.
+    /// Gives up on request `id` (after a timeout): a late response to it is
+    /// then dropped, and answers nothing. The last [`MAX_ABANDONED`] ids are
+    /// remembered; a response to an older one counts as stray.
     pub fn abandon(&mut self, id: u16) {
+        let before = self.in_flight.len();
         self.in_flight.retain(|flight| flight.id != id);
+        if self.in_flight.len() == before {
+            return;
+        }
+        self.abandoned[self.next_abandoned % MAX_ABANDONED] = id;
+        self.next_abandoned = self.next_abandoned.wrapping_add(1);
     }
 }
 

@@ -3,13 +3,17 @@
 //! pages, applies requests through [`BackendModel`] (the Dom0 backend's
 //! rules, one model per device as DBUF_* and FB_* travel on connector 0's
 //! ring), and can be told to misbehave: the Dom0 backend's `--fault` modes
-//! through [`FaultState`], and a few blunter ones ([`BackendFaults`]).
+//! through [`FaultState`], and a few blunter ones ([`BackendFaults`]),
+//! among them a slow backend whose PG_FLIP responses or EVT_PG_FLIP events
+//! come late. Time is the test's: [`FakeDisplayBackend::now_ns`], set before
+//! each [`FakeDisplayBackend::step`], decides what is due.
 
 use super::backend::{respond, BackendModel, DirectoryReader, Effect};
 use super::connector::Wait;
 use super::fault::{garbage_event, FaultAction, FaultHit, FaultState, RSP_PROD_AHEAD};
-use crate::xen::displif::{Event, Operation, Request};
+use crate::xen::displif::{Event, Operation, Request, Response};
 use crate::xen::ring::{BackRing, EventPage, RingError, SharedRing};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 /// Blunt misbehaviours, all off by default, hitting every connector.
@@ -23,6 +27,24 @@ pub struct BackendFaults {
     pub wrong_id: bool,
     /// Sends no EVT_PG_FLIP.
     pub no_events: bool,
+    /// Sends each PG_FLIP response this long after taking the request
+    /// (responses keep their order; other requests are not delayed but
+    /// wait behind a delayed response on the same ring).
+    pub response_delay_ns: u64,
+    /// Sends each EVT_PG_FLIP this long after the flip's response (events
+    /// keep their order).
+    pub event_delay_ns: u64,
+    /// The connector the delays hit; all of them if `None`.
+    pub delayed_connector: Option<usize>,
+}
+
+/// An event waiting to go on the event page.
+#[derive(Clone, Copy, Debug)]
+enum Outgoing {
+    /// EVT_PG_FLIP for this framebuffer.
+    PageFlip(u64),
+    /// A `garbage-event` fault's event.
+    Garbage,
 }
 
 /// The backend side of one connector.
@@ -32,6 +54,10 @@ struct FakeConnector<'a> {
     next_event_id: u16,
     /// A fault broke the ring's indexes: no more requests are taken from it.
     poisoned: bool,
+    /// Responses and events not sent yet, in order, each with when it is
+    /// due.
+    responses: VecDeque<(u64, Response)>,
+    events_due: VecDeque<(u64, Outgoing)>,
 }
 
 /// The backend side of one device's connectors, for one connection.
@@ -56,6 +82,8 @@ pub struct FakeDisplayBackend<'a, R: DirectoryReader> {
     pub requests: Vec<(usize, Request)>,
     /// EVT_PG_FLIP events that did not fit in the event page.
     pub events_lost: u32,
+    /// The clock: what is due by it is sent on the next step.
+    pub now_ns: u64,
 }
 
 impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
@@ -73,6 +101,7 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
             flips: Vec::new(),
             requests: Vec::new(),
             events_lost: 0,
+            now_ns: 0,
         };
         backend.add_connector(ring, events);
         backend
@@ -85,6 +114,8 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
             events,
             next_event_id: 0,
             poisoned: false,
+            responses: VecDeque::new(),
+            events_due: VecDeque::new(),
         });
         self.connectors.len() - 1
     }
@@ -94,8 +125,9 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
     pub fn send_event(&mut self, index: usize, event: &Event) -> Result<(), RingError> {
         let connector = &mut self.connectors[index];
         let slot = event.encode(connector.next_event_id);
+        connector.events.push_event(&slot)?;
         connector.next_event_id = connector.next_event_id.wrapping_add(1);
-        connector.events.push_event(&slot)
+        Ok(())
     }
 
     /// Flips shown on connector `index`.
@@ -103,8 +135,17 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
         self.flips.iter().filter(|(at, _)| *at == index).count()
     }
 
-    /// Takes and answers every pending request on every connector's ring;
-    /// returns how many were taken.
+    /// Responses and events taken but not sent yet (delayed).
+    pub fn held(&self) -> usize {
+        self.connectors
+            .iter()
+            .map(|connector| connector.responses.len() + connector.events_due.len())
+            .sum()
+    }
+
+    /// Takes and answers every pending request on every connector's ring,
+    /// and sends what is due by [`FakeDisplayBackend::now_ns`]; returns how
+    /// many requests were taken.
     pub fn step(&mut self) -> Result<usize, RingError> {
         let mut handled = 0;
         for index in 0..self.connectors.len() {
@@ -112,8 +153,46 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
                 break;
             }
             handled += self.serve(index)?;
+            self.send_due(index)?;
         }
         Ok(handled)
+    }
+
+    /// Sends connector `index`'s responses and events that are due, in
+    /// order.
+    fn send_due(&mut self, index: usize) -> Result<(), RingError> {
+        let now = self.now_ns;
+        let connector = &mut self.connectors[index];
+        let mut published = false;
+        while let Some(&(due, response)) = connector.responses.front() {
+            if due > now || connector.poisoned {
+                break;
+            }
+            connector.responses.pop_front();
+            connector.ring.push_response(&response.encode())?;
+            published = true;
+        }
+        if published {
+            connector.ring.publish();
+        }
+        while let Some(&(due, outgoing)) = connector.events_due.front() {
+            if due > now {
+                break;
+            }
+            connector.events_due.pop_front();
+            let slot = match outgoing {
+                Outgoing::PageFlip(fb_cookie) => {
+                    Event::PageFlip { fb_cookie }.encode(connector.next_event_id)
+                }
+                Outgoing::Garbage => garbage_event(connector.next_event_id),
+            };
+            if connector.events.push_event(&slot).is_ok() {
+                connector.next_event_id = connector.next_event_id.wrapping_add(1);
+            } else {
+                self.events_lost += 1;
+            }
+        }
+        Ok(())
     }
 
     fn serve(&mut self, index: usize) -> Result<usize, RingError> {
@@ -143,6 +222,8 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
                         }
                         FaultAction::Ignore => continue,
                         FaultAction::BreakRing => {
+                            // What was answered before goes out first.
+                            self.send_due(index)?;
                             let connector = &mut self.connectors[index];
                             connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
                             connector.poisoned = true;
@@ -170,24 +251,42 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
             if self.faults.wrong_id {
                 response.id = response.id.wrapping_add(1);
             }
+            let delayed = self
+                .faults
+                .delayed_connector
+                .is_none_or(|delayed| delayed == index);
+            let is_flip = slot[2] == Operation::PageFlip as u8;
+            let response_due = match delayed && is_flip {
+                true => self.now_ns.saturating_add(self.faults.response_delay_ns),
+                false => self.now_ns,
+            };
+            let event_due = match delayed {
+                true => response_due.saturating_add(self.faults.event_delay_ns),
+                false => response_due,
+            };
             let connector = &mut self.connectors[index];
-            connector.ring.push_response(&response.encode())?;
-            connector.ring.publish();
+            // Later responses wait behind a delayed one: the ring is in order.
+            let response_due = connector
+                .responses
+                .back()
+                .map_or(response_due, |&(due, _)| due.max(response_due));
+            connector.responses.push_back((response_due, response));
             if garbage {
-                let slot = garbage_event(connector.next_event_id);
-                connector.next_event_id = connector.next_event_id.wrapping_add(1);
-                if connector.events.push_event(&slot).is_err() {
-                    self.events_lost += 1;
-                }
+                connector
+                    .events_due
+                    .push_back((response_due, Outgoing::Garbage));
             }
             if let Effect::Flipped(fb_cookie) = effect {
                 self.flips.push((index, fb_cookie));
-                if !self.faults.no_events
-                    && self
-                        .send_event(index, &Event::PageFlip { fb_cookie })
-                        .is_err()
-                {
-                    self.events_lost += 1;
+                if !self.faults.no_events {
+                    let connector = &mut self.connectors[index];
+                    let event_due = connector
+                        .events_due
+                        .back()
+                        .map_or(event_due, |&(due, _)| due.max(event_due));
+                    connector
+                        .events_due
+                        .push_back((event_due, Outgoing::PageFlip(fb_cookie)));
                 }
             }
         }
@@ -199,7 +298,7 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
 }
 
 /// A [`Wait`] that runs the fake backend on every wait and keeps a clock
-/// that moves 1 ms per wait.
+/// that moves 1 ms per wait (the backend's clock follows it).
 pub struct FakeWait<'b, 'a, R: DirectoryReader> {
     /// The backend.
     pub backend: &'b mut FakeDisplayBackend<'a, R>,
@@ -215,6 +314,7 @@ impl<R: DirectoryReader> Wait for FakeWait<'_, '_, R> {
     }
 
     fn wait(&mut self, deadline_ns: u64) {
+        self.backend.now_ns = self.now_ns;
         let _ = self.backend.step();
         self.now_ns = (self.now_ns + 1_000_000).min(deadline_ns.max(self.now_ns));
     }

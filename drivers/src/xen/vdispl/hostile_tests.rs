@@ -7,14 +7,20 @@
 //! and reconnections through [`Health`] and [`decide`], the requests that
 //! undo a connection from [`teardown_batches`]. Pages, grant numbers and the
 //! clock are the test's: each turn of the display loop is one wait of
-//! [`WAIT_NS`], during which the fake backend serves its rings once.
+//! [`WAIT_NS`], during which the fake backend serves its rings once. No test
+//! depends on wall-clock time.
+//!
+//! Besides the faults, a slow backend ([`BackendFaults`]'s delays): late
+//! EVT_PG_FLIP events and late responses, which cost time but never the
+//! connection.
 
 use super::backend::DirectoryReader;
 use super::config::{self, ConnectorTransport, DeviceConfig};
+use super::connector::HANG_NS;
 use super::connector::{call, write_directory, Connector};
-use super::fake::{FakeDisplayBackend, FakeWait};
+use super::fake::{BackendFaults, FakeDisplayBackend, FakeWait};
 use super::fault::{Fault, FaultHit, FaultMode, FaultState, FAULT_MODES};
-use super::flip::{FlipPoll, Flipper, FLIP_TIMEOUT_NS};
+use super::flip::{FlipPoll, Flipper, FRAME_DONE_TIMEOUT_NS};
 use super::recovery::{
     connector_name, decide, teardown_batches, BufferObjects, Health, Verdict,
     MAX_CONNECTOR_RETRIES, RETRY_DELAY_NS,
@@ -31,21 +37,21 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::format;
 use std::rc::Rc;
-use std::string::String;
+use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
 
 const MS: u64 = 1_000_000;
 /// One wait of the display loop.
 const WAIT_NS: u64 = 10 * MS;
-/// Frames each connector shows.
+/// Frames each connector shows (unless a test says otherwise).
 const FRAMES: u64 = 300;
 /// How long a setup request may wait (the guest's bound).
-const REQUEST_TIMEOUT_NS: u64 = 3_000 * MS;
+const REQUEST_TIMEOUT_NS: u64 = HANG_NS;
 /// How long a teardown request may wait (the guest's bound).
 const TEARDOWN_TIMEOUT_NS: u64 = 300 * MS;
 /// Simulated time by which every run must be over.
-const HANG_NS: u64 = 300_000 * MS;
+const RUN_LIMIT_NS: u64 = 300_000 * MS;
 /// Connections by which every run must be over.
 const MAX_CONNECTIONS: usize = 12;
 /// The connectors of [`store_with_device`].
@@ -115,8 +121,19 @@ struct Session {
     fault: Option<FaultState>,
     now_ns: u64,
     next_gref: GrantRef,
+    /// Frames each connector shows.
+    frames: u64,
+    /// The fake backend's blunt misbehaviours, on every connection.
+    faults: BackendFaults,
     /// The frontend's error lines.
     errors: Vec<String>,
+    /// Its lines about flips released without their event.
+    releases: Vec<String>,
+    /// Per connector, in all: flips released without their event, late
+    /// events ignored, and the slowest flip's round trip.
+    released: [u64; 2],
+    late_events: [u64; 2],
+    slowest_ns: [u64; 2],
     /// Per connector, carried across connections: the next frame and the
     /// reconnections made for its sake since it last flipped.
     next_frame: [u64; 2],
@@ -129,6 +146,12 @@ struct Session {
 impl Session {
     /// Runs the device against a backend with `fault` until it finishes.
     fn run(fault: Option<Fault>) -> Session {
+        Session::run_with(fault, BackendFaults::default(), FRAMES)
+    }
+
+    /// Runs the device, `frames` frames per connector, against a backend
+    /// with `fault` and `faults` until it finishes.
+    fn run_with(fault: Option<Fault>, faults: BackendFaults, frames: u64) -> Session {
         let mut store = store_with_device(Some("1"));
         let device = config::read_device(&mut store, "0").unwrap();
         let mut session = Session {
@@ -137,7 +160,13 @@ impl Session {
             fault: fault.map(FaultState::new),
             now_ns: 0,
             next_gref: 8,
+            frames,
+            faults,
             errors: Vec::new(),
+            releases: Vec::new(),
+            released: [0; 2],
+            late_events: [0; 2],
+            slowest_ns: [0; 2],
             next_frame: [0; 2],
             retries: [0; 2],
             shown: Default::default(),
@@ -206,6 +235,8 @@ impl Session {
             backend.add_connector(&pages.ring, &pages.events);
         }
         backend.fault = self.fault.take();
+        backend.faults = self.faults.clone();
+        backend.now_ns = self.now_ns;
         let transports: Vec<ConnectorTransport> = pages
             .iter()
             .map(|_| ConnectorTransport {
@@ -228,7 +259,7 @@ impl Session {
         }
 
         record.lost = loop {
-            assert!(self.now_ns < HANG_NS, "the display loop hung");
+            assert!(self.now_ns < RUN_LIMIT_NS, "the display loop hung");
             if backend.left {
                 // The backend let go of the device: its state goes back.
                 self.store.transport_mut().set(&state, b"2");
@@ -246,6 +277,7 @@ impl Session {
                 Verdict::Finished => break None,
             }
             let hits_before = backend.fault_hits.len();
+            backend.now_ns = self.now_ns;
             backend.step().unwrap();
             self.now_ns += WAIT_NS;
             for &(index, hit) in &backend.fault_hits[hits_before..] {
@@ -287,6 +319,8 @@ impl Session {
         config::set_state(&mut self.store, &self.device, XenbusState::Closed).unwrap();
 
         for (index, output) in outputs.iter().enumerate() {
+            self.released[index] += output.flipper.released();
+            self.late_events[index] += output.flipper.late_events();
             self.next_frame[index] = output.flipper.next_frame();
             self.retries[index] = output.health.retries();
             record.flips[index] = backend.flips_on(index);
@@ -420,14 +454,30 @@ impl Session {
             .flipper
             .poll(&mut output.connector, output.health.name(), self.now_ns)
         {
-            FlipPoll::Failed(reason) => {
+            FlipPoll::Failed(error) => {
                 record.failed_at[index] = Some(self.now_ns);
                 record.in_flight_at_failure[index] = Some(output.connector.in_flight().len());
-                self.errors.push(output.health.fail(reason, self.now_ns));
+                let line = output.health.fail(error.to_string(), self.now_ns);
+                self.errors.push(line);
                 return false;
             }
             FlipPoll::Pending => return true,
-            FlipPoll::Done { tag: frame, .. } => {
+            FlipPoll::Done {
+                tag: frame,
+                round_trip_ns,
+            } => {
+                self.slowest_ns[index] = self.slowest_ns[index].max(round_trip_ns);
+                self.shown[index].push(frame);
+                output.health.flipped();
+                output.back ^= 1;
+            }
+            FlipPoll::Released {
+                tag: frame,
+                release,
+            } => {
+                // As the guest does: the line, then on as if it was shown.
+                self.releases
+                    .push(format!("display {}: {release}", output.health.name()));
                 self.shown[index].push(frame);
                 output.health.flipped();
                 output.back ^= 1;
@@ -435,7 +485,7 @@ impl Session {
             FlipPoll::Idle => {}
         }
         let frame = output.flipper.next_frame();
-        if frame == FRAMES {
+        if frame == self.frames {
             return false;
         }
         let fb_cookie = output.buffers[output.back].fb_cookie;
@@ -444,8 +494,9 @@ impl Session {
             .send(&mut output.connector, fb_cookie, self.now_ns, frame)
         {
             Ok(_) => true,
-            Err(reason) => {
-                self.errors.push(output.health.fail(reason, self.now_ns));
+            Err(error) => {
+                let line = output.health.fail(error.to_string(), self.now_ns);
+                self.errors.push(line);
                 false
             }
         }
@@ -481,12 +532,10 @@ fn every_frame() -> Vec<u64> {
 /// What the frontend says stopped a connector hit by `mode` (`hit`, after
 /// the backend had taken `taken` requests from its ring).
 fn reason(mode: FaultMode, hit: &FaultHit, taken: usize) -> String {
-    let timeout_ms = FLIP_TIMEOUT_NS / MS;
     match mode {
         FaultMode::Status => String::from("PG_FLIP failed with status -5"),
         FaultMode::WrongId => format!(
-            "PG_FLIP not completed within {timeout_ms} ms (response missing: a response with \
-             the wrong id {} came instead of id {}, EVT_PG_FLIP missing)",
+            "PG_FLIP not completed: a response with the wrong id {} came instead of id {}",
             hit.id + 1,
             hit.id
         ),
@@ -498,8 +547,10 @@ fn reason(mode: FaultMode, hit: &FaultHit, taken: usize) -> String {
         ),
         FaultMode::GarbageEvent => String::from("event: unknown event type 0xee"),
         FaultMode::Silent => format!(
-            "PG_FLIP not completed within {timeout_ms} ms (response missing: the backend never \
-             answered, EVT_PG_FLIP missing)"
+            "PG_FLIP not completed: the backend never answered id {} within {} ms (the ring is \
+             stuck)",
+            hit.id,
+            HANG_NS / MS
         ),
         FaultMode::StateBack => unreachable!("state-back stops the device, not a connector"),
     }
@@ -581,22 +632,22 @@ fn each_fault_on_either_connector_is_named_outlived_and_recovered_from() {
                 )],
                 "{context}"
             );
-            // Broken rings and statuses are seen at once, missing answers
-            // once the flip timed out.
+            // Broken rings, wrong ids and statuses are seen at once; a
+            // missing answer only once the ring counts as stuck, long after
+            // any answer a slow backend gives.
             let failed_at = first.failed_at[faulted].expect("the connector failed");
             let seen_within = match mode {
-                FaultMode::WrongId | FaultMode::Silent => FLIP_TIMEOUT_NS + WAIT_NS,
+                FaultMode::Silent => HANG_NS + WAIT_NS,
                 _ => WAIT_NS,
             };
             assert!(failed_at <= hit_ns + seen_within, "{context}");
             assert_eq!(first.failed_at[other], None, "{context}");
+            if mode == FaultMode::Silent {
+                assert!(failed_at >= hit_ns + HANG_NS - 2 * WAIT_NS, "{context}");
+            }
             if matches!(mode, FaultMode::WrongId | FaultMode::Silent) {
-                assert!(
-                    failed_at >= hit_ns + FLIP_TIMEOUT_NS - 2 * WAIT_NS,
-                    "{context}"
-                );
-                // The timed-out flip is abandoned: a late answer to it
-                // cannot complete anything.
+                // The flip is abandoned: a late answer to it cannot
+                // complete anything.
                 assert_eq!(first.in_flight_at_failure[faulted], Some(0), "{context}");
             }
             // The retry: the device reconnected once the delay was over.
@@ -617,10 +668,11 @@ fn each_fault_on_either_connector_is_named_outlived_and_recovered_from() {
                 "{context}"
             );
             // Meanwhile the other connector kept flipping: at least one
-            // frame per 100 ms.
+            // frame per 100 ms, or every frame it had left.
             let window_ms = (first.ended_at - hit_ns) / MS;
+            let left = FRAMES as usize - (first.flips[other] - first.flips_after_fault[other]);
             assert!(
-                first.flips_after_fault[other] as u64 >= window_ms / 100,
+                first.flips_after_fault[other] >= (window_ms as usize / 100).min(left),
                 "{context}: {} flips in {window_ms} ms",
                 first.flips_after_fault[other]
             );
@@ -713,4 +765,133 @@ fn retries_start_over_once_the_connector_flips_again() {
     assert_eq!(session.errors, [line.clone(), line.clone(), line]);
     assert_eq!(session.shown, [every_frame(), every_frame()]);
     assert_eq!(session.retries, [0, 0]);
+}
+
+/// A backend whose answers on connector 1 are late by `response_delay_ns`
+/// (PG_FLIP responses) and `event_delay_ns` (EVT_PG_FLIP after the
+/// response), showing `frames` frames per connector.
+fn slow_on_connector_1(response_delay_ns: u64, event_delay_ns: u64, frames: u64) -> Session {
+    let faults = BackendFaults {
+        response_delay_ns,
+        event_delay_ns,
+        delayed_connector: Some(1),
+        ..BackendFaults::default()
+    };
+    Session::run_with(None, faults, frames)
+}
+
+#[test]
+fn an_event_late_past_the_timeout_releases_the_flip_and_the_connection_stays() {
+    // Each event comes 7 s after its response: more than twice the timeout,
+    // so a late event arrives while a later flip to the same framebuffer
+    // waits for its own.
+    let frames = 6;
+    let session = slow_on_connector_1(0, 7_000 * MS, frames);
+    let every: Vec<u64> = (0..frames).collect();
+    assert_eq!(session.connections.len(), 1, "{:?}", session.connections);
+    assert_eq!(session.connections[0].lost, None);
+    assert!(session.errors.is_empty(), "{:?}", session.errors);
+    assert_eq!(session.shown, [every.clone(), every]);
+    // Every flip of connector 1 was released, with a line naming it: none
+    // was completed by an earlier flip's late event.
+    assert_eq!(session.released, [0, frames]);
+    assert_eq!(session.releases.len(), frames as usize);
+    for line in &session.releases {
+        assert!(
+            line.starts_with(&format!(
+                "display {}: frame done timed out, releasing (PG_FLIP id ",
+                NAMES[1]
+            )),
+            "{line}"
+        );
+        assert!(line.ends_with(" ms later)"), "{line}");
+    }
+    // The late events that came before the connection closed were
+    // recognised and ignored (the last flips' were still on their way).
+    assert!(
+        session.late_events[1] >= frames - 3,
+        "{:?}",
+        session.late_events
+    );
+    assert_eq!(session.late_events[0], 0);
+}
+
+#[test]
+fn an_event_late_within_the_timeout_is_waited_for() {
+    let frames = 4;
+    let session = slow_on_connector_1(0, FRAME_DONE_TIMEOUT_NS - 100 * MS, frames);
+    assert_eq!(session.connections.len(), 1);
+    assert!(session.errors.is_empty(), "{:?}", session.errors);
+    assert!(session.releases.is_empty(), "{:?}", session.releases);
+    assert_eq!(session.released, [0, 0]);
+    assert!(session.slowest_ns[1] >= FRAME_DONE_TIMEOUT_NS - 100 * MS);
+}
+
+#[test]
+fn a_slow_response_is_waited_for_and_the_connection_stays() {
+    // 10 s per PG_FLIP response: past Linux's 3 s request timeout, short
+    // of the ring counting as stuck.
+    let frames = 4;
+    let session = slow_on_connector_1(10_000 * MS, 0, frames);
+    let every: Vec<u64> = (0..frames).collect();
+    assert_eq!(session.connections.len(), 1, "{:?}", session.connections);
+    assert!(session.errors.is_empty(), "{:?}", session.errors);
+    assert!(session.releases.is_empty(), "{:?}", session.releases);
+    assert_eq!(session.shown, [every.clone(), every]);
+    assert!(session.slowest_ns[1] >= 10_000 * MS);
+    assert!(session.slowest_ns[0] < 100 * MS);
+}
+
+#[test]
+fn a_slow_response_then_a_late_event_is_released_from_the_response_on() {
+    // The response comes after 5 s, its event 4 s after that: released
+    // 3.1 s after the response, not at once for being late since sending.
+    let frames = 3;
+    let session = slow_on_connector_1(5_000 * MS, 4_000 * MS, frames);
+    assert_eq!(session.connections.len(), 1);
+    assert!(session.errors.is_empty(), "{:?}", session.errors);
+    assert_eq!(session.released, [0, frames]);
+    for line in &session.releases {
+        let waited: u64 = line
+            .rsplit_once("no EVT_PG_FLIP ")
+            .and_then(|(_, rest)| rest.strip_suffix(" ms later)"))
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            (FRAME_DONE_TIMEOUT_NS / MS..FRAME_DONE_TIMEOUT_NS / MS + 2 * WAIT_NS / MS)
+                .contains(&waited),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_response_later_than_the_hang_deadline_stops_the_connector_as_stuck() {
+    // 40 s per response on connector 1: its ring counts as stuck after
+    // 30 s; the others go on, and a new connection (where the backend is
+    // just as slow) is tried as for any failure, a bounded number of times.
+    let frames = 2;
+    let session = slow_on_connector_1(40_000 * MS, 0, frames);
+    assert_eq!(
+        session.errors[0],
+        format!(
+            "display {}: PG_FLIP not completed: the backend never answered id 2 within 30000 \
+             ms (the ring is stuck); this connector stops; retry 1 of {MAX_CONNECTOR_RETRIES} \
+             in 2000 ms",
+            NAMES[1]
+        )
+    );
+    let first = &session.connections[0];
+    assert_eq!(first.flips[0], frames as usize);
+    let failed_at = first.failed_at[1].expect("connector 1 failed");
+    assert!(
+        (HANG_NS..HANG_NS + 200 * MS).contains(&failed_at),
+        "{failed_at}"
+    );
+    // Each connection gives it 30 s; after the retries it stays stopped.
+    assert_eq!(
+        session.connections.len(),
+        MAX_CONNECTOR_RETRIES as usize + 1
+    );
+    assert_eq!(session.shown[1], Vec::<u64>::new());
 }

@@ -1,9 +1,12 @@
 //! What the frontend does when a connector fails: the connector stops (the
 //! others go on), and when the failure is one a new connection may cure (an
-//! error status, a broken ring, a lost response) the device is reconnected
-//! once [`RETRY_DELAY_NS`] passed, at most [`MAX_CONNECTOR_RETRIES`] times in
-//! a row without a flip of that connector. Also the requests that undo a
-//! connection, which leave out rings that cannot be trusted.
+//! error status, a broken ring, a response with a wrong id, a ring stuck for
+//! 30 s) the device is reconnected once [`RETRY_DELAY_NS`] passed, at most
+//! [`MAX_CONNECTOR_RETRIES`] times in a row without a flip of that
+//! connector. A slow backend is no failure: a late EVT_PG_FLIP releases its
+//! flip and a late response is waited for (see [`super::flip`]). Also the
+//! requests that undo a connection, which leave out rings that cannot be
+//! trusted.
 
 use crate::xen::displif::Request;
 use alloc::format;

@@ -246,7 +246,7 @@ fn every_request_round_trips_through_the_fake_backend() {
     front.pump().unwrap();
     assert_eq!(
         front.take_event(),
-        Some(Event::PageFlip { fb_cookie: 0xf0 })
+        Some((0, Event::PageFlip { fb_cookie: 0xf0 }))
     );
     call(
         &mut front,
@@ -406,14 +406,17 @@ fn a_full_event_page_keeps_63_events_in_order() {
     );
     front.pump().unwrap();
     let cookies: Vec<u64> = core::iter::from_fn(|| front.take_event())
-        .map(|Event::PageFlip { fb_cookie }| fb_cookie)
+        .map(|(_, Event::PageFlip { fb_cookie })| fb_cookie)
         .collect();
     assert_eq!(cookies, (1..=EVENT_SLOTS as u64).collect::<Vec<_>>());
     backend
         .send_event(0, &Event::PageFlip { fb_cookie: 64 })
         .unwrap();
     front.pump().unwrap();
-    assert_eq!(front.take_event(), Some(Event::PageFlip { fb_cookie: 64 }));
+    assert_eq!(
+        front.take_event(),
+        Some((EVENT_SLOTS as u16, Event::PageFlip { fb_cookie: 64 }))
+    );
     const { assert!(MAX_QUEUED_EVENTS >= EVENT_SLOTS) };
 }
 
