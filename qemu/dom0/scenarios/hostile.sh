@@ -16,7 +16,8 @@
 
 MODES=${HOSTILE_MODES:-"status wrong-id rsp-prod garbage-event silent state-back"}
 RESUMED_FRAMES=2
-STEP_TIMEOUT_MS=40000
+# A hang deadline per step: the silent mode's error comes after the guest's 30 s stuck-ring limit.
+STEP_TIMEOUT_MS=120000
 
 GUEST_CONFIG=/tmp/vdispl-os-hostile.cfg
 small_display_config "$GUEST_CONFIG"
