@@ -440,7 +440,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Dom0 { script: "hostile" },
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, HOSTILE],
-        timeout: Duration::from_secs(300),
+        timeout: Duration::from_secs(600),
         check_frames: false,
         default: true,
     },
