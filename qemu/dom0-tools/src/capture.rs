@@ -3,8 +3,8 @@
 //! the console (CRC-32 of the RGB8 bytes) and a PNG file `dom<D>-conn<N>-seq<K>.png`.
 //!
 //! Encoding and writing happen on worker threads ([`FrameWriter`]) of lower priority, so that
-//! the backend answers the flip as soon as the copy is taken and the workers never hold up the
-//! backend, the toolstack or xenstored. Handing a frame over never waits: each connector has
+//! the workers never hold up the backend, the toolstack or xenstored (the copy itself is taken
+//! by the copy threads of [`crate::frame_copy`]). Handing a frame over never waits: each connector has
 //! room for [`PENDING_PER_CONNECTOR`] frames waiting for a worker, and when the workers fall
 //! behind its oldest waiting frame is dropped for the newest (latest wins), and reported.
 //! Without an output directory only the checksum is computed (no PNG encoding).

@@ -1,24 +1,29 @@
 //! The Dom0 display backend (`vdispl-backend`): serves every vdispl device whose backend is
 //! Dom0, any number of frontends and connectors, from one thread that polls xenstore and the
-//! event channels; captured frames go to worker threads ([`FrameWriter`]).
+//! event channels; shown frames are copied out by copy threads ([`Copier`]) and written by
+//! worker threads ([`FrameWriter`]).
 //!
 //! Per device it follows the handshake that [`lifecycle::decide`] spells out, maps the
 //! connectors' rings and event pages (`/dev/xen/gntdev`), binds their event channels
 //! (`/dev/xen/evtchn`), and answers every request through the shared backend rules
 //! (`drivers::xen::vdispl::backend::BackendModel`): a display buffer's pages are mapped when
 //! it is created and unmapped when it is destroyed, a flip is answered and its EVT_PG_FLIP
-//! goes to the connector's event page at once, then the framebuffer now shown is copied out
-//! and captured before the ring's next request is taken (a ring gets one flip per turn, the
-//! rings taking turns). GET_EDID is answered (with a
+//! goes to the connector's event page at once, then a copy thread copies the framebuffer now
+//! shown while the ring thread goes on (a ring gets one flip per turn, the rings taking turns).
+//! The tear-free rule (see [`crate::frame_copy`]): the connector's next flip is answered only
+//! once that copy is done (its answer is held meanwhile, the other rings served), or, if the
+//! copy had not started yet, the frame is dropped and named in a `not captured` line; a
+//! DBUF_DESTROY of a buffer being copied is held the same way. GET_EDID is answered (with a
 //! base block for the connector's resolution) only when the frontend asked for protocol
 //! version 2. Every rejected request is logged with its reason.
 
-use crate::capture::{CapturedFrame, FrameWriter, Submitted, WriterStats};
+use crate::capture::{FrameWriter, Submitted, WriterStats};
 use crate::evtchn::Evtchn;
+use crate::frame_copy::{Completed, Copier, CopyOutcome, CopySource, JobId, JobStatus};
 use crate::frontend::{
     self, ConnectorConfig, DeviceKey, NodeReader, Scope, BACKEND_ROOT, VERSIONS,
 };
-use crate::grant_map::{Access, EventMapping, GrantMapper, RingMapping};
+use crate::grant_map::{Access, EventMapping, GrantMapper, GrantMapping, RingMapping};
 use crate::lifecycle::{self, Action, OwnWrites, Phase};
 use crate::xenbus::{self, Xenbus};
 use drivers::framebuffer::{Layout, PixelFormat};
@@ -37,6 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Token of the watch on [`BACKEND_ROOT`].
@@ -57,6 +63,8 @@ pub struct Options {
     pub out_dir: Option<PathBuf>,
     /// Frame worker threads.
     pub workers: usize,
+    /// Threads that copy shown frames out of the display buffers (at least one).
+    pub copy_threads: usize,
     /// A misbehaviour to show the frontend (`--fault`); none by default.
     pub fault: Option<Fault>,
 }
@@ -66,17 +74,21 @@ pub use drivers::xen::vdispl::fault::{Fault, FaultMode, FAULT_MODES};
 /// What a run did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Summary {
-    /// Frames flipped (captured).
+    /// Frames flipped.
     pub flips: u64,
+    /// Frames copied out of their display buffers.
+    pub copied: u64,
+    /// Flip (or DBUF_DESTROY) answers held until the copy of the frame shown before was done.
+    pub held: u64,
     /// Requests rejected.
     pub rejected: u64,
     /// Devices connected.
     pub connections: u64,
-    /// Time spent copying flipped frames out of the display buffers (after each flip was
-    /// answered; the connector's next request waits for it).
+    /// Time the copy threads spent copying flipped frames out of the display buffers.
     pub capture: Duration,
-    /// Frames copied but not written: the workers were behind and a newer frame of the same
-    /// connector took their place (each is named in a line as it happens).
+    /// Frames flipped but not written: the copy threads or the workers were behind and a
+    /// newer frame of the same connector took their place, or the device went away during
+    /// the copy (each is named in a line as it happens).
     pub not_captured: u64,
     /// What the frame workers did.
     pub writer: WriterStats,
@@ -98,13 +110,28 @@ struct Connector {
     next_event_id: u16,
     /// A fault broke the ring's indexes: no more requests are taken from it.
     poisoned: bool,
+    /// The copy of the frame shown last, until it is known to be over.
+    copy: Option<InFlight>,
+    /// A request taken from the ring that waits for a copy to be over (a flip or a
+    /// DBUF_DESTROY); no further request is taken meanwhile.
+    held: Option<Slot>,
+}
+
+/// A copy handed to the copy threads.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    job: JobId,
+    /// The display buffer it reads.
+    dbuf_cookie: u64,
+    seq: u64,
 }
 
 /// A connected device: what the frontend created and what is mapped for it.
 struct Link {
     version: u32,
     model: BackendModel,
-    buffers: HashMap<u64, crate::grant_map::GrantMapping>,
+    /// Mapped display buffers, shared with the copies reading them.
+    buffers: HashMap<u64, Arc<GrantMapping>>,
     connectors: Vec<Connector>,
 }
 
@@ -191,6 +218,8 @@ pub struct Backend {
     /// Local port -> (device, connector index).
     ports: HashMap<u32, (DeviceKey, usize)>,
     writer: Option<FrameWriter>,
+    /// Copies shown frames off this thread (`None`: nothing is copied or held).
+    copier: Option<Copier>,
     summary: Summary,
     fault: Option<FaultState>,
     /// Watch events of this backend's own writes, to be dropped.
@@ -218,6 +247,10 @@ impl Backend {
             devices: BTreeMap::new(),
             ports: HashMap::new(),
             writer: Some(FrameWriter::start(options.out_dir.clone(), options.workers)),
+            copier: Some(
+                Copier::start(options.copy_threads)
+                    .map_err(|error| format!("cannot start the copy threads (eventfd): {error}"))?,
+            ),
             summary: Summary::default(),
             fault: options.fault.map(FaultState::new),
             state_back: None,
@@ -254,8 +287,12 @@ impl Backend {
             } else {
                 POLL_INTERVAL
             };
-            let (store_ready, ports_ready) = self.poll(timeout)?;
-            // Rings first: a frontend's requests do not wait behind a look at the devices.
+            let (store_ready, ports_ready, copies_ready) = self.poll(timeout)?;
+            // Held answers first, then the rings: a frontend's requests do not wait behind a
+            // look at the devices.
+            if copies_ready {
+                self.copies_over();
+            }
             if ports_ready {
                 self.service_fired_ports()?;
             }
@@ -273,8 +310,13 @@ impl Backend {
         Ok(())
     }
 
-    /// poll(2) on the xenstore connection and the event channel device.
-    fn poll(&self, timeout: Duration) -> Result<(bool, bool), String> {
+    /// poll(2) on the xenstore connection, the event channel device and the copy threads'
+    /// wake-up descriptor.
+    fn poll(&self, timeout: Duration) -> Result<(bool, bool, bool), String> {
+        let copies = self
+            .copier
+            .as_ref()
+            .map_or(-1, |copier| copier.wake_fd().as_raw_fd());
         let mut fds = [
             libc::pollfd {
                 fd: self.store.fd().as_raw_fd(),
@@ -286,20 +328,54 @@ impl Backend {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            // A negative descriptor is skipped by poll(2).
+            libc::pollfd {
+                fd: copies,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: poll(2) on two pollfds we own, for at most `millis` ms.
+        // SAFETY: poll(2) on three pollfds we own, for at most `millis` ms.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
         if ready < 0 {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::Interrupted {
-                return Ok((false, false));
+                return Ok((false, false, false));
             }
             return Err(format!("poll on xenstore and event channels: {error}"));
         }
         let readable =
             |fd: &libc::pollfd| fd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0;
-        Ok((readable(&fds[0]), readable(&fds[1])))
+        Ok((readable(&fds[0]), readable(&fds[1]), readable(&fds[2])))
+    }
+
+    /// Hands the copies that are over to the workers, then serves the rings whose answer
+    /// was held for a copy.
+    fn copies_over(&mut self) {
+        let Some(copier) = self.copier.as_ref() else {
+            return;
+        };
+        // Cleared before the completions are taken: one arriving later signals again.
+        copier.clear_wake();
+        while let Some(completed) = copier.try_completed() {
+            deliver(completed, self.writer.as_ref(), &mut self.summary);
+        }
+        let held: Vec<(DeviceKey, usize)> = self
+            .devices
+            .iter()
+            .filter_map(|(key, device)| Some((*key, device.link.as_ref()?)))
+            .flat_map(|(key, link)| {
+                link.connectors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, connector)| connector.held.is_some())
+                    .map(move |(index, _)| (key, index))
+            })
+            .collect();
+        for (key, index) in held {
+            self.service(key, index);
+        }
     }
 
     /// Looks again at every device a queued watch event concerns (each once).
@@ -607,7 +683,7 @@ impl Backend {
                 }
             }
         }
-        unmap_link(key, link);
+        unmap_link(key, link, self.copier.as_ref(), &mut self.summary);
     }
 
     /// Lets go of a device's link, if any; returns a note on what it did for the log.
@@ -681,9 +757,8 @@ impl Backend {
         }
     }
 
-    /// Answers the requests on one connector's ring, up to and including one flip (a frontend
-    /// that flips as fast as it is answered would otherwise keep the backend on its ring,
-    /// since each frame is copied after its flip was answered); whether requests are left.
+    /// Answers the requests on one connector's ring (see [`serve_ring`]); whether requests
+    /// are left.
     fn service_ring(&mut self, key: DeviceKey, index: usize) -> Result<bool, RingError> {
         let Some(link) = self
             .devices
@@ -692,85 +767,15 @@ impl Backend {
         else {
             return Ok(false);
         };
-        if index >= link.connectors.len() {
-            return Ok(false);
-        }
-        let writer = self.writer.as_ref();
-        if link.connectors[index].poisoned {
-            return Ok(false);
-        }
-        loop {
-            let mut garbage = false;
-            let mut flipped = false;
-            while !flipped {
-                let Some(slot) = link.connectors[index].ring.take_request()? else {
-                    break;
-                };
-                let hit = self
-                    .fault
-                    .as_mut()
-                    .and_then(|state| state.hit(index, &slot));
-                if let Some(hit) = hit {
-                    let connector = &mut link.connectors[index];
-                    println!("vdispl-backend: {key} conn{index}: {}", hit.describe());
-                    match hit.action() {
-                        FaultAction::Respond(response) => {
-                            connector.ring.push_response(&response.encode())?;
-                            continue;
-                        }
-                        FaultAction::RespondThenGarbage(response) => {
-                            garbage = true;
-                            connector.ring.push_response(&response.encode())?;
-                            continue;
-                        }
-                        FaultAction::Ignore => continue,
-                        FaultAction::BreakRing => {
-                            connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
-                            connector.poisoned = true;
-                            notify(&self.evtchn, key, connector.req_port);
-                            return Ok(false);
-                        }
-                        // Answered normally below: the state change is what goes wrong.
-                        FaultAction::AnswerThenLeave => self.state_back = Some(key),
-                    }
-                }
-                let (response, flip) =
-                    answer(key, index, link, &self.grants, &slot, &mut self.summary);
-                let connector = &mut link.connectors[index];
-                connector.ring.push_response(&response.encode())?;
-                if let Some(fb_cookie) = flip {
-                    // The flip is complete: the framebuffer is the one shown now. Its answer
-                    // and EVT_PG_FLIP go out at once; the frame is captured from the shown
-                    // buffer afterwards, which the frontend leaves alone until its next flip
-                    // completes, and that flip is only taken once this capture is done.
-                    if connector.ring.publish() {
-                        notify(&self.evtchn, key, connector.req_port);
-                    }
-                    send_flip_event(&self.evtchn, key, index, connector, fb_cookie);
-                    capture_flip(key, index, link, writer, fb_cookie, &mut self.summary);
-                    flipped = true;
-                }
-            }
-            let connector = &mut link.connectors[index];
-            if connector.ring.publish() {
-                notify(&self.evtchn, key, connector.req_port);
-            }
-            if garbage {
-                let slot = garbage_event(connector.next_event_id);
-                connector.next_event_id = connector.next_event_id.wrapping_add(1);
-                if let Err(error) = connector.events.push_event(&slot) {
-                    eprintln!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
-                }
-                notify(&self.evtchn, key, connector.evt_port);
-            }
-            if !connector.ring.final_check_for_requests()? {
-                return Ok(false);
-            }
-            if flipped {
-                // The frontend will not notify for requests already there: come back.
-                return Ok(true);
-            }
-        }
+        let mut rings = Rings {
+            grants: &self.grants,
+            notifier: &self.evtchn,
+            fault: self.fault.as_mut(),
+            copier: self.copier.as_ref(),
+            summary: &mut self.summary,
+            state_back: &mut self.state_back,
+        };
+        serve_ring(&mut rings, key, index, link)
     }
 
     /// Closes every device (state Closed, so frontends notice) and stops the frame workers.
@@ -787,6 +792,13 @@ impl Backend {
                     eprintln!("vdispl-backend: {key}: {error}");
                 }
                 println!("vdispl-backend: {key}: Closed (backend stopping){flips}");
+            }
+        }
+        // Every copy was cancelled or withdrawn with its device; the finished ones' frames
+        // still go to the workers.
+        if let Some(copier) = self.copier.take() {
+            for completed in copier.finish() {
+                deliver(completed, self.writer.as_ref(), &mut self.summary);
             }
         }
         if let Some(writer) = self.writer.take() {
@@ -823,8 +835,23 @@ fn map_connector_pages(
 
 /// Unmaps every ring, event page and display buffer of a link (its event channels are
 /// unbound already); logs what fails. Every grant the link mapped is released in gntdev
-/// (munmap, then IOCTL_GNTDEV_UNMAP_GRANT_REF), so the frontend can end them.
-fn unmap_link(key: DeviceKey, link: Link) {
+/// (munmap, then IOCTL_GNTDEV_UNMAP_GRANT_REF), so the frontend can end them. A copy not
+/// started is withdrawn (its frame named as not captured); a running one is cancelled and
+/// unmaps its buffer itself when it stops, at its next chunk: this never waits.
+fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut Summary) {
+    for (index, connector) in link.connectors.iter().enumerate() {
+        let (Some(copy), Some(copier)) = (connector.copy, copier) else {
+            continue;
+        };
+        if copier.cancel(copy.job) == JobStatus::Withdrawn {
+            summary.not_captured += 1;
+            eprintln!(
+                "vdispl-backend: {key} conn{index}: frame seq {} not captured (the device \
+                 closed before its copy started)",
+                copy.seq
+            );
+        }
+    }
     for connector in link.connectors {
         drop(connector.ring);
         for result in [connector.ring_page.unmap(), connector.events.unmap()] {
@@ -834,6 +861,14 @@ fn unmap_link(key: DeviceKey, link: Link) {
         }
     }
     for (cookie, mapping) in link.buffers {
+        release_buffer(key, cookie, mapping);
+    }
+}
+
+/// Lets go of a display buffer's mapping: unmaps it now, or, if a copy still reads it, leaves
+/// that to the copy (it is the last owner then).
+fn release_buffer(key: DeviceKey, cookie: u64, mapping: Arc<GrantMapping>) {
+    if let Some(mapping) = Arc::into_inner(mapping) {
         if let Err(error) = mapping.unmap() {
             eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
         }
@@ -858,6 +893,8 @@ impl Connector {
             flips: 0,
             next_event_id: 0,
             poisoned: false,
+            copy: None,
+            held: None,
         }
     }
 }
@@ -881,15 +918,202 @@ fn describe_link(link: &Link) -> String {
     )
 }
 
-fn notify(evtchn: &Evtchn, key: DeviceKey, port: u32) {
-    if let Err(error) = evtchn.notify(port) {
-        eprintln!("vdispl-backend: {key}: {error}");
+/// Sends event channel notifications: the kernel's event channel device, or a recorder in
+/// host tests.
+trait Notifier {
+    /// Notifies the frontend through local `port`; failures are logged.
+    fn signal(&self, key: DeviceKey, port: u32);
+}
+
+impl Notifier for Evtchn {
+    fn signal(&self, key: DeviceKey, port: u32) {
+        if let Err(error) = self.notify(port) {
+            eprintln!("vdispl-backend: {key}: {error}");
+        }
     }
+}
+
+/// What serving a ring needs besides the ring's link.
+struct Rings<'a> {
+    grants: &'a GrantMapper,
+    notifier: &'a dyn Notifier,
+    fault: Option<&'a mut FaultState>,
+    /// `None`: frames are not copied, and no answer waits.
+    copier: Option<&'a Copier>,
+    summary: &'a mut Summary,
+    /// Set by a `state-back` fault, for the caller.
+    state_back: &'a mut Option<DeviceKey>,
+}
+
+/// Answers the requests on connector `index`'s ring, up to and including one flip (a frontend
+/// that flips as fast as it is answered would otherwise keep the backend on its ring);
+/// whether requests are left. A request that must wait for a copy (see [`waits_for_copy`]) is
+/// held: it and the requests after it are left until the copy is over, when the ring is
+/// served again.
+fn serve_ring(
+    rings: &mut Rings,
+    key: DeviceKey,
+    index: usize,
+    link: &mut Link,
+) -> Result<bool, RingError> {
+    if index >= link.connectors.len() || link.connectors[index].poisoned {
+        return Ok(false);
+    }
+    loop {
+        let mut garbage = false;
+        let mut flipped = false;
+        let mut holding = false;
+        while !flipped {
+            let connector = &mut link.connectors[index];
+            let (slot, was_held) = match connector.held.take() {
+                Some(slot) => (slot, true),
+                None => match connector.ring.take_request()? {
+                    Some(slot) => (slot, false),
+                    None => break,
+                },
+            };
+            if waits_for_copy(rings, key, index, link, &slot) {
+                if !was_held {
+                    rings.summary.held += 1;
+                }
+                link.connectors[index].held = Some(slot);
+                holding = true;
+                break;
+            }
+            let hit = rings
+                .fault
+                .as_mut()
+                .and_then(|state| state.hit(index, &slot));
+            if let Some(hit) = hit {
+                let connector = &mut link.connectors[index];
+                println!("vdispl-backend: {key} conn{index}: {}", hit.describe());
+                match hit.action() {
+                    FaultAction::Respond(response) => {
+                        connector.ring.push_response(&response.encode())?;
+                        continue;
+                    }
+                    FaultAction::RespondThenGarbage(response) => {
+                        garbage = true;
+                        connector.ring.push_response(&response.encode())?;
+                        continue;
+                    }
+                    FaultAction::Ignore => continue,
+                    FaultAction::BreakRing => {
+                        connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
+                        connector.poisoned = true;
+                        rings.notifier.signal(key, connector.req_port);
+                        return Ok(false);
+                    }
+                    // Answered normally below: the state change is what goes wrong.
+                    FaultAction::AnswerThenLeave => *rings.state_back = Some(key),
+                }
+            }
+            let (response, flip) = answer(key, index, link, rings.grants, &slot, rings.summary);
+            let connector = &mut link.connectors[index];
+            connector.ring.push_response(&response.encode())?;
+            if let Some(fb_cookie) = flip {
+                // The flip is complete: the framebuffer is the one shown now. Its answer and
+                // EVT_PG_FLIP go out at once; a copy thread copies the shown buffer, which the
+                // frontend leaves alone until its next flip completes, and that flip's answer
+                // waits for this copy.
+                if connector.ring.publish() {
+                    rings.notifier.signal(key, connector.req_port);
+                }
+                send_flip_event(rings.notifier, key, index, connector, fb_cookie);
+                start_copy(rings, key, index, link, fb_cookie);
+                flipped = true;
+            }
+        }
+        let connector = &mut link.connectors[index];
+        if connector.ring.publish() {
+            rings.notifier.signal(key, connector.req_port);
+        }
+        if garbage {
+            let slot = garbage_event(connector.next_event_id);
+            connector.next_event_id = connector.next_event_id.wrapping_add(1);
+            if let Err(error) = connector.events.push_event(&slot) {
+                eprintln!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
+            }
+            rings.notifier.signal(key, connector.evt_port);
+        }
+        if holding {
+            return Ok(false);
+        }
+        if !connector.ring.final_check_for_requests()? {
+            return Ok(false);
+        }
+        if flipped {
+            // The frontend will not notify for requests already there: come back.
+            return Ok(true);
+        }
+    }
+}
+
+/// Whether `slot` must wait for a copy to be over before it is answered: a flip on connector
+/// `index` while the copy of its frame shown before runs (that answer lets the frontend draw
+/// into the buffer being copied), or a DBUF_DESTROY of a buffer being copied. A copy that has
+/// not started is withdrawn instead: its frame is not captured, and the request goes on.
+fn waits_for_copy(
+    rings: &mut Rings,
+    key: DeviceKey,
+    index: usize,
+    link: &mut Link,
+    slot: &Slot,
+) -> bool {
+    let Some(copier) = rings.copier else {
+        return false;
+    };
+    let (copies, why): (Vec<usize>, String) = match Request::decode(slot) {
+        Ok((_, Request::PageFlip { fb_cookie }))
+            if link.model.framebuffers.contains_key(&fb_cookie) =>
+        {
+            let next = link.connectors[index].flips;
+            (
+                vec![index],
+                format!("flip seq {next} came before a copy thread took it"),
+            )
+        }
+        Ok((_, Request::DbufDestroy { dbuf_cookie })) => (
+            link.connectors
+                .iter()
+                .enumerate()
+                .filter(|(_, connector)| {
+                    connector
+                        .copy
+                        .is_some_and(|copy| copy.dbuf_cookie == dbuf_cookie)
+                })
+                .map(|(other, _)| other)
+                .collect(),
+            format!(
+                "its display buffer {dbuf_cookie:#x} was destroyed before a copy thread took it"
+            ),
+        ),
+        _ => return false,
+    };
+    let mut waits = false;
+    for other in copies {
+        let Some(copy) = link.connectors[other].copy else {
+            continue;
+        };
+        match copier.withdraw(copy.job) {
+            JobStatus::Running => waits = true,
+            JobStatus::Done => link.connectors[other].copy = None,
+            JobStatus::Withdrawn => {
+                link.connectors[other].copy = None;
+                rings.summary.not_captured += 1;
+                eprintln!(
+                    "vdispl-backend: {key} conn{other}: frame seq {} not captured ({why})",
+                    copy.seq
+                );
+            }
+        }
+    }
+    waits
 }
 
 /// Puts EVT_PG_FLIP for `fb_cookie` on connector `index`'s event page and notifies.
 fn send_flip_event(
-    evtchn: &Evtchn,
+    notifier: &dyn Notifier,
     key: DeviceKey,
     index: usize,
     connector: &mut Connector,
@@ -902,49 +1126,82 @@ fn send_flip_event(
             "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} dropped: {error}"
         );
     }
-    notify(evtchn, key, connector.evt_port);
+    notifier.signal(key, connector.evt_port);
 }
 
-/// Copies the framebuffer `fb_cookie` just flipped on connector `index` out of its display
-/// buffer and hands it to the frame workers.
-fn capture_flip(
-    key: DeviceKey,
-    index: usize,
-    link: &mut Link,
-    writer: Option<&FrameWriter>,
-    fb_cookie: u64,
-    summary: &mut Summary,
-) {
+/// Counts the flip of `fb_cookie` on connector `index` and hands the copy of the frame now
+/// shown to the copy threads (with a share of its buffer's mapping).
+fn start_copy(rings: &mut Rings, key: DeviceKey, index: usize, link: &mut Link, fb_cookie: u64) {
     let seq = link.connectors[index].flips;
     link.connectors[index].flips += 1;
-    summary.flips += 1;
-    let started = std::time::Instant::now();
-    let captured = capture(key, index, link, fb_cookie, seq);
-    summary.capture += started.elapsed();
-    match captured {
-        Ok(frame) => {
-            // Never waits: when the workers are behind, the connector's oldest waiting frame
-            // gives way to this one.
-            match writer.map(|writer| writer.submit(frame)) {
-                None | Some(Submitted::Queued) => {}
-                Some(Submitted::Replaced { seq: dropped }) => {
-                    summary.not_captured += 1;
-                    eprintln!(
-                        "vdispl-backend: {key} conn{index}: frame seq {dropped} not captured \
-                         (the writers were behind; seq {seq} is newer)"
-                    );
-                }
-                Some(Submitted::Stopped) => {
-                    summary.not_captured += 1;
-                    eprintln!(
-                        "vdispl-backend: {key} conn{index}: frame seq {seq} not captured \
-                         (the writers have stopped)"
-                    );
-                }
+    rings.summary.flips += 1;
+    let Some(copier) = rings.copier else {
+        return;
+    };
+    match copy_source(key, index, link, fb_cookie, seq) {
+        Ok((source, dbuf_cookie)) => match copier.submit(source) {
+            Some(job) => {
+                link.connectors[index].copy = Some(InFlight {
+                    job,
+                    dbuf_cookie,
+                    seq,
+                })
             }
-        }
+            None => {
+                rings.summary.not_captured += 1;
+                eprintln!(
+                    "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the copy \
+                     threads have stopped)"
+                );
+            }
+        },
         Err(error) => {
             eprintln!("vdispl-backend: {key} conn{index}: cannot capture seq {seq}: {error}")
+        }
+    }
+}
+
+/// What the ring thread does with a copy that is over: the frame goes to the workers (never
+/// waiting), or a line says why there is none.
+fn deliver(completed: Completed, writer: Option<&FrameWriter>, summary: &mut Summary) {
+    let key = DeviceKey {
+        domid: completed.domid,
+        device: completed.device,
+    };
+    let (index, seq) = (completed.connector, completed.seq);
+    if let Some(Err(error)) = completed.unmapped {
+        eprintln!("vdispl-backend: {key}: display buffer of conn{index} seq {seq}: {error}");
+    }
+    let frame = match completed.outcome {
+        CopyOutcome::Copied(frame) => frame,
+        CopyOutcome::Cancelled => {
+            summary.not_captured += 1;
+            eprintln!(
+                "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the device \
+                 closed during its copy)"
+            );
+            return;
+        }
+    };
+    summary.copied += 1;
+    summary.capture += completed.took;
+    // Never waits: when the workers are behind, the connector's oldest waiting frame gives
+    // way to this one.
+    match writer.map(|writer| writer.submit(frame)) {
+        None | Some(Submitted::Queued) => {}
+        Some(Submitted::Replaced { seq: dropped }) => {
+            summary.not_captured += 1;
+            eprintln!(
+                "vdispl-backend: {key} conn{index}: frame seq {dropped} not captured (the \
+                 writers were behind; seq {seq} is newer)"
+            );
+        }
+        Some(Submitted::Stopped) => {
+            summary.not_captured += 1;
+            eprintln!(
+                "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the writers \
+                 have stopped)"
+            );
         }
     }
 }
@@ -1025,7 +1282,7 @@ fn answer(
             };
             match grants.map(key.domid, &buffer.refs, Access::ReadOnly) {
                 Ok(mapping) => {
-                    link.buffers.insert(cookie, mapping);
+                    link.buffers.insert(cookie, Arc::new(mapping));
                 }
                 Err(error) => {
                     link.model.buffers.remove(&cookie);
@@ -1040,10 +1297,10 @@ fn answer(
             (response, None)
         }
         Ok(Effect::Destroyed(cookie)) => {
+            // A copy of this buffer was over before this answer (`waits_for_copy`), so this
+            // unmaps it now.
             if let Some(mapping) = link.buffers.remove(&cookie) {
-                if let Err(error) = mapping.unmap() {
-                    eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
-                }
+                release_buffer(key, cookie, mapping);
             }
             (response, None)
         }
@@ -1064,14 +1321,15 @@ fn answer(
     }
 }
 
-/// Copies the framebuffer `fb_cookie` out of its display buffer.
-fn capture(
+/// What copying the framebuffer `fb_cookie` out of its display buffer takes, and the buffer's
+/// cookie.
+fn copy_source(
     key: DeviceKey,
     index: usize,
     link: &Link,
     fb_cookie: u64,
     seq: u64,
-) -> Result<CapturedFrame, String> {
+) -> Result<(CopySource, u64), String> {
     let framebuffer = link
         .model
         .framebuffers
@@ -1096,15 +1354,15 @@ fn capture(
     let stride = displif::stride(buffer.width, buffer.bpp) as usize;
     let layout = Layout::new(framebuffer.width, framebuffer.height, stride, format)
         .map_err(|error| error.to_string())?;
-    let mut bytes = Vec::new();
-    mapping.copy_into(layout.size_bytes(), &mut bytes);
-    Ok(CapturedFrame {
+    let source = CopySource {
+        mapping: Arc::clone(mapping),
+        layout,
         domid: key.domid,
+        device: key.device,
         connector: link.connectors[index].config.index,
         seq,
-        layout,
-        bytes,
-    })
+    };
+    Ok((source, framebuffer.dbuf_cookie))
 }
 
 /// GET_EDID (version 2): writes a base block for the connector's resolution into the first
@@ -1143,7 +1401,7 @@ fn send_edid(
 impl Summary {
     /// Mean time to copy a flipped frame, in milliseconds.
     pub fn capture_mean_ms(&self) -> u64 {
-        match u32::try_from(self.flips) {
+        match u32::try_from(self.copied) {
             Ok(flips) if flips > 0 => (self.capture / flips).as_millis() as u64,
             _ => 0,
         }
@@ -1153,9 +1411,14 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capture::CapturedFrame;
+    use crate::frame_copy::{copy_frame, Gate};
     use crate::grant_map::fake::{EndError, FakeGntdev};
     use drivers::xen::displif::DbufCreate;
-    use std::rc::Rc;
+    use drivers::xen::ring::FrontRing;
+    use std::cell::RefCell;
+    use std::sync::mpsc::{self, Receiver, Sender};
+    use std::sync::Mutex;
 
     const DOMID: u32 = 1;
     const KEY: DeviceKey = DeviceKey {
@@ -1182,23 +1445,31 @@ mod tests {
     /// The fake frontend grants a connector's ring and event page, a 64x48 XRGB8888 buffer
     /// whose pixel `n` is `n | seed << 24`, and its page directory.
     fn grant_connection(fake: &FakeGntdev, seed: u8) {
-        fake.grant(DOMID, RING_REF, &[], false);
-        fake.grant(DOMID, EVENT_REF, &[], false);
+        grant_connection_of(fake, DOMID, seed);
+    }
+
+    fn grant_connection_of(fake: &FakeGntdev, domid: u32, seed: u8) {
+        fake.grant(domid, RING_REF, &[], false);
+        fake.grant(domid, EVENT_REF, &[], false);
         let pixels: Vec<u8> = (0..WIDTH * HEIGHT)
             .flat_map(|n| (n | u32::from(seed) << 24).to_le_bytes())
             .collect();
         for (page, gref) in pixels.chunks(4096).zip(BUFFER_REFS) {
-            fake.grant(DOMID, gref, page, true);
+            fake.grant(domid, gref, page, true);
         }
-        fake.grant(DOMID, DIRECTORY_REF, &directory_page(0, &BUFFER_REFS), true);
+        fake.grant(domid, DIRECTORY_REF, &directory_page(0, &BUFFER_REFS), true);
     }
 
     /// The fake frontend ends every grant of a connection, as a frontend tearing it down does.
     fn end_connection(fake: &FakeGntdev) -> Vec<(u32, EndError)> {
+        end_connection_of(fake, DOMID)
+    }
+
+    fn end_connection_of(fake: &FakeGntdev, domid: u32) -> Vec<(u32, EndError)> {
         [RING_REF, EVENT_REF, DIRECTORY_REF]
             .into_iter()
             .chain(BUFFER_REFS)
-            .filter_map(|gref| fake.end(DOMID, gref).err().map(|error| (gref, error)))
+            .filter_map(|gref| fake.end(domid, gref).err().map(|error| (gref, error)))
             .collect()
     }
 
@@ -1217,8 +1488,12 @@ mod tests {
 
     /// What `connect` builds for one connector, mapped through `grants` (no event channels).
     fn connect_link(grants: &GrantMapper) -> Link {
+        connect_link_of(grants, DOMID)
+    }
+
+    fn connect_link_of(grants: &GrantMapper, domid: u32) -> Link {
         let config = config();
-        let (ring, events) = map_connector_pages(grants, DOMID, &config).unwrap();
+        let (ring, events) = map_connector_pages(grants, domid, &config).unwrap();
         Link {
             version: 2,
             model: BackendModel::default(),
@@ -1250,9 +1525,29 @@ mod tests {
         })
     }
 
+    /// Copies the framebuffer `fb_cookie` out of its display buffer on this thread, as a copy
+    /// thread does.
+    fn capture(
+        key: DeviceKey,
+        index: usize,
+        link: &Link,
+        fb_cookie: u64,
+        seq: u64,
+    ) -> Result<CapturedFrame, String> {
+        let (source, _) = copy_source(key, index, link, fb_cookie, seq)?;
+        let bytes = copy_frame(&source, &AtomicBool::new(false), |_| {}).unwrap();
+        Ok(CapturedFrame {
+            domid: source.domid,
+            connector: source.connector,
+            seq,
+            layout: source.layout,
+            bytes,
+        })
+    }
+
     #[test]
     fn fifty_reconnections_in_a_row_map_every_buffer_and_leave_nothing_mapped() {
-        let fake = Rc::new(FakeGntdev::default());
+        let fake = Arc::new(FakeGntdev::default());
         let grants = GrantMapper::over(fake.clone());
         for cycle in 0..50u8 {
             grant_connection(&fake, cycle);
@@ -1284,7 +1579,7 @@ mod tests {
             // Ring, event page and buffer: three ranges, five pages mapped until the close.
             assert_eq!((fake.recorded(), fake.mapped_pages()), (3, 5));
             // The frontend closes without destroying its buffer; the backend lets go of all.
-            unmap_link(KEY, link);
+            unmap_link(KEY, link, None, &mut Summary::default());
             assert_eq!(
                 (fake.recorded(), fake.mapped_pages()),
                 (0, 0),
@@ -1300,7 +1595,7 @@ mod tests {
         // What the rig saw after each reconnection under load: the backend, late, takes a
         // DBUF_CREATE from a ring the frontend has given up on (its request timed out and it
         // ended the directory grant); Xen refuses the grant map, gntdev's mmap says EINVAL.
-        let fake = Rc::new(FakeGntdev::default());
+        let fake = Arc::new(FakeGntdev::default());
         let grants = GrantMapper::over(fake.clone());
         grant_connection(&fake, 0);
         let mut link = connect_link(&grants);
@@ -1311,7 +1606,7 @@ mod tests {
         assert!(link.buffers.is_empty() && link.model.buffers.is_empty());
         // Only the ring and the event page stay mapped, and only until the close.
         assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
-        unmap_link(KEY, link);
+        unmap_link(KEY, link, None, &mut Summary::default());
         assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
         // The next connection maps everything again, the directory under the same reference.
         assert_eq!(
@@ -1322,14 +1617,14 @@ mod tests {
         let mut link = connect_link(&grants);
         let (response, _) = send(&mut link, &grants, &mut summary, 6, create());
         assert_eq!(response.status, 0);
-        unmap_link(KEY, link);
+        unmap_link(KEY, link, None, &mut Summary::default());
         assert_eq!(end_connection(&fake), []);
     }
 
     #[test]
     fn a_destroyed_buffer_and_a_failed_buffer_map_are_released_at_once() {
         // Room for the ring, the event page, the directory page and not the buffer.
-        let fake = Rc::new(FakeGntdev::with_max_mapped(4));
+        let fake = Arc::new(FakeGntdev::with_max_mapped(4));
         let grants = GrantMapper::over(fake.clone());
         grant_connection(&fake, 0);
         let mut link = connect_link(&grants);
@@ -1337,10 +1632,10 @@ mod tests {
         let (response, _) = send(&mut link, &grants, &mut summary, 6, create());
         assert_eq!((response.status, summary.rejected), (EINVAL, 1));
         assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
-        unmap_link(KEY, link);
+        unmap_link(KEY, link, None, &mut Summary::default());
         assert_eq!(end_connection(&fake), []);
 
-        let fake = Rc::new(FakeGntdev::default());
+        let fake = Arc::new(FakeGntdev::default());
         let grants = GrantMapper::over(fake.clone());
         grant_connection(&fake, 0);
         let mut link = connect_link(&grants);
@@ -1357,7 +1652,344 @@ mod tests {
         for gref in BUFFER_REFS.into_iter().chain([DIRECTORY_REF]) {
             assert_eq!(fake.end(DOMID, gref), Ok(()));
         }
-        unmap_link(KEY, link);
+        unmap_link(KEY, link, None, &mut Summary::default());
         assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+    }
+
+    /// Event channel notifications, recorded.
+    #[derive(Default)]
+    struct Recorder(RefCell<Vec<u32>>);
+
+    impl Notifier for Recorder {
+        fn signal(&self, _key: DeviceKey, port: u32) {
+            self.0.borrow_mut().push(port);
+        }
+    }
+
+    /// Copy threads that stop before each copy's first chunk: they say which copy through
+    /// `started` and go on when the test sends on `go` (or drops it).
+    struct Gated {
+        copier: Copier,
+        started: Receiver<JobId>,
+        go: Sender<()>,
+    }
+
+    fn gated(threads: usize) -> Gated {
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let (started_tx, go_rx) = (Mutex::new(started_tx), Mutex::new(go_rx));
+        let gate: Gate = Arc::new(move |job, chunk| {
+            if chunk == 0 {
+                let _ = started_tx.lock().unwrap().send(job);
+                let _ = go_rx.lock().unwrap().recv();
+            }
+        });
+        Gated {
+            copier: Copier::start_gated(threads, gate).unwrap(),
+            started,
+            go,
+        }
+    }
+
+    impl Gated {
+        fn finish(self) -> Vec<Completed> {
+            drop(self.go);
+            self.copier.finish()
+        }
+    }
+
+    /// The other side of a connector's ring and event page.
+    struct Frontend(FrontRing<RingMapping>);
+
+    impl Frontend {
+        fn of(link: &Link) -> Self {
+            Frontend(FrontRing::new(link.connectors[0].ring_page.clone()))
+        }
+
+        fn send(&mut self, requests: &[(u16, Request)]) {
+            for (id, request) in requests {
+                self.0.push_request(&request.encode(*id)).unwrap();
+            }
+            self.0.publish();
+        }
+
+        /// The responses published so far: (id, status).
+        fn answers(&mut self) -> Vec<(u16, i32)> {
+            std::iter::from_fn(|| self.0.take_response().unwrap())
+                .map(|slot| {
+                    let response = Response::decode(&slot);
+                    (response.id, response.status)
+                })
+                .collect()
+        }
+    }
+
+    /// EVT_PG_FLIP events on the connector's event page so far.
+    fn flip_events(link: &Link) -> usize {
+        std::iter::from_fn(|| link.connectors[0].events.take_event().unwrap()).count()
+    }
+
+    fn attach() -> Request {
+        Request::FbAttach {
+            dbuf_cookie: 0xd0,
+            fb_cookie: 0xf0,
+            width: WIDTH,
+            height: HEIGHT,
+            pixel_format: FOURCC_XRGB8888,
+        }
+    }
+
+    const FLIP: Request = Request::PageFlip { fb_cookie: 0xf0 };
+
+    /// Serves connector 0 of `link` as the backend's loop does.
+    fn serve(
+        key: DeviceKey,
+        link: &mut Link,
+        grants: &GrantMapper,
+        copier: Option<&Copier>,
+        summary: &mut Summary,
+    ) -> bool {
+        let notifier = Recorder::default();
+        let mut state_back = None;
+        let mut rings = Rings {
+            grants,
+            notifier: &notifier,
+            fault: None,
+            copier,
+            summary,
+            state_back: &mut state_back,
+        };
+        serve_ring(&mut rings, key, 0, link).unwrap()
+    }
+
+    fn copied(completed: &Completed) -> &CapturedFrame {
+        match &completed.outcome {
+            CopyOutcome::Copied(frame) => frame,
+            CopyOutcome::Cancelled => panic!("seq {} was cancelled", completed.seq),
+        }
+    }
+
+    #[test]
+    fn a_flip_is_answered_while_its_frame_is_copied_and_the_next_one_waits_for_that_copy() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 5);
+        let mut link = connect_link(&grants);
+        let mut front = Frontend::of(&link);
+        let gated = gated(1);
+        let copier = Some(&gated.copier);
+        let mut summary = Summary::default();
+
+        front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        assert!(!serve(KEY, &mut link, &grants, copier, &mut summary));
+        // Flip 0 is answered, its event sent, while its copy has not even started.
+        assert_eq!(front.answers(), [(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(flip_events(&link), 1);
+        let first = gated.started.recv().unwrap();
+
+        // Flip 1 while copy 0 runs: held, and nothing after it is taken.
+        front.send(&[(4, FLIP), (5, attach())]);
+        assert!(!serve(KEY, &mut link, &grants, copier, &mut summary));
+        assert_eq!(front.answers(), []);
+        assert_eq!(flip_events(&link), 0);
+        // Looking again (an event, the poll waking up) does not release it either.
+        assert!(!serve(KEY, &mut link, &grants, copier, &mut summary));
+        assert_eq!((front.answers(), summary.held), (vec![], 1));
+
+        // Copy 0 ends: the copy thread wakes the loop, which serves the ring again.
+        gated.go.send(()).unwrap();
+        let completed = gated.copier.wait_completed();
+        assert_eq!((completed.job, completed.seq), (first, 0));
+        assert_eq!(
+            copied(&completed).bytes[4..8],
+            (1u32 | 5 << 24).to_le_bytes()
+        );
+        deliver(completed, None, &mut summary);
+        assert!(serve(KEY, &mut link, &grants, copier, &mut summary));
+        assert_eq!(front.answers(), [(4, 0)]);
+        assert_eq!(flip_events(&link), 1);
+        // Then the request after it (a duplicate FB_ATTACH, refused), and copy 1 is taken.
+        assert!(!serve(KEY, &mut link, &grants, copier, &mut summary));
+        assert_eq!(front.answers().len(), 1);
+        gated.started.recv().unwrap();
+        gated.go.send(()).unwrap();
+        assert_eq!(gated.copier.wait_completed().seq, 1);
+        assert_eq!(
+            (summary.flips, summary.copied, summary.not_captured),
+            (2, 1, 0)
+        );
+        assert!(gated.finish().is_empty());
+        drop(front);
+        unmap_link(KEY, link, None, &mut summary);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+    }
+
+    #[test]
+    fn a_copy_not_started_gives_way_to_the_next_flip_and_other_devices_are_served_meanwhile() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        let other = DeviceKey {
+            domid: 2,
+            device: 0,
+        };
+        grant_connection_of(&fake, DOMID, 1);
+        grant_connection_of(&fake, other.domid, 2);
+        let (mut link, mut other_link) = (connect_link(&grants), connect_link_of(&grants, 2));
+        let (mut front, mut other_front) = (Frontend::of(&link), Frontend::of(&other_link));
+        // One copy thread, held up by the other device's copy.
+        let gated = gated(1);
+        let copier = Some(&gated.copier);
+        let mut summary = Summary::default();
+        other_front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        serve(other, &mut other_link, &grants, copier, &mut summary);
+        assert_eq!(other_front.answers().len(), 3);
+        let busy = gated.started.recv().unwrap();
+
+        front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        serve(KEY, &mut link, &grants, copier, &mut summary);
+        assert_eq!(front.answers().len(), 3);
+        // Flip 1 comes while copy 0 still waits for the thread: frame 0 is dropped (and
+        // named), flip 1 answered at once.
+        front.send(&[(4, FLIP)]);
+        serve(KEY, &mut link, &grants, copier, &mut summary);
+        assert_eq!(front.answers(), [(4, 0)]);
+        assert_eq!((summary.not_captured, summary.held), (1, 0));
+        // The other device's next flip is held for its copy; this device is not.
+        other_front.send(&[(4, FLIP)]);
+        serve(other, &mut other_link, &grants, copier, &mut summary);
+        assert_eq!(other_front.answers(), []);
+
+        gated.go.send(()).unwrap();
+        let completed = gated.copier.wait_completed();
+        assert_eq!(
+            (completed.job, completed.domid, completed.seq),
+            (busy, 2, 0)
+        );
+        serve(other, &mut other_link, &grants, copier, &mut summary);
+        assert_eq!(other_front.answers(), [(4, 0)]);
+        // This device's frame 1 is the next copy; frame 0 never is.
+        gated.started.recv().unwrap();
+        gated.go.send(()).unwrap();
+        let completed = gated.copier.wait_completed();
+        assert_eq!((completed.domid, completed.seq), (DOMID, 1));
+        assert_eq!(
+            copied(&completed).bytes[4..8],
+            (1u32 | 1 << 24).to_le_bytes()
+        );
+        let rest: Vec<(u32, u64)> = gated
+            .finish()
+            .iter()
+            .map(|completed| (completed.domid, completed.seq))
+            .collect();
+        assert_eq!(rest, [(2, 1)]);
+        drop((front, other_front));
+        unmap_link(KEY, link, None, &mut summary);
+        unmap_link(other, other_link, None, &mut summary);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+    }
+
+    #[test]
+    fn a_buffer_destroyed_during_its_copy_stays_mapped_until_the_copy_is_over() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 3);
+        let mut link = connect_link(&grants);
+        let mut front = Frontend::of(&link);
+        let gated = gated(1);
+        let copier = Some(&gated.copier);
+        let mut summary = Summary::default();
+        front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        serve(KEY, &mut link, &grants, copier, &mut summary);
+        assert_eq!(front.answers().len(), 3);
+        gated.started.recv().unwrap();
+
+        // The frontend tears down while frame 0 is being copied: FB_DETACH is answered, the
+        // DBUF_DESTROY of the buffer being read waits, with its pages mapped.
+        let destroy = Request::DbufDestroy { dbuf_cookie: 0xd0 };
+        front.send(&[(4, Request::FbDetach { fb_cookie: 0xf0 }), (5, destroy)]);
+        assert!(!serve(KEY, &mut link, &grants, copier, &mut summary));
+        assert_eq!(front.answers(), [(4, 0)]);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (3, 5));
+        assert_eq!(fake.end(DOMID, BUFFER_REFS[0]), Err(EndError::Busy));
+
+        gated.go.send(()).unwrap();
+        let completed = gated.copier.wait_completed();
+        assert_eq!(
+            copied(&completed).bytes[8..12],
+            (2u32 | 3 << 24).to_le_bytes()
+        );
+        assert!(completed.unmapped.is_none());
+        serve(KEY, &mut link, &grants, copier, &mut summary);
+        assert_eq!(front.answers(), [(5, 0)]);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
+        for gref in BUFFER_REFS.into_iter().chain([DIRECTORY_REF]) {
+            assert_eq!(fake.end(DOMID, gref), Ok(()));
+        }
+        assert!(gated.finish().is_empty());
+        unmap_link(KEY, link, None, &mut summary);
+    }
+
+    #[test]
+    fn a_device_closed_during_a_copy_is_released_without_waiting_and_the_copy_unmaps_last() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        let other = DeviceKey {
+            domid: 2,
+            device: 0,
+        };
+        grant_connection_of(&fake, DOMID, 1);
+        grant_connection_of(&fake, other.domid, 2);
+        let (mut link, mut other_link) = (connect_link(&grants), connect_link_of(&grants, 2));
+        let (mut front, mut other_front) = (Frontend::of(&link), Frontend::of(&other_link));
+        let gated = gated(1);
+        let copier = Some(&gated.copier);
+        let mut summary = Summary::default();
+        front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        serve(KEY, &mut link, &grants, copier, &mut summary);
+        gated.started.recv().unwrap();
+        // The other device's copy waits for the only thread.
+        other_front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        serve(other, &mut other_link, &grants, copier, &mut summary);
+        assert_eq!(fake.mapped_pages(), 10);
+
+        drop((front, other_front));
+        // Both devices close. The copy not started is withdrawn and its buffer unmapped at
+        // once; the running one is cancelled, and closing does not wait for it (its thread is
+        // stopped in the gate: waiting would never return).
+        unmap_link(other, other_link, copier, &mut summary);
+        assert_eq!(summary.not_captured, 1);
+        assert_eq!(end_connection_of(&fake, other.domid), []);
+        unmap_link(KEY, link, copier, &mut summary);
+        // Only the buffer being read is left mapped, by the copy.
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (1, 3));
+        assert_eq!(fake.end(DOMID, BUFFER_REFS[0]), Err(EndError::Busy));
+
+        gated.go.send(()).unwrap();
+        let completed = gated.copier.wait_completed();
+        assert!(matches!(completed.outcome, CopyOutcome::Cancelled));
+        assert!(matches!(completed.unmapped, Some(Ok(()))));
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+        deliver(completed, None, &mut summary);
+        assert_eq!((summary.not_captured, summary.copied), (2, 0));
+        assert_eq!(end_connection(&fake), []);
+        assert!(gated.finish().is_empty());
+        assert_eq!(fake.granted(), 0);
+    }
+
+    #[test]
+    fn without_copies_no_answer_is_held() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 0);
+        let mut link = connect_link(&grants);
+        let mut front = Frontend::of(&link);
+        let mut summary = Summary::default();
+        front.send(&[(1, create()), (2, attach()), (3, FLIP), (4, FLIP)]);
+        // One flip per turn, then the next.
+        assert!(serve(KEY, &mut link, &grants, None, &mut summary));
+        assert!(!serve(KEY, &mut link, &grants, None, &mut summary));
+        assert_eq!(front.answers(), [(1, 0), (2, 0), (3, 0), (4, 0)]);
+        assert_eq!((summary.flips, summary.held, summary.copied), (2, 0, 0));
+        unmap_link(KEY, link, None, &mut summary);
     }
 }

@@ -19,6 +19,7 @@ pub mod fake;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// How a region is mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +67,9 @@ pub fn map_request(domid: u32, refs: &[u32]) -> Vec<u64> {
 
 /// The four steps of `/dev/xen/gntdev` a mapping goes through, so that the mapping code
 /// runs against the kernel's device in Dom0 and against [`fake::FakeGntdev`] (which enforces
-/// the driver's rules) in host tests.
-pub trait GntdevDevice {
+/// the driver's rules) in host tests. A device is shared between threads: a display buffer's
+/// mapping may be read, and then unmapped, by the thread that copies a frame out of it.
+pub trait GntdevDevice: Send + Sync {
     /// IOCTL_GNTDEV_MAP_GRANT_REF: records `refs` of `domid`; returns the offset to mmap.
     fn add(&self, domid: u32, refs: &[u32]) -> io::Result<u64>;
 
@@ -163,7 +165,7 @@ impl GntdevDevice for DeviceFile {
 /// What opened `/dev/xen/gntdev` (or a fake of it) maps through. Mappings keep it open.
 #[derive(Clone)]
 pub struct GrantMapper {
-    device: Rc<dyn GntdevDevice>,
+    device: Arc<dyn GntdevDevice>,
 }
 
 impl GrantMapper {
@@ -185,11 +187,11 @@ impl GrantMapper {
         }
         // SAFETY: `fd` was just returned by open(2) and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Self::over(Rc::new(DeviceFile(fd))))
+        Ok(Self::over(Arc::new(DeviceFile(fd))))
     }
 
     /// Maps through `device`.
-    pub fn over(device: Rc<dyn GntdevDevice>) -> Self {
+    pub fn over(device: Arc<dyn GntdevDevice>) -> Self {
         Self { device }
     }
 
@@ -234,14 +236,23 @@ impl GrantMapper {
 }
 
 /// Granted pages mapped as one region; unmapped on drop (or by [`GrantMapping::unmap`], which
-/// reports errors).
+/// reports errors). It can be shared between threads (`Arc<GrantMapping>`): the region is
+/// read and written through atomics only, and it is unmapped once, by its last owner.
 pub struct GrantMapping {
-    device: Rc<dyn GntdevDevice>,
+    device: Arc<dyn GntdevDevice>,
     index: u64,
     /// None until mmap() succeeded, and after munmap().
     address: Option<NonNull<u8>>,
     pages: usize,
 }
+
+// SAFETY: `address` points into a mapping of this process, not into memory of the thread that
+// made it; it is unmapped only through `&mut self` (`release`), so never while another thread
+// borrows the mapping, and the device is `Send + Sync` (the trait's bound).
+unsafe impl Send for GrantMapping {}
+// SAFETY: every `&self` method reads or writes the region through atomics (`words`), which is
+// well defined from several threads at once (and with the granting domain writing too).
+unsafe impl Sync for GrantMapping {}
 
 impl GrantMapping {
     /// Bytes mapped.
@@ -269,14 +280,25 @@ impl GrantMapping {
 
     /// Copies the first `len` bytes (at most the region) into `out`, a word at a time.
     pub fn copy_into(&self, len: usize, out: &mut Vec<u8>) {
-        let len = len.min(self.len());
-        let words = &self.words()[..len.div_ceil(8)];
+        self.copy_range_into(0, len, out);
+    }
+
+    /// Appends the `len` bytes from byte `offset` on (what of them lies in the region) to
+    /// `out`, a word at a time.
+    pub fn copy_range_into(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        let end = offset.saturating_add(len).min(self.len());
+        if offset >= end {
+            return;
+        }
+        let skip = offset % 8;
+        let words = &self.words()[offset / 8..end.div_ceil(8)];
         let start = out.len();
         out.resize(start + words.len() * 8, 0);
         for (bytes, word) in out[start..].chunks_exact_mut(8).zip(words) {
             bytes.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
         }
-        out.truncate(start + len);
+        out.truncate(start + skip + (end - offset));
+        out.drain(start..start + skip);
     }
 
     /// A copy of the first page.

@@ -24,6 +24,7 @@ pub mod bench_time;
 pub mod capture;
 pub mod display_backend;
 pub mod evtchn;
+pub mod frame_copy;
 pub mod frontend;
 pub mod gntalloc;
 pub mod gntdev;

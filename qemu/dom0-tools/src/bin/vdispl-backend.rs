@@ -27,6 +27,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
     let mut options = Options {
         out_dir: None,
         workers: 2,
+        // One per connector of the rig's guest: a connector's copy rarely waits for another's.
+        copy_threads: 2,
         fault: None,
     };
     let mut args = args.into_iter();
@@ -81,18 +83,21 @@ fn main() -> ExitCode {
     match backend.run(&STOP) {
         Ok(summary) => {
             println!(
-                "vdispl-backend: stopped: {} connections, {} flips, {} frames encoded, \
-                 {} PNG files written, {} failures, {} requests rejected; per frame {} ms to \
-                 copy, {} ms to encode and write; {} frames not captured (the writers were \
-                 behind)",
+                "vdispl-backend: stopped: {} connections, {} flips, {} frames copied, {} frames \
+                 encoded, {} PNG files written, {} failures, {} requests rejected; per frame {} \
+                 ms to copy (off the ring thread), {} ms to encode and write; {} answers held \
+                 for a copy; {} frames not captured (the copies or writers were behind, or the \
+                 device went away)",
                 summary.connections,
                 summary.flips,
+                summary.copied,
                 summary.writer.frames,
                 summary.writer.files,
                 summary.writer.failures,
                 summary.rejected,
                 summary.capture_mean_ms(),
                 summary.writer.mean_ms(),
+                summary.held,
                 summary.not_captured
             );
             ExitCode::SUCCESS

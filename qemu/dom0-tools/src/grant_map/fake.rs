@@ -16,10 +16,10 @@
 
 use super::{Access, GntdevDevice};
 use crate::gntdev::GRANT_SIZE;
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::ptr::NonNull;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// One page of fake memory, page-aligned as a real mapping is.
 #[repr(C, align(4096))]
@@ -65,7 +65,7 @@ pub enum EndError {
 
 /// The fake device and the fake granting domain behind it.
 pub struct FakeGntdev {
-    state: RefCell<State>,
+    state: Mutex<State>,
     /// References one IOCTL_GNTDEV_MAP_GRANT_REF may record (the module's `limit`).
     pub limit: usize,
     /// Pages Dom0 may have mapped at once (Xen's maptrack for Dom0).
@@ -75,7 +75,7 @@ pub struct FakeGntdev {
 impl Default for FakeGntdev {
     fn default() -> Self {
         Self {
-            state: RefCell::default(),
+            state: Mutex::default(),
             limit: 64 * 1024,
             max_mapped: 1 << 20,
         }
@@ -87,6 +87,11 @@ fn einval() -> io::Error {
 }
 
 impl FakeGntdev {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A test thread that panicked holding the lock leaves whole entries behind.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A fake whose Dom0 may map `max_mapped` pages at once.
     pub fn with_max_mapped(max_mapped: usize) -> Self {
         Self {
@@ -100,7 +105,7 @@ impl FakeGntdev {
         let mut bytes = Page([0; GRANT_SIZE]);
         let len = page.len().min(GRANT_SIZE);
         bytes.0[..len].copy_from_slice(&page[..len]);
-        let previous = self.state.borrow_mut().granted.insert(
+        let previous = self.state().granted.insert(
             (domid, gref),
             Grant {
                 page: Box::new(bytes),
@@ -116,7 +121,7 @@ impl FakeGntdev {
 
     /// The fake domain ends a grant, as a frontend does (only while nothing maps it).
     pub fn end(&self, domid: u32, gref: u32) -> Result<(), EndError> {
-        let mut state = self.state.borrow_mut();
+        let mut state = self.state();
         match state.granted.get(&(domid, gref)) {
             None => Err(EndError::NotGranted),
             Some(grant) if grant.mapped > 0 => Err(EndError::Busy),
@@ -129,18 +134,18 @@ impl FakeGntdev {
 
     /// Reference ranges recorded in the device (visible or still mmapped).
     pub fn recorded(&self) -> usize {
-        let state = self.state.borrow();
+        let state = self.state();
         state.ranges.len() + state.detached.len()
     }
 
     /// Pages mapped now.
     pub fn mapped_pages(&self) -> usize {
-        self.state.borrow().mapped_pages
+        self.state().mapped_pages
     }
 
     /// Grants of the fake domain not ended yet.
     pub fn granted(&self) -> usize {
-        self.state.borrow().granted.len()
+        self.state().granted.len()
     }
 }
 
@@ -149,7 +154,7 @@ impl GntdevDevice for FakeGntdev {
         if refs.is_empty() || refs.len() > self.limit {
             return Err(einval());
         }
-        let mut state = self.state.borrow_mut();
+        let mut state = self.state();
         // gntdev_add_map: the first index after which the range fits before the next one.
         let count = refs.len() as u64;
         let mut index = 0;
@@ -175,7 +180,8 @@ impl GntdevDevice for FakeGntdev {
         if !offset.is_multiple_of(GRANT_SIZE as u64) {
             return Err(einval());
         }
-        let state = &mut *self.state.borrow_mut();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let range = state
             .ranges
             .get_mut(&(offset / GRANT_SIZE as u64))
@@ -210,7 +216,8 @@ impl GntdevDevice for FakeGntdev {
     }
 
     unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()> {
-        let state = &mut *self.state.borrow_mut();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let is_it = |range: &Recorded| {
             range.refs.len() == pages
                 && range
@@ -247,7 +254,8 @@ impl GntdevDevice for FakeGntdev {
     }
 
     fn remove(&self, offset: u64, pages: usize) -> io::Result<()> {
-        let state = &mut *self.state.borrow_mut();
+        let mut guard = self.state();
+        let state = &mut *guard;
         let index = offset / GRANT_SIZE as u64;
         match state.ranges.get(&index) {
             Some(range) if range.refs.len() == pages => {}
@@ -266,7 +274,7 @@ impl GntdevDevice for FakeGntdev {
 mod tests {
     use super::super::GrantMapper;
     use super::*;
-    use std::rc::Rc;
+    use std::sync::Arc;
 
     #[test]
     fn the_fake_keeps_the_drivers_rules() {
@@ -305,7 +313,7 @@ mod tests {
 
     #[test]
     fn a_failed_map_leaves_nothing_recorded_and_a_mapping_reads_the_granted_page() {
-        let fake = Rc::new(FakeGntdev::default());
+        let fake = Arc::new(FakeGntdev::default());
         let mapper = GrantMapper::over(fake.clone());
         let error = mapper.map(1, &[99], Access::ReadOnly).err().unwrap();
         assert!(error
