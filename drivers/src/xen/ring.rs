@@ -265,6 +265,11 @@ impl<R: Deref<Target = SharedRing>> FrontRing<R> {
         &self.shared
     }
 
+    /// The shared page back, once the ring is done with.
+    pub fn into_shared(self) -> R {
+        self.shared
+    }
+
     /// `FRONT_RING_INIT` over a ring just set up with [`SharedRing::init`].
     pub fn new(shared: R) -> Self {
         FrontRing {

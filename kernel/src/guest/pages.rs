@@ -39,13 +39,6 @@ impl PageBuffer {
         (self.start.as_ptr() as u64 >> 12) + index as u64
     }
 
-    /// The memory as bytes.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the allocation is `pages * 4096` bytes, owned by `self`
-        // and borrowed mutably here.
-        unsafe { core::slice::from_raw_parts_mut(self.start.as_ptr(), self.pages * 4096) }
-    }
-
     /// The pages as page arrays.
     pub fn pages_mut(&mut self) -> &mut [[u8; 4096]] {
         // SAFETY: the allocation is `pages` whole, 4096-aligned pages owned

@@ -2,6 +2,7 @@
 //! negotiation, publishing the connectors' transport, and the state
 //! handshake.
 
+use super::failure::Gone;
 use super::{VdisplError, MAX_CONNECTORS};
 use crate::xen::displif::{field, negotiate_version, parse_resolution};
 use crate::xen::gnttab::GrantRef;
@@ -348,12 +349,12 @@ pub fn set_state<T: Transport>(
 
 /// Whether the backend left a connection (its state is no longer
 /// Connected), and how, in words.
-pub fn backend_gone<T: Transport>(client: &mut Client<T>, device: &DeviceConfig) -> Option<String> {
+pub fn backend_gone<T: Transport>(client: &mut Client<T>, device: &DeviceConfig) -> Option<Gone> {
     let node = format!("{}/state", device.backend);
     match xenbus::read_state(client, &node) {
         Ok(XenbusState::Connected) => None,
-        Ok(state) => Some(format!("the backend went to {state}")),
-        Err(error) => Some(format!("the backend's state is unreadable: {error}")),
+        Ok(state) => Some(Gone::State(state)),
+        Err(error) => Some(Gone::Unreadable(error)),
     }
 }
 

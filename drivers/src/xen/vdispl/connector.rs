@@ -198,6 +198,11 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
         &self.events
     }
 
+    /// The ring and event pages back, once the connector is done with.
+    pub fn into_pages(self) -> (R, E) {
+        (self.ring.into_shared(), self.events)
+    }
+
     /// Gives up on request `id` (after a timeout): a late response to it is
     /// then dropped, and answers nothing. The last [`MAX_ABANDONED`] ids are
     /// remembered; a response to an older one counts as stray.

@@ -143,6 +143,18 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
             .sum()
     }
 
+    /// When the next delayed response or event is due, if any is held.
+    pub fn next_due(&self) -> Option<u64> {
+        self.connectors
+            .iter()
+            .flat_map(|connector| {
+                let response = connector.responses.front().map(|&(due, _)| due);
+                let event = connector.events_due.front().map(|&(due, _)| due);
+                response.into_iter().chain(event)
+            })
+            .min()
+    }
+
     /// Takes and answers every pending request on every connector's ring,
     /// and sends what is due by [`FakeDisplayBackend::now_ns`]; returns how
     /// many requests were taken.

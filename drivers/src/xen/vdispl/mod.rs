@@ -11,12 +11,17 @@ extern crate alloc;
 pub mod backend;
 pub mod config;
 pub mod connector;
+pub mod env;
+pub mod failure;
 pub mod fault;
 pub mod flip;
+pub mod frontend;
 pub mod recovery;
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake_env;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! requests that undo a connection, which leave out rings that cannot be
 //! trusted.
 
+use super::failure::{ConnectorError, DeviceError};
 use crate::xen::displif::Request;
 use alloc::format;
 use alloc::string::String;
@@ -21,6 +22,29 @@ pub const RETRY_DELAY_NS: u64 = 2_000 * NS_PER_MS;
 /// Reconnections for one connector's sake in a row without a flip of it in
 /// between; after that it stays stopped.
 pub const MAX_CONNECTOR_RETRIES: u32 = 5;
+/// Reconnections of a device in a row without a single flip in between
+/// before the device is given up.
+pub const MAX_FRUITLESS_RECONNECTS: u32 = 10;
+/// How long a device waits after a connection ended before it connects
+/// again, so that a restarting backend can come back.
+pub const RECONNECT_PAUSE_NS: u64 = 500 * NS_PER_MS;
+
+/// A device's reconnections without a flip in between: after
+/// [`MAX_FRUITLESS_RECONNECTS`] it is given up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconnects {
+    fruitless: u32,
+}
+
+impl Reconnects {
+    /// A connection ended needing a reconnection; `flipped` if it showed
+    /// any frame. Returns whether to reconnect (`false`: give up), and the
+    /// reconnections without a frame so far.
+    pub fn after_loss(&mut self, flipped: bool) -> (bool, u32) {
+        self.fruitless = if flipped { 0 } else { self.fruitless + 1 };
+        (self.fruitless <= MAX_FRUITLESS_RECONNECTS, self.fruitless)
+    }
+}
 
 /// A connector's name in messages: `conn=<index> (<unique-id>)`.
 pub fn connector_name(index: u32, unique_id: &str) -> String {
@@ -31,7 +55,7 @@ pub fn connector_name(index: u32, unique_id: &str) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
     name: String,
-    failed: Option<String>,
+    failed: Option<ConnectorError>,
     /// The failure is the frontend's own (out of memory): reconnecting to
     /// the backend cannot cure it.
     for_good: bool,
@@ -65,8 +89,8 @@ impl Health {
     }
 
     /// Why it stopped, if it did.
-    pub fn failed(&self) -> Option<&str> {
-        self.failed.as_deref()
+    pub fn failed(&self) -> Option<&ConnectorError> {
+        self.failed.as_ref()
     }
 
     /// Whether it stopped for a reason no reconnection cures.
@@ -86,7 +110,8 @@ impl Health {
 
     /// Stops the connector at `now_ns` for `reason`; returns the error line
     /// to log, which names the connector, the reason and what comes next.
-    pub fn fail(&mut self, reason: String, now_ns: u64) -> String {
+    pub fn fail(&mut self, reason: ConnectorError, now_ns: u64) -> String {
+        self.for_good |= reason.for_good();
         let next = if self.for_good {
             String::from("this connector stops")
         } else if self.retries < MAX_CONNECTOR_RETRIES {
@@ -104,12 +129,6 @@ impl Health {
         line
     }
 
-    /// [`Health::fail`] for a reason no reconnection cures.
-    pub fn fail_for_good(&mut self, reason: String, now_ns: u64) -> String {
-        self.for_good = true;
-        self.fail(reason, now_ns)
-    }
-
     /// When a reconnection for this connector's sake is due, if one is.
     pub fn retry_at(&self) -> Option<u64> {
         (self.failed.is_some() && !self.for_good && self.retries < MAX_CONNECTOR_RETRIES)
@@ -123,7 +142,7 @@ pub enum Verdict {
     /// Go on: wait for the rings or the next deadline.
     Continue,
     /// Tear the connection down and connect again, for this reason.
-    Reconnect(String),
+    Reconnect(DeviceError),
     /// Done: every connector showed every frame or stopped for good.
     Finished,
 }
@@ -140,12 +159,13 @@ pub fn decide<H: AsMut<Health>>(connectors: &mut [H], busy: bool, now_ns: u64) -
         .find(|health| health.retry_at().is_some_and(|at| now_ns >= at));
     if let Some(health) = due {
         health.retries += 1;
-        return Verdict::Reconnect(format!(
-            "{} failed ({}); reconnecting the device to recover it (retry {} of {MAX_CONNECTOR_RETRIES})",
-            health.name,
-            health.failed.as_deref().unwrap_or_default(),
-            health.retries
-        ));
+        if let Some(error) = health.failed.clone() {
+            return Verdict::Reconnect(DeviceError::BrokenRing {
+                name: health.name.clone(),
+                error,
+                retry: health.retries,
+            });
+        }
     }
     let mut healths = connectors.iter_mut().map(AsMut::as_mut);
     if busy || healths.any(|health| health.retry_at().is_some()) {
@@ -155,12 +175,12 @@ pub fn decide<H: AsMut<Health>>(connectors: &mut [H], busy: bool, now_ns: u64) -
         .iter_mut()
         .any(|health| !health.as_mut().for_good);
     let count = connectors.len();
-    let failed: Vec<&str> = connectors
+    let failed: Vec<ConnectorError> = connectors
         .iter_mut()
-        .filter_map(|health| health.as_mut().failed.as_deref())
+        .filter_map(|health| health.as_mut().failed.clone())
         .collect();
     if !failed.is_empty() && failed.len() == count && curable {
-        Verdict::Reconnect(format!("every connector failed ({})", failed.join("; ")))
+        Verdict::Reconnect(DeviceError::EveryConnectorFailed(failed))
     } else {
         Verdict::Finished
     }
@@ -229,8 +249,26 @@ pub fn teardown_batches(working: &[bool], buffers: &[BufferObjects]) -> (Batch, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::xen::displif::Operation;
+    use crate::xen::vdispl::failure::Allocation;
+    use crate::xen::vdispl::VdisplError;
+    use alloc::vec;
 
     const SECOND: u64 = 1_000_000_000;
+
+    fn status() -> ConnectorError {
+        ConnectorError::Request(VdisplError::Status {
+            operation: Operation::PageFlip,
+            status: -5,
+        })
+    }
+
+    fn no_memory() -> ConnectorError {
+        ConnectorError::NoMemory(Allocation::Buffer {
+            width: 64,
+            height: 48,
+        })
+    }
 
     fn health(index: u32) -> Health {
         Health::new(connector_name(index, "DP-1"), 0)
@@ -240,22 +278,22 @@ mod tests {
     fn a_failure_names_the_connector_and_what_comes_next() {
         let mut curable = health(0);
         assert_eq!(
-            curable.fail(String::from("PG_FLIP failed with status -5"), SECOND),
+            curable.fail(status(), SECOND),
             "display conn=0 (DP-1): PG_FLIP failed with status -5; this connector stops; \
              retry 1 of 5 in 2000 ms"
         );
-        assert_eq!(curable.failed(), Some("PG_FLIP failed with status -5"));
+        assert_eq!(curable.failed(), Some(&status()));
         assert_eq!(curable.retry_at(), Some(3 * SECOND));
         let mut exhausted = Health::new(connector_name(1, "HDMI-A-1"), MAX_CONNECTOR_RETRIES);
         assert_eq!(
-            exhausted.fail(String::from("ring: the ring is full"), 0),
-            "display conn=1 (HDMI-A-1): ring: the ring is full; this connector stops (5 retries \
+            exhausted.fail(ConnectorError::Request(VdisplError::RingFull), 0),
+            "display conn=1 (HDMI-A-1): the request ring is full; this connector stops (5 retries \
              without a flip)"
         );
         assert_eq!(exhausted.retry_at(), None);
         let mut for_good = health(0);
         assert_eq!(
-            for_good.fail_for_good(String::from("no memory for a 64x48 buffer"), 0),
+            for_good.fail(no_memory(), 0),
             "display conn=0 (DP-1): no memory for a 64x48 buffer; this connector stops"
         );
         assert_eq!(for_good.retry_at(), None);
@@ -264,7 +302,7 @@ mod tests {
     #[test]
     fn the_first_due_retry_reconnects_and_counts() {
         let mut connectors = [health(0), health(1)];
-        connectors[1].fail(String::from("event: unknown event type 0xee"), SECOND);
+        connectors[1].fail(status(), SECOND);
         // Before the delay is over the loop waits, busy or not.
         assert_eq!(
             decide(&mut connectors, false, 2 * SECOND),
@@ -272,10 +310,11 @@ mod tests {
         );
         assert_eq!(
             decide(&mut connectors, true, 3 * SECOND),
-            Verdict::Reconnect(String::from(
-                "conn=1 (DP-1) failed (event: unknown event type 0xee); reconnecting the device \
-                 to recover it (retry 1 of 5)"
-            ))
+            Verdict::Reconnect(DeviceError::BrokenRing {
+                name: String::from("conn=1 (DP-1)"),
+                error: status(),
+                retry: 1
+            })
         );
         assert_eq!(connectors[1].retries(), 1);
         connectors[1].flipped();
@@ -286,7 +325,7 @@ mod tests {
     fn the_device_finishes_unless_every_connector_failed_curably() {
         // One connector stopped for good, the other done: finished.
         let mut connectors = [health(0), health(1)];
-        connectors[0].fail_for_good(String::from("no memory"), 0);
+        connectors[0].fail(no_memory(), 0);
         assert_eq!(decide(&mut connectors, false, SECOND), Verdict::Finished);
         // Both stopped, retries used up, one curable: a new connection may
         // cure it.
@@ -294,14 +333,17 @@ mod tests {
             Health::new(connector_name(0, "DP-1"), MAX_CONNECTOR_RETRIES),
             health(1),
         ];
-        connectors[0].fail(String::from("a"), 0);
-        connectors[1].fail_for_good(String::from("b"), 0);
+        connectors[0].fail(status(), 0);
+        connectors[1].fail(no_memory(), 0);
         assert_eq!(
             decide(&mut connectors, false, SECOND),
-            Verdict::Reconnect(String::from("every connector failed (a; b)"))
+            Verdict::Reconnect(DeviceError::EveryConnectorFailed(vec![
+                status(),
+                no_memory()
+            ]))
         );
         // Both stopped for good: nothing to cure.
-        connectors[0].fail_for_good(String::from("a"), 0);
+        connectors[0].fail(no_memory(), 0);
         assert_eq!(decide(&mut connectors, false, SECOND), Verdict::Finished);
     }
 
