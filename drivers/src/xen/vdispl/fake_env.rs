@@ -256,6 +256,14 @@ impl FakeWorld {
         let front = self.state_of(&format!("{DEVICE}/state"));
         match &self.phase {
             Phase::Waiting => {
+                let back = self.state_of(&format!("{BACKEND}/state"));
+                let closed = matches!(back, Some(XenbusState::Closing | XenbusState::Closed));
+                if closed && matches!(front, Some(XenbusState::Closed | XenbusState::Initialising))
+                {
+                    // The frontend closed too: offer a new connection.
+                    self.set_backend_state(XenbusState::InitWait);
+                    return true;
+                }
                 if front != Some(XenbusState::Initialised) {
                     return false;
                 }

@@ -452,10 +452,10 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         device
             .env
             .print(format_args!("display: device {path} connected"));
+        // GET_EDID whatever the version: backends that write no `versions`
+        // answer it too; one that cannot leaves the node's resolution.
         for index in 0..device.outputs.len() {
-            if device.version >= 2 {
-                device.read_edid(index);
-            }
+            device.read_edid(index);
         }
         let set_up = device.start_set_up();
         // Written while the backend maps the first buffers.
@@ -491,15 +491,33 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 .saturating_sub(self.env.now_ns())
                 .min(HANDSHAKE_SLICE_NS);
             let watch = self.backend_watch.as_ref();
+            // Waiting for Connected, a backend that closes has refused the
+            // configuration: that ends the wait at once.
+            let refusable = step == Step::AwaitConnected;
+            let mut refused = None;
             let result = self
                 .env
                 .with_store(|client| match watch {
-                    Some(watch) => watch.wait_for(client, &mut wanted, slice_ns),
+                    Some(watch) => watch.wait_for(
+                        client,
+                        |state| {
+                            let closing =
+                                matches!(state, XenbusState::Closing | XenbusState::Closed);
+                            if refusable && closing {
+                                refused = Some(state);
+                            }
+                            refused.is_some() || wanted(state)
+                        },
+                        slice_ns,
+                    ),
                     None => Err(XenbusError::Missing {
                         node: String::new(),
                     }),
                 })
                 .ok_or(DeviceError::NoXenstore)?;
+            if let Some(state) = refused {
+                return Err(DeviceError::Refused(step, Gone::State(state)).into());
+            }
             match result {
                 Ok(_) => return Ok(()),
                 Err(XenbusError::Timeout { .. }) if self.env.now_ns() < deadline => {}

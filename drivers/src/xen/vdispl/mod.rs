@@ -23,6 +23,8 @@ pub mod fake;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake_env;
 #[cfg(test)]
+mod frontend_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod tests;
