@@ -20,6 +20,24 @@
 //! installed into the Dom0 initramfs at `/usr/bin/`. Everything but the device access is plain
 //! logic tested on the host; wire formats shared with the guest come from the `drivers` crate.
 
+/// `eprintln!` whose whole line reaches standard error in one `write(2)`: std's `eprintln!`
+/// writes each piece of the format separately, so lines of threads (and of processes sharing the
+/// pipe, such as `2>&1 | tee` in the rig) interleave mid-line and the serial log's parsers miss
+/// them.
+#[macro_export]
+macro_rules! eprintln_line {
+    ($($arg:tt)*) => {
+        $crate::write_stderr_line(::std::format!($($arg)*))
+    };
+}
+
+/// Writes `line` and a newline to standard error in one call (see [`eprintln_line!`]).
+pub fn write_stderr_line(mut line: String) {
+    use std::io::Write;
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 pub mod bench_time;
 pub mod capture;
 pub mod display_backend;

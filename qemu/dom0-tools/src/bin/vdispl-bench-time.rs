@@ -3,6 +3,7 @@
 //! (exit 0); exit 1 if TEXT did not appear within TIMEOUT_MS, 2 on bad arguments or a COMMAND
 //! that cannot be run, 3 if COMMAND failed. See `dom0_tools::bench_time`.
 
+use dom0_tools::eprintln_line;
 use dom0_tools::bench_time::{
     self, Finder, Request, EXIT_COMMAND_FAILED, EXIT_ERROR, EXIT_FOUND, EXIT_TIMEOUT,
     READ_INTERVAL, USAGE,
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
     let request = match bench_time::parse_args(std::env::args().skip(1)) {
         Ok(request) => request,
         Err(message) => {
-            eprintln!("vdispl-bench-time: {message}\n{USAGE}");
+            eprintln_line!("vdispl-bench-time: {message}\n{USAGE}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -28,14 +29,14 @@ fn main() -> ExitCode {
     match status {
         Ok(status) if status.success() => {}
         Ok(status) => {
-            eprintln!(
+            eprintln_line!(
                 "vdispl-bench-time: {} failed ({status})",
                 request.command[0]
             );
             return ExitCode::from(EXIT_COMMAND_FAILED);
         }
         Err(error) => {
-            eprintln!(
+            eprintln_line!(
                 "vdispl-bench-time: cannot run {}: {error}",
                 request.command[0]
             );
@@ -72,7 +73,7 @@ fn wait_for_text(request: &Request, since: Instant) -> Option<Instant> {
                     }
                     Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(error) => {
-                        eprintln!("vdispl-bench-time: reading {}: {error}", request.file);
+                        eprintln_line!("vdispl-bench-time: reading {}: {error}", request.file);
                         file = None;
                         finder = Finder::new(&request.text);
                         break;

@@ -6,6 +6,7 @@
 //! `rig: grant <gref> of domain <domid> differs from the pattern at byte <n> (...)` (exit 1), or
 //! `rig: grant <gref> of domain <domid>: cannot <step>: <error>` (exit 2; bad arguments too).
 
+use dom0_tools::eprintln_line;
 use dom0_tools::gntdev::{self, Gntdev, GrantRef};
 use dom0_tools::grant_check::{self, Request, Verdict, EXIT_ERROR, USAGE};
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ fn main() -> ExitCode {
     let request = match grant_check::parse_args(std::env::args().skip(1)) {
         Ok(request) => request,
         Err(message) => {
-            eprintln!("vdispl-grant-check: {message}\n{USAGE}");
+            eprintln_line!("vdispl-grant-check: {message}\n{USAGE}");
             return ExitCode::from(EXIT_ERROR);
         }
     };
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
             verdict.exit_code()
         }
         Err(error) => {
-            eprintln!("{}", request.failure(&error));
+            eprintln_line!("{}", request.failure(&error));
             ExitCode::from(EXIT_ERROR)
         }
     }

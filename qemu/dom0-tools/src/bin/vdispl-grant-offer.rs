@@ -4,6 +4,7 @@
 //! <seconds> s`, keeps the page for that long (default 30 s), then exits, which ends the grant.
 //! Killing it ends the grant as well. Errors: a `rig: Dom0 cannot grant ...` line, exit 2.
 
+use dom0_tools::eprintln_line;
 use dom0_tools::gntalloc::GrantedPage;
 use dom0_tools::gntdev::GRANT_SIZE;
 use dom0_tools::grant_offer::{self, USAGE};
@@ -15,14 +16,14 @@ fn main() -> ExitCode {
     let offer = match grant_offer::parse_args(std::env::args().skip(1)) {
         Ok(offer) => offer,
         Err(message) => {
-            eprintln!("vdispl-grant-offer: {message}\n{USAGE}");
+            eprintln_line!("vdispl-grant-offer: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     let mut page = match GrantedPage::grant_read_only(offer.domid) {
         Ok(page) => page,
         Err(error) => {
-            eprintln!("{}", offer.failure(&error));
+            eprintln_line!("{}", offer.failure(&error));
             return ExitCode::from(2);
         }
     };
