@@ -257,8 +257,17 @@ impl FakeWorld {
         match &self.phase {
             Phase::Waiting => {
                 let back = self.state_of(&format!("{BACKEND}/state"));
-                let closed = matches!(back, Some(XenbusState::Closing | XenbusState::Closed));
-                if closed && matches!(front, Some(XenbusState::Closed | XenbusState::Initialising))
+                let front_closed = matches!(
+                    front,
+                    Some(XenbusState::Closing | XenbusState::Closed | XenbusState::Initialising)
+                );
+                if front_closed && back == Some(XenbusState::Closing) {
+                    self.set_backend_state(XenbusState::Closed);
+                    return true;
+                }
+                if front_closed
+                    && front != Some(XenbusState::Closing)
+                    && back == Some(XenbusState::Closed)
                 {
                     // The frontend closed too: offer a new connection.
                     self.set_backend_state(XenbusState::InitWait);

@@ -48,9 +48,14 @@ const SETUP_TIMEOUT_NS: u64 = HANG_NS;
 pub const EDID_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
 /// Flip round trips kept per connector for the summary's percentiles.
 const ROUND_TRIP_WINDOW: usize = 4096;
-/// How long a teardown request may wait: the domain may be shutting down.
-pub const TEARDOWN_TIMEOUT_NS: u64 = 300 * NS_PER_MS;
-/// How long teardown waits for the backend to unmap the pages.
+/// How long a teardown request may wait: the normal request timeout
+/// (Linux's xen-drm-front), as a backend under load answers late.
+pub const TEARDOWN_TIMEOUT_NS: u64 = 3_000 * NS_PER_MS;
+/// How long teardown waits for the backend's Closed (or InitWait), which it
+/// writes once it unmapped everything: generous, as a backend under load
+/// may need seconds to unmap (libxenbe writes Closing before it unmaps).
+pub const CLOSE_TIMEOUT_NS: u64 = 10_000 * NS_PER_MS;
+/// How long ending a grant is retried while the backend still maps it.
 pub const RELEASE_TIMEOUT_NS: u64 = 1_500 * NS_PER_MS;
 
 /// What a display run did.
@@ -1298,8 +1303,9 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         }
     }
 
-    /// Undoes everything: disable, detach, destroy, close the connection,
-    /// then end every grant once the backend let go of it.
+    /// Undoes everything: disable, detach, destroy, close the connection
+    /// (Closing, then the backend's Closed or InitWait awaited, then
+    /// Closed), then end every grant once the backend let go of it.
     fn teardown(&mut self) {
         self.unwatch_backend();
         // Undo on the rings only while the backend is there to answer, in two
@@ -1332,13 +1338,8 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             let _ = xenbus::wait_for_state(
                 client,
                 &node,
-                |state| {
-                    matches!(
-                        state,
-                        XenbusState::Closing | XenbusState::Closed | XenbusState::InitWait
-                    )
-                },
-                RELEASE_TIMEOUT_NS,
+                |state| matches!(state, XenbusState::Closed | XenbusState::InitWait),
+                CLOSE_TIMEOUT_NS,
             );
             config::set_state(client, config, XenbusState::Closed)
         });
