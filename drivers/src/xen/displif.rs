@@ -49,6 +49,57 @@ pub mod field {
 pub const FOURCC_XRGB8888: u32 = u32::from_le_bytes(*b"XR24");
 /// DRM FOURCC of 16-bit RGB565 (`DRM_FORMAT_RGB565`, "RG16").
 pub const FOURCC_RGB565: u32 = u32::from_le_bytes(*b"RG16");
+/// DRM FOURCC of 24-bit RGB888 (`DRM_FORMAT_RGB888`, "RG24"): bytes B, G, R.
+pub const FOURCC_RGB888: u32 = u32::from_le_bytes(*b"RG24");
+/// DRM FOURCC of 32-bit ARGB8888 (`DRM_FORMAT_ARGB8888`, "AR24").
+pub const FOURCC_ARGB8888: u32 = u32::from_le_bytes(*b"AR24");
+/// DRM FOURCC of 16-bit XRGB4444 (`DRM_FORMAT_XRGB4444`, "XR12").
+pub const FOURCC_XRGB4444: u32 = u32::from_le_bytes(*b"XR12");
+/// DRM FOURCC of 16-bit ARGB4444 (`DRM_FORMAT_ARGB4444`, "AR12").
+pub const FOURCC_ARGB4444: u32 = u32::from_le_bytes(*b"AR12");
+/// DRM FOURCC of 16-bit XRGB1555 (`DRM_FORMAT_XRGB1555`, "XR15").
+pub const FOURCC_XRGB1555: u32 = u32::from_le_bytes(*b"XR15");
+/// DRM FOURCC of 16-bit ARGB1555 (`DRM_FORMAT_ARGB1555`, "AR15").
+pub const FOURCC_ARGB1555: u32 = u32::from_le_bytes(*b"AR15");
+/// DRM FOURCC of packed YUV 4:2:2 (`DRM_FORMAT_YUYV`, "YUYV"): Y0, U, Y1, V
+/// per two pixels, 16 bits per pixel.
+pub const FOURCC_YUYV: u32 = u32::from_le_bytes(*b"YUYV");
+
+/// The pixel formats Linux's xen-drm-front offers on every connector
+/// (`plane_formats` in drivers/gpu/drm/xen/xen_drm_front_conn.c), which a
+/// backend must accept in FB_ATTACH.
+pub const FRONTEND_FORMATS: [u32; 9] = [
+    FOURCC_RGB565,
+    FOURCC_RGB888,
+    FOURCC_XRGB8888,
+    FOURCC_ARGB8888,
+    FOURCC_XRGB4444,
+    FOURCC_ARGB4444,
+    FOURCC_XRGB1555,
+    FOURCC_ARGB1555,
+    FOURCC_YUYV,
+];
+
+/// Bits per pixel of a pixel format of [`FRONTEND_FORMATS`] (what the
+/// display buffer's `bpp` and SET_CONFIG's `bpp` carry for it: Linux sends
+/// `cpp[0] * 8`), or `None` for another FOURCC.
+pub fn format_bpp(fourcc: u32) -> Option<u32> {
+    match fourcc {
+        FOURCC_XRGB8888 | FOURCC_ARGB8888 => Some(32),
+        FOURCC_RGB888 => Some(24),
+        FOURCC_RGB565 | FOURCC_XRGB4444 | FOURCC_ARGB4444 | FOURCC_XRGB1555 | FOURCC_ARGB1555
+        | FOURCC_YUYV => Some(16),
+        _ => None,
+    }
+}
+
+/// A FOURCC as its four characters (non-printable bytes as `?`), for logs.
+pub fn fourcc_name(fourcc: u32) -> [char; 4] {
+    fourcc.to_le_bytes().map(|byte| match byte {
+        0x20..=0x7e => char::from(byte),
+        _ => '?',
+    })
+}
 
 /// Request operation codes (`XENDISPL_OP_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -492,6 +543,48 @@ pub fn checked_stride(width: u32, bpp: u32) -> Option<u32> {
     Some(width.checked_mul(bpp)?.div_ceil(32) * 4)
 }
 
+/// The shortest row a frontend may use for `width` pixels at `bpp`:
+/// `ceil(width * bpp / 8)` bytes, Linux's dumb-buffer pitch; `None` when
+/// `width * bpp` does not fit in 32 bits.
+pub fn min_pitch(width: u32, bpp: u32) -> Option<u32> {
+    Some(width.checked_mul(bpp)?.div_ceil(8))
+}
+
+/// The pitch (bytes from one row to the next) of a display buffer of
+/// `buffer_sz` bytes holding `height` rows of `width` pixels at `bpp`.
+/// displif.h has no stride field, so it is inferred from the size:
+/// - Linux's `ceil(width * bpp / 8)` or the 32-bit-aligned
+///   `4 * ceil(width * bpp / 32)` (this project's guest, displ_be) when the
+///   size is exactly that pitch times the height;
+/// - otherwise `buffer_sz / height` when the size divides evenly (a
+///   frontend aligning its rows further allocates pitch * height);
+/// - otherwise (a size padded past the last row) the 32-bit-aligned pitch
+///   if the buffer holds it, else Linux's.
+///
+/// `None` when even the shortest pitch times the height exceeds
+/// `buffer_sz`, or a product overflows.
+pub fn infer_pitch(width: u32, height: u32, bpp: u32, buffer_sz: u32) -> Option<u32> {
+    let shortest = min_pitch(width, bpp)?;
+    let aligned = checked_stride(width, bpp)?;
+    let size = u64::from(buffer_sz);
+    let rows = u64::from(height);
+    if height == 0 || u64::from(shortest) * rows > size {
+        return None;
+    }
+    for pitch in [shortest, aligned] {
+        if u64::from(pitch) * rows == size {
+            return Some(pitch);
+        }
+    }
+    if size % rows == 0 {
+        return u32::try_from(size / rows).ok();
+    }
+    if u64::from(aligned) * rows <= size {
+        return Some(aligned);
+    }
+    Some(shortest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -685,6 +778,48 @@ mod tests {
     fn fourcc_codes_match_drm() {
         assert_eq!(FOURCC_XRGB8888, 0x3432_5258);
         assert_eq!(FOURCC_RGB565, 0x3631_4752);
+        // fourcc_code(a, b, c, d) = a | b << 8 | c << 16 | d << 24 (drm_fourcc.h).
+        let code = |name: &[u8; 4]| {
+            u32::from(name[0])
+                | u32::from(name[1]) << 8
+                | u32::from(name[2]) << 16
+                | u32::from(name[3]) << 24
+        };
+        assert_eq!(FOURCC_RGB888, code(b"RG24"));
+        assert_eq!(FOURCC_ARGB8888, code(b"AR24"));
+        assert_eq!(FOURCC_XRGB4444, code(b"XR12"));
+        assert_eq!(FOURCC_ARGB4444, code(b"AR12"));
+        assert_eq!(FOURCC_XRGB1555, code(b"XR15"));
+        assert_eq!(FOURCC_ARGB1555, code(b"AR15"));
+        assert_eq!(FOURCC_YUYV, 0x5659_5559);
+        let bpps: Vec<u32> = FRONTEND_FORMATS
+            .iter()
+            .filter_map(|f| format_bpp(*f))
+            .collect();
+        assert_eq!(bpps, [16, 24, 32, 32, 16, 16, 16, 16, 16]);
+        assert_eq!(format_bpp(u32::from_le_bytes(*b"NV12")), None);
+        assert_eq!(fourcc_name(FOURCC_YUYV), ['Y', 'U', 'Y', 'V']);
+        assert_eq!(fourcc_name(0x0000_4142), ['B', 'A', '?', '?']);
+    }
+
+    #[test]
+    fn the_pitch_follows_the_size_the_frontend_allocated() {
+        // Linux: ceil(width * bpp / 8) * height, here 801 * 2 = 1602 bytes a row.
+        assert_eq!(infer_pitch(801, 10, 16, 1602 * 10), Some(1602));
+        // This project's guest and displ_be: 32-bit-aligned rows.
+        assert_eq!(infer_pitch(801, 10, 16, 1604 * 10), Some(1604));
+        // RGB888 at an odd width: 3 bytes a pixel, no padding.
+        assert_eq!(infer_pitch(5, 3, 24, 15 * 3), Some(15));
+        // Rows aligned to 64 bytes.
+        assert_eq!(infer_pitch(801, 10, 16, 1664 * 10), Some(1664));
+        // A size padded to whole pages: the aligned pitch.
+        assert_eq!(infer_pitch(801, 3, 16, 8192 - 1), Some(1604));
+        // Too small for even the shortest rows.
+        assert_eq!(infer_pitch(801, 10, 16, 1602 * 10 - 1), None);
+        assert_eq!(infer_pitch(801, 0, 16, 4096), None);
+        assert_eq!(infer_pitch((1 << 27) + 1, 1, 32, 4), None);
+        assert_eq!(min_pitch(801, 16), Some(1602));
+        assert_eq!(min_pitch(3, 24), Some(9));
     }
 
     #[test]

@@ -243,7 +243,7 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
                         }
                         FaultAction::AnswerThenLeave => {
                             leave = true;
-                            self.model.handle(&slot, &mut self.reader)
+                            self.model.handle_on(index, &slot, &mut self.reader)
                         }
                     }
                 }
@@ -256,7 +256,7 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
                         (Some((failing, status)), Some(operation)) if failing == operation => {
                             (respond(&slot, status), Effect::None)
                         }
-                        _ => self.model.handle(&slot, &mut self.reader),
+                        _ => self.model.handle_on(index, &slot, &mut self.reader),
                     }
                 }
             };
