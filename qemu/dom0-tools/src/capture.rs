@@ -1,5 +1,6 @@
 //! Captured frames: a flipped display buffer copied out of the frontend's pages becomes an
-//! RGB8 image (`FrameView::write_rgb8`), a line `frame conn=<N> seq=<K> crc32=<hex> ...` on
+//! RGB8 image ([`FrameLayout::write_rgb8`]: every pixel format Linux's xen-drm-front offers,
+//! rows at the buffer's real pitch), a line `frame conn=<N> seq=<K> crc32=<hex> ...` on
 //! the console (CRC-32 of the RGB8 bytes) and a PNG file `dom<D>-conn<N>-seq<K>.png`.
 //!
 //! Encoding and writing happen on worker threads ([`FrameWriter`]) of lower priority, so that
@@ -9,7 +10,11 @@
 //! behind its oldest waiting frame is dropped for the newest (latest wins), and reported.
 //! Without an output directory only the checksum is computed (no PNG encoding).
 
-use drivers::framebuffer::{FrameView, Layout};
+use drivers::framebuffer::PixelFormat;
+use drivers::xen::displif::{
+    format_bpp, fourcc_name, FOURCC_ARGB1555, FOURCC_ARGB4444, FOURCC_ARGB8888, FOURCC_RGB565,
+    FOURCC_RGB888, FOURCC_XRGB1555, FOURCC_XRGB4444, FOURCC_XRGB8888, FOURCC_YUYV,
+};
 use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
@@ -17,6 +22,192 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+/// Where a framebuffer's pixels are in its display buffer: its size, the buffer's pitch and
+/// the DRM FOURCC of its pixels (one of `drivers::xen::displif::FRONTEND_FORMATS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameLayout {
+    width: u32,
+    height: u32,
+    pitch: usize,
+    fourcc: u32,
+}
+
+impl FrameLayout {
+    /// A layout of `width` x `height` pixels of `fourcc` whose rows start `pitch` bytes apart
+    /// (from the buffer's first byte); fails for an empty frame, an unknown format, a pitch
+    /// shorter than a row, an odd YUYV width or a size that does not fit `usize`.
+    pub fn new(width: u32, height: u32, pitch: usize, fourcc: u32) -> Result<Self, String> {
+        let name: String = fourcc_name(fourcc).iter().collect();
+        let bpp = format_bpp(fourcc)
+            .ok_or_else(|| format!("pixel format {fourcc:#010x} ({name}) is not captured"))?;
+        if width == 0 || height == 0 {
+            return Err(format!("empty frame {width}x{height}"));
+        }
+        if fourcc == FOURCC_YUYV && !width.is_multiple_of(2) {
+            return Err(format!("YUYV frame of odd width {width}"));
+        }
+        let row = (width as usize)
+            .checked_mul(bpp as usize / 8)
+            .ok_or_else(|| format!("a row of {width} pixels is too long"))?;
+        if pitch < row {
+            return Err(format!(
+                "pitch of {pitch} bytes is shorter than a row of {row} bytes"
+            ));
+        }
+        pitch
+            .checked_mul(height as usize)
+            .ok_or_else(|| format!("{height} rows of {pitch} bytes are too many"))?;
+        Ok(FrameLayout {
+            width,
+            height,
+            pitch,
+            fourcc,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Bytes from one row to the next.
+    pub fn pitch(&self) -> usize {
+        self.pitch
+    }
+
+    /// The DRM FOURCC.
+    pub fn fourcc(&self) -> u32 {
+        self.fourcc
+    }
+
+    /// Bytes of pixels in a row.
+    pub fn row_bytes(&self) -> usize {
+        self.width as usize * format_bpp(self.fourcc).unwrap_or(0) as usize / 8
+    }
+
+    /// Bytes the frame spans in its buffer: `pitch * height`.
+    pub fn size_bytes(&self) -> usize {
+        self.pitch * self.height as usize
+    }
+
+    /// Appends the frame in `bytes` (at least [`FrameLayout::size_bytes`] of them, or the
+    /// last row's end) as packed 8-bit R, G, B triples, row by row. Alpha is dropped (a
+    /// display scans the primary plane out opaque); channels narrower than 8 bits are scaled
+    /// to 0..=255 with rounding (as embedded-graphics widens RGB565, so the guest's goldens
+    /// match); YUYV is BT.601 limited range, the DRM default.
+    pub fn write_rgb8(&self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        let needed = self.pitch * (self.height as usize - 1) + self.row_bytes();
+        if bytes.len() < needed {
+            return Err(format!(
+                "the copy of {} bytes is shorter than the {needed} bytes of the frame",
+                bytes.len()
+            ));
+        }
+        out.reserve(self.width as usize * self.height as usize * 3);
+        for y in 0..self.height as usize {
+            let start = y * self.pitch;
+            let row = &bytes[start..start + self.row_bytes()];
+            write_row(self.fourcc, row, out);
+        }
+        Ok(())
+    }
+}
+
+/// A channel of `bits` bits widened to 8, rounding: `value * 255 / max`.
+fn widen(value: u32, bits: u32) -> u8 {
+    let max = (1u32 << bits) - 1;
+    ((value * 255 + max / 2) / max) as u8
+}
+
+/// One YUV sample (BT.601, limited range) as RGB.
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = i32::from(y) - 16;
+    let d = i32::from(u) - 128;
+    let e = i32::from(v) - 128;
+    let clamp = |value: i32| ((value + 128) >> 8).clamp(0, 255) as u8;
+    [
+        clamp(298 * c + 409 * e),
+        clamp(298 * c - 100 * d - 208 * e),
+        clamp(298 * c + 516 * d),
+    ]
+}
+
+/// Converts one row of pixels of `fourcc` (exactly a row's bytes) to RGB8.
+fn write_row(fourcc: u32, row: &[u8], out: &mut Vec<u8>) {
+    let word16 = |pixel: &[u8]| u32::from(u16::from_le_bytes([pixel[0], pixel[1]]));
+    match fourcc {
+        FOURCC_XRGB8888 | FOURCC_ARGB8888 => {
+            for pixel in row.chunks_exact(4) {
+                out.extend_from_slice(&[pixel[2], pixel[1], pixel[0]]);
+            }
+        }
+        FOURCC_RGB888 => {
+            // [23:0] R:G:B little endian: bytes B, G, R.
+            for pixel in row.chunks_exact(3) {
+                out.extend_from_slice(&[pixel[2], pixel[1], pixel[0]]);
+            }
+        }
+        FOURCC_RGB565 => {
+            for pixel in row.chunks_exact(2) {
+                let value = word16(pixel);
+                out.extend_from_slice(&[
+                    widen(value >> 11, 5),
+                    widen((value >> 5) & 0x3f, 6),
+                    widen(value & 0x1f, 5),
+                ]);
+            }
+        }
+        FOURCC_XRGB4444 | FOURCC_ARGB4444 => {
+            for pixel in row.chunks_exact(2) {
+                let value = word16(pixel);
+                out.extend_from_slice(&[
+                    widen((value >> 8) & 0xf, 4),
+                    widen((value >> 4) & 0xf, 4),
+                    widen(value & 0xf, 4),
+                ]);
+            }
+        }
+        FOURCC_XRGB1555 | FOURCC_ARGB1555 => {
+            for pixel in row.chunks_exact(2) {
+                let value = word16(pixel);
+                out.extend_from_slice(&[
+                    widen((value >> 10) & 0x1f, 5),
+                    widen((value >> 5) & 0x1f, 5),
+                    widen(value & 0x1f, 5),
+                ]);
+            }
+        }
+        FOURCC_YUYV => {
+            for pair in row.chunks_exact(4) {
+                let (y0, u, y1, v) = (pair[0], pair[1], pair[2], pair[3]);
+                out.extend_from_slice(&yuv_to_rgb(y0, u, v));
+                out.extend_from_slice(&yuv_to_rgb(y1, u, v));
+            }
+        }
+        // FrameLayout::new admits no other format.
+        _ => {}
+    }
+}
+
+/// The [`FrameLayout`] of a frame drawn with `drivers::framebuffer` (the guest's formats).
+pub fn layout_of(width: u32, height: u32, pitch: usize, format: PixelFormat) -> FrameLayout {
+    let fourcc = match format {
+        PixelFormat::Xrgb8888 => FOURCC_XRGB8888,
+        PixelFormat::Rgb565 => FOURCC_RGB565,
+    };
+    FrameLayout {
+        width,
+        height,
+        pitch,
+        fourcc,
+    }
+}
 
 /// A flipped frame, copied out of the display buffer.
 pub struct CapturedFrame {
@@ -27,7 +218,7 @@ pub struct CapturedFrame {
     /// Flips on that connector before this one.
     pub seq: u64,
     /// Its geometry in `bytes`.
-    pub layout: Layout,
+    pub layout: FrameLayout,
     /// The buffer's bytes, at least `layout.size_bytes()`.
     pub bytes: Vec<u8>,
 }
@@ -71,9 +262,8 @@ pub fn checksum(frame: &CapturedFrame) -> Result<u32, String> {
 
 /// The RGB8 rows of a frame.
 pub fn rgb8(frame: &CapturedFrame) -> Result<Vec<u8>, String> {
-    let view = FrameView::new(&frame.bytes, frame.layout).map_err(|error| error.to_string())?;
     let mut rgb = Vec::new();
-    view.write_rgb8(&mut rgb);
+    frame.layout.write_rgb8(&frame.bytes, &mut rgb)?;
     Ok(rgb)
 }
 
@@ -348,7 +538,7 @@ fn work(shared: &Shared, dir: Option<&Path>) -> WriterStats {
             stats.files += 1;
         }
         if let Some(error) = error {
-            eprintln!("{error}");
+            eprintln_line!("{error}");
         }
         if let Some(line) = line {
             let mut out = std::io::stdout().lock();
@@ -374,11 +564,11 @@ fn lower_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use drivers::framebuffer::PixelFormat;
+    use drivers::framebuffer::{FrameView, Layout};
 
     /// A 3x2 XRGB8888 frame with a padded stride: red, green, blue / white, black, grey.
     fn frame() -> CapturedFrame {
-        let layout = Layout::new(3, 2, 16, PixelFormat::Xrgb8888).unwrap();
+        let layout = FrameLayout::new(3, 2, 16, FOURCC_XRGB8888).unwrap();
         let pixels: [[u32; 4]; 2] = [
             [0x00ff_0000, 0x0000_ff00, 0x0000_00ff, 0xdead_beef],
             [0x00ff_ffff, 0x0000_0000, 0x0080_8080, 0xdead_beef],
@@ -565,5 +755,148 @@ mod tests {
         assert_eq!(writer.submit(frame()), Submitted::Stopped);
         let stats = writer.finish_within(Duration::from_secs(10)).unwrap();
         assert_eq!(stats.frames, 0);
+    }
+
+    /// Converts `bytes` as a `width` x `height` frame of `fourcc` at `pitch`.
+    fn convert(fourcc: &[u8; 4], width: u32, height: u32, pitch: usize, bytes: &[u8]) -> Vec<u8> {
+        let layout = FrameLayout::new(width, height, pitch, u32::from_le_bytes(*fourcc)).unwrap();
+        let mut rgb = Vec::new();
+        layout.write_rgb8(bytes, &mut rgb).unwrap();
+        rgb
+    }
+
+    const RED: [u8; 3] = [255, 0, 0];
+    const GREEN: [u8; 3] = [0, 255, 0];
+    const BLUE: [u8; 3] = [0, 0, 255];
+    const WHITE: [u8; 3] = [255, 255, 255];
+
+    /// Known pixels of every format Linux's xen-drm-front offers, laid out as drm_fourcc.h
+    /// describes each (little endian words, the channels' bit positions), give their colours.
+    #[test]
+    fn every_format_linux_offers_is_captured_with_its_colours() {
+        let expected: Vec<u8> = [RED, GREEN, BLUE, WHITE].concat();
+        let words16 =
+            |words: [u16; 4]| -> Vec<u8> { words.iter().flat_map(|w| w.to_le_bytes()).collect() };
+        let words32 =
+            |words: [u32; 4]| -> Vec<u8> { words.iter().flat_map(|w| w.to_le_bytes()).collect() };
+        // [31:0] x:R:G:B 8:8:8:8 / A:R:G:B; alpha is dropped.
+        let xrgb = words32([0x00ff_0000, 0x0000_ff00, 0x0000_00ff, 0x00ff_ffff]);
+        assert_eq!(convert(b"XR24", 4, 1, 16, &xrgb), expected);
+        let argb = words32([0x80ff_0000, 0xff00_ff00, 0x0000_00ff, 0x12ff_ffff]);
+        assert_eq!(convert(b"AR24", 4, 1, 16, &argb), expected);
+        // [23:0] R:G:B little endian: B, G, R in memory.
+        let rgb888 = [0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 255];
+        assert_eq!(convert(b"RG24", 4, 1, 12, &rgb888), expected);
+        // [15:0] R:G:B 5:6:5.
+        let rgb565 = words16([0xf800, 0x07e0, 0x001f, 0xffff]);
+        assert_eq!(convert(b"RG16", 4, 1, 8, &rgb565), expected);
+        // [15:0] x:R:G:B 4:4:4:4 and A:R:G:B.
+        let xrgb4444 = words16([0x0f00, 0x00f0, 0x000f, 0x0fff]);
+        assert_eq!(convert(b"XR12", 4, 1, 8, &xrgb4444), expected);
+        let argb4444 = words16([0xff00, 0x70f0, 0x000f, 0xffff]);
+        assert_eq!(convert(b"AR12", 4, 1, 8, &argb4444), expected);
+        // [15:0] x:R:G:B 1:5:5:5 and A:R:G:B.
+        let xrgb1555 = words16([0x7c00, 0x03e0, 0x001f, 0x7fff]);
+        assert_eq!(convert(b"XR15", 4, 1, 8, &xrgb1555), expected);
+        let argb1555 = words16([0xfc00, 0x03e0, 0x801f, 0xffff]);
+        assert_eq!(convert(b"AR15", 4, 1, 8, &argb1555), expected);
+        // Mid-scale channels round: 0x10 of 0x1f is 132, 0x8 of 0xf is 136.
+        assert_eq!(
+            convert(b"XR15", 1, 1, 2, &0x4210u16.to_le_bytes()),
+            [132, 132, 132]
+        );
+        assert_eq!(
+            convert(b"XR12", 1, 1, 2, &0x0888u16.to_le_bytes()),
+            [136, 136, 136]
+        );
+        // [31:0] Cr0:Y1:Cb0:Y0 8:8:8:8 little endian: Y0, U, Y1, V in memory; BT.601
+        // limited range: Y 235 is white, Y 16 black, Y 126 mid grey.
+        assert_eq!(
+            convert(b"YUYV", 4, 1, 8, &[235, 128, 16, 128, 126, 128, 235, 128]),
+            [WHITE, [0, 0, 0], [128, 128, 128], WHITE].concat()
+        );
+        // Colours within one step of the BT.601 equations in floating point.
+        for (y, u, v) in [
+            (81u8, 90u8, 240u8),
+            (145, 54, 34),
+            (41, 240, 110),
+            (170, 166, 16),
+        ] {
+            let rgb = convert(b"YUYV", 2, 1, 4, &[y, u, y, v]);
+            let (c, d, e) = (
+                f64::from(y) - 16.0,
+                f64::from(u) - 128.0,
+                f64::from(v) - 128.0,
+            );
+            let reference = [
+                1.164 * c + 1.596 * e,
+                1.164 * c - 0.392 * d - 0.813 * e,
+                1.164 * c + 2.017 * d,
+            ]
+            .map(|channel| channel.round().clamp(0.0, 255.0));
+            for (got, want) in rgb[..3].iter().zip(reference) {
+                assert!(
+                    (f64::from(*got) - want).abs() <= 1.0,
+                    "{y} {u} {v}: {rgb:?}"
+                );
+            }
+            assert_eq!(rgb[..3], rgb[3..]);
+        }
+    }
+
+    #[test]
+    fn rgb565_is_widened_exactly_as_the_guests_goldens_are() {
+        let layout = Layout::new(1, 1, 4, PixelFormat::Rgb565).unwrap();
+        for value in 0..=u16::MAX {
+            let bytes = [value.to_le_bytes()[0], value.to_le_bytes()[1], 0, 0];
+            let mut golden = Vec::new();
+            FrameView::new(&bytes, layout)
+                .unwrap()
+                .write_rgb8(&mut golden);
+            assert_eq!(convert(b"RG16", 1, 1, 4, &bytes), golden, "{value:#06x}");
+        }
+    }
+
+    #[test]
+    fn rows_are_read_at_the_buffers_real_pitch() {
+        // RGB565, 3 pixels a row, Linux's pitch of 6 bytes (not a multiple of 4): red, green,
+        // blue / blue, green, red.
+        let rows: Vec<u8> = [0xf800u16, 0x07e0, 0x001f, 0x001f, 0x07e0, 0xf800]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        assert_eq!(
+            convert(b"RG16", 3, 2, 6, &rows),
+            [RED, GREEN, BLUE, BLUE, GREEN, RED].concat()
+        );
+        // The same with 4 padding bytes after each row.
+        let padded: Vec<u8> = rows
+            .chunks(6)
+            .flat_map(|row| [row, &[0xaa; 4]].concat())
+            .collect();
+        assert_eq!(
+            convert(b"RG16", 3, 2, 10, &padded),
+            [RED, GREEN, BLUE, BLUE, GREEN, RED].concat()
+        );
+        // The last row needs no padding after it; one byte less is an error.
+        let layout = FrameLayout::new(3, 2, 10, FOURCC_RGB565).unwrap();
+        assert_eq!(layout.size_bytes(), 20);
+        let mut rgb = Vec::new();
+        assert!(layout.write_rgb8(&padded[..16], &mut rgb).is_ok());
+        assert!(layout
+            .write_rgb8(&padded[..15], &mut rgb)
+            .unwrap_err()
+            .contains("shorter"));
+        assert!(FrameLayout::new(3, 2, 5, FOURCC_RGB565)
+            .unwrap_err()
+            .contains("shorter"));
+        assert!(FrameLayout::new(3, 2, 6, FOURCC_YUYV)
+            .unwrap_err()
+            .contains("odd"));
+        assert!(FrameLayout::new(3, 2, 12, u32::from_le_bytes(*b"NV12")).is_err());
+        assert_eq!(
+            layout_of(3, 2, 8, PixelFormat::Rgb565),
+            FrameLayout::new(3, 2, 8, FOURCC_RGB565).unwrap()
+        );
     }
 }

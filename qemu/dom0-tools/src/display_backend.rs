@@ -15,35 +15,33 @@
 //! copy had not started yet, the frame is dropped and named in a `not captured` line; a
 //! DBUF_DESTROY of a buffer being copied is held the same way. GET_EDID is answered (with a
 //! base block for the connector's resolution) only when the frontend asked for protocol
-//! version 2. Every rejected request is logged with its reason.
+//! version 2, or in strict mode (`--strict`, the xen-troops DRM backend's behaviour).
+//! Closing a device writes Closing, releases everything, then writes Closed. Every rejected request is logged with its reason.
 
-use crate::capture::{FrameWriter, Submitted, WriterStats};
+use crate::capture::{FrameLayout, FrameWriter, Submitted, WriterStats};
 use crate::evtchn::Evtchn;
 use crate::frame_copy::{Completed, Copier, CopyOutcome, CopySource, JobId, JobStatus};
 use crate::frontend::{
     self, ConnectorConfig, DeviceKey, NodeReader, Scope, BACKEND_ROOT, VERSIONS,
 };
 use crate::grant_map::{Access, EventMapping, GrantMapper, GrantMapping, RingMapping};
-use crate::lifecycle::{self, Action, OwnWrites, Phase};
+use crate::lifecycle::{self, Action, OwnWrites, Phase, Step};
 use crate::xenbus::{self, Xenbus};
-use drivers::framebuffer::{Layout, PixelFormat};
-use drivers::xen::displif::{
-    self, field, Event, Operation, Request, Response, FOURCC_RGB565, FOURCC_XRGB8888,
-};
+use drivers::xen::displif::{self, field, Event, Operation, Request, Response};
 use drivers::xen::edid;
 use drivers::xen::gnttab::GrantRef;
 use drivers::xen::ring::{BackRing, RingError, Slot};
 use drivers::xen::vdispl::backend::{
-    read_directory, BackendModel, DirectoryReader, Effect, Rejection, EINVAL,
+    read_directory, BackendModel, DirectoryReader, Effect, Rejection, Strictness, EINVAL,
 };
 use drivers::xen::vdispl::fault::{garbage_event, FaultAction, FaultState, RSP_PROD_AHEAD};
 use drivers::xen::xenbus::XenbusState;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Token of the watch on [`BACKEND_ROOT`].
 const BACKEND_TOKEN: &str = "vdispl-backend";
@@ -67,6 +65,12 @@ pub struct Options {
     pub copy_threads: usize,
     /// A misbehaviour to show the frontend (`--fault`); none by default.
     pub fault: Option<Fault>,
+    /// Behave as the xen-troops DRM backend does (`--strict`): no `versions` node, GET_EDID
+    /// answered in protocol version 1 too, SET_CONFIG only for a host mode
+    /// ([`drivers::xen::vdispl::backend::HOST_MODES`]), 32 bpp display buffers only,
+    /// EVT_PG_FLIP at the next 60 Hz vblank after the answer, and InitWait at once after a
+    /// close the frontend started.
+    pub strict: bool,
 }
 
 pub use drivers::xen::vdispl::fault::{Fault, FaultMode, FAULT_MODES};
@@ -115,6 +119,29 @@ struct Connector {
     /// A request taken from the ring that waits for a copy to be over (a flip or a
     /// DBUF_DESTROY); no further request is taken meanwhile.
     held: Option<Slot>,
+    /// EVT_PG_FLIP events answered but waiting for their vblank (strict mode), in order.
+    events_due: VecDeque<(Instant, u64)>,
+}
+
+/// How often a strict backend's display refreshes: EVT_PG_FLIP goes out at the next vblank.
+const VBLANK_PERIOD: Duration = Duration::from_nanos(16_666_667);
+
+/// A 60 Hz vblank clock, as a DRM backend's page flip completes on the display's next
+/// vertical blank (displ_be sends EVT_PG_FLIP from the DRM flip event, after the answer).
+#[derive(Clone, Copy, Debug)]
+struct Vblank {
+    /// A vblank; the others follow every [`VBLANK_PERIOD`].
+    epoch: Instant,
+}
+
+impl Vblank {
+    /// The first vblank strictly after `now`.
+    fn next_after(&self, now: Instant) -> Instant {
+        let period = VBLANK_PERIOD.as_nanos();
+        let ticks = now.saturating_duration_since(self.epoch).as_nanos() / period + 1;
+        let offset = u64::try_from(ticks * period).unwrap_or(u64::MAX);
+        self.epoch + Duration::from_nanos(offset)
+    }
 }
 
 /// A copy handed to the copy threads.
@@ -129,6 +156,10 @@ struct InFlight {
 /// A connected device: what the frontend created and what is mapped for it.
 struct Link {
     version: u32,
+    /// [`Options::strict`]: GET_EDID is answered in every protocol version.
+    strict: bool,
+    /// Strict mode: EVT_PG_FLIP waits for the next vblank of this clock.
+    vblank: Option<Vblank>,
     model: BackendModel,
     /// Mapped display buffers, shared with the copies reading them.
     buffers: HashMap<u64, Arc<GrantMapping>>,
@@ -228,6 +259,8 @@ pub struct Backend {
     waiting: BTreeSet<(DeviceKey, usize)>,
     /// A `state-back` fault due on this device once its ring was served.
     state_back: Option<DeviceKey>,
+    /// [`Options::strict`].
+    strict: bool,
 }
 
 impl Backend {
@@ -254,6 +287,7 @@ impl Backend {
             summary: Summary::default(),
             fault: options.fault.map(FaultState::new),
             state_back: None,
+            strict: options.strict,
             own_writes: OwnWrites::default(),
             waiting: BTreeSet::new(),
         })
@@ -265,7 +299,15 @@ impl Backend {
         self.store
             .watch(BACKEND_ROOT, BACKEND_TOKEN)
             .map_err(|error| error.to_string())?;
-        println!("vdispl-backend: serving {BACKEND_ROOT} (protocol versions {VERSIONS})");
+        match self.strict {
+            false => {
+                println!("vdispl-backend: serving {BACKEND_ROOT} (protocol versions {VERSIONS})")
+            }
+            true => println!(
+                "vdispl-backend: serving {BACKEND_ROOT} (strict: as the xen-troops DRM backend, \
+                 no versions node)"
+            ),
+        }
         let result = self.serve(stop);
         self.shutdown();
         result.map(|()| self.summary)
@@ -282,11 +324,18 @@ impl Backend {
                 self.rescan();
                 rescan_at = std::time::Instant::now() + RESCAN_INTERVAL;
             }
-            let timeout = if self.store.has_events() || !self.waiting.is_empty() {
+            let next_vblank = self.send_due_events();
+            let mut timeout = if self.store.has_events() || !self.waiting.is_empty() {
                 Duration::ZERO
             } else {
                 POLL_INTERVAL
             };
+            if let Some(due) = next_vblank {
+                // Whole milliseconds, rounded up: poll(2) would otherwise wake early and spin.
+                let wait = due.saturating_duration_since(Instant::now());
+                let millis = wait.as_nanos().div_ceil(1_000_000);
+                timeout = timeout.min(Duration::from_millis(u64::try_from(millis).unwrap_or(1)));
+            }
             let (store_ready, ports_ready, copies_ready) = self.poll(timeout)?;
             // Held answers first, then the rings: a frontend's requests do not wait behind a
             // look at the devices.
@@ -308,6 +357,29 @@ impl Backend {
             self.handle_watch_events();
         }
         Ok(())
+    }
+
+    /// Sends the EVT_PG_FLIP events whose vblank has come (strict mode); returns when the
+    /// next one is due.
+    fn send_due_events(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for (key, device) in self.devices.iter_mut() {
+            let Some(link) = device.link.as_mut() else {
+                continue;
+            };
+            for (index, connector) in link.connectors.iter_mut().enumerate() {
+                while let Some(&(due, fb_cookie)) = connector.events_due.front() {
+                    if due > now {
+                        next = Some(next.map_or(due, |next| next.min(due)));
+                        break;
+                    }
+                    connector.events_due.pop_front();
+                    send_flip_event(&self.evtchn, *key, index, connector, fb_cookie);
+                }
+            }
+        }
+        next
     }
 
     /// poll(2) on the xenstore connection, the event channel device and the copy threads'
@@ -420,12 +492,12 @@ impl Backend {
             keys.extend(self.devices.keys().copied());
             match self.listed_devices() {
                 Ok(listed) => keys.extend(listed),
-                Err(error) => eprintln!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
+                Err(error) => eprintln_line!("vdispl-backend: cannot list {BACKEND_ROOT}: {error}"),
             }
         }
         for key in keys {
             if let Err(error) = self.reconcile(key) {
-                eprintln!("vdispl-backend: {key}: {error}");
+                eprintln_line!("vdispl-backend: {key}: {error}");
             }
         }
     }
@@ -488,7 +560,8 @@ impl Backend {
                 .map_err(|error| error.to_string())?
                 .is_none_or(|value| value.trim() != "0");
             let phase = self.devices.get(&key).map_or(Phase::New, |d| d.phase);
-            let action = lifecycle::decide(phase, backend_state, frontend_state, online);
+            let action =
+                lifecycle::decide_as(self.strict, phase, backend_state, frontend_state, online);
             let why = || match (backend_state, frontend_state) {
                 (Some(XenbusState::Closing), _) => "the toolstack removes the device".to_string(),
                 (_, None) => "the frontend is gone".to_string(),
@@ -498,10 +571,16 @@ impl Backend {
             match action {
                 Action::Stay => return Ok(()),
                 Action::Offer => {
-                    self.write_guarded(key, field::BE_VERSIONS, VERSIONS)?;
+                    let versions = match self.strict {
+                        false => {
+                            self.write_guarded(key, field::BE_VERSIONS, VERSIONS)?;
+                            VERSIONS
+                        }
+                        true => "none written",
+                    };
                     self.set_state(key, XenbusState::InitWait)?;
                     println!(
-                        "vdispl-backend: {key}: InitWait (versions {VERSIONS}, uptime {} ms)",
+                        "vdispl-backend: {key}: InitWait (versions {versions}, uptime {} ms)",
                         uptime_ms()
                     );
                 }
@@ -524,15 +603,20 @@ impl Backend {
                         return Ok(());
                     }
                     Err(error) => {
-                        eprintln!("vdispl-backend: {key}: cannot connect: {error}");
-                        self.set_state(key, XenbusState::Closed)?;
+                        eprintln_line!("vdispl-backend: {key}: cannot connect: {error}");
+                        self.close_device(key, &lifecycle::BACKEND_CLOSE)?;
                     }
                 },
                 Action::Close => {
-                    let flips = self.disconnect(key);
-                    self.set_state(key, XenbusState::Closed)?;
+                    let steps =
+                        lifecycle::close_steps(self.strict, backend_state, frontend_state, online);
+                    let flips = self.close_device(key, &steps)?;
+                    let again = match steps.last() {
+                        Some(Step::Write(XenbusState::InitWait)) => ", then InitWait",
+                        _ => "",
+                    };
                     println!(
-                        "vdispl-backend: {key}: Closed ({}){flips} (uptime {} ms)",
+                        "vdispl-backend: {key}: Closed ({}){flips}{again} (uptime {} ms)",
                         why(),
                         uptime_ms()
                     );
@@ -587,7 +671,9 @@ impl Backend {
         let token = device.frontend_token();
         match self.store.watch(&format!("{frontend}/state"), &token) {
             Ok(()) => self.set_device(key, |device| device.watching = true),
-            Err(error) => eprintln!("vdispl-backend: {key}: cannot watch the frontend: {error}"),
+            Err(error) => {
+                eprintln_line!("vdispl-backend: {key}: cannot watch the frontend: {error}")
+            }
         }
     }
 
@@ -603,6 +689,19 @@ impl Backend {
             self.own_writes.wrote(&path, std::time::Instant::now());
         }
         Ok(written)
+    }
+
+    /// Closes a device by `steps` (see [`lifecycle::close_steps`]): Closing is written before
+    /// anything is released, Closed after; returns the release's note for the log.
+    fn close_device(&mut self, key: DeviceKey, steps: &[Step]) -> Result<String, String> {
+        let mut note = String::new();
+        for step in steps {
+            match *step {
+                Step::Write(state) => self.set_state(key, state)?,
+                Step::Release => note = self.disconnect(key),
+            }
+        }
+        Ok(note)
     }
 
     fn set_state(&mut self, key: DeviceKey, state: XenbusState) -> Result<(), String> {
@@ -624,9 +723,22 @@ impl Backend {
             .and_then(|device| device.frontend.clone())
             .ok_or_else(|| format!("{}/frontend is missing", key.backend_path()))?;
         let config = frontend::read_frontend(&mut StoreReader(&mut self.store), &frontend_path)?;
+        let strictness = match self.strict {
+            true => Strictness::strict(),
+            false => Strictness::Lenient,
+        };
+        let resolutions = config
+            .connectors
+            .iter()
+            .enumerate()
+            .map(|(index, connector)| (index, connector.width, connector.height));
         let mut link = Link {
             version: config.version,
-            model: BackendModel::default(),
+            strict: self.strict,
+            vblank: self.strict.then_some(Vblank {
+                epoch: Instant::now(),
+            }),
+            model: BackendModel::for_connectors(strictness, resolutions),
             buffers: HashMap::new(),
             connectors: Vec::new(),
         };
@@ -679,7 +791,7 @@ impl Backend {
             for port in [connector.req_port, connector.evt_port] {
                 self.ports.remove(&port);
                 if let Err(error) = self.evtchn.unbind(port) {
-                    eprintln!("vdispl-backend: {key}: {error}");
+                    eprintln_line!("vdispl-backend: {key}: {error}");
                 }
             }
         }
@@ -738,11 +850,10 @@ impl Backend {
             self.waiting.insert((key, index));
         }
         if let Err(error) = served {
-            eprintln!("vdispl-backend: {key} conn{index}: {error}; closing the device");
-            let flips = self.disconnect(key);
-            match self.set_state(key, XenbusState::Closed) {
-                Ok(()) => println!("vdispl-backend: {key}: Closed (broken ring){flips}"),
-                Err(error) => eprintln!("vdispl-backend: {key}: {error}"),
+            eprintln_line!("vdispl-backend: {key} conn{index}: {error}; closing the device");
+            match self.close_device(key, &lifecycle::BACKEND_CLOSE) {
+                Ok(flips) => println!("vdispl-backend: {key}: Closed (broken ring){flips}"),
+                Err(error) => eprintln_line!("vdispl-backend: {key}: {error}"),
             }
         }
         if self.state_back.take() == Some(key) {
@@ -752,7 +863,7 @@ impl Backend {
                     "vdispl-backend: {key}: InitWait again (fault state-back: state went from \
                      Connected back to InitWait){flips}"
                 ),
-                Err(error) => eprintln!("vdispl-backend: {key}: {error}"),
+                Err(error) => eprintln_line!("vdispl-backend: {key}: {error}"),
             }
         }
     }
@@ -778,7 +889,8 @@ impl Backend {
         serve_ring(&mut rings, key, index, link)
     }
 
-    /// Closes every device (state Closed, so frontends notice) and stops the frame workers.
+    /// Closes every device (Closing, release, Closed, so frontends notice) and stops the frame
+    /// workers.
     fn shutdown(&mut self) {
         let keys: Vec<DeviceKey> = self.devices.keys().copied().collect();
         for key in keys {
@@ -786,12 +898,12 @@ impl Backend {
                 .devices
                 .get(&key)
                 .is_some_and(|device| device.link.is_some());
-            let flips = self.disconnect(key);
-            if connected {
-                if let Err(error) = self.set_state(key, XenbusState::Closed) {
-                    eprintln!("vdispl-backend: {key}: {error}");
-                }
-                println!("vdispl-backend: {key}: Closed (backend stopping){flips}");
+            if !connected {
+                continue;
+            }
+            match self.close_device(key, &lifecycle::BACKEND_CLOSE) {
+                Ok(flips) => println!("vdispl-backend: {key}: Closed (backend stopping){flips}"),
+                Err(error) => eprintln_line!("vdispl-backend: {key}: {error}"),
             }
         }
         // Every copy was cancelled or withdrawn with its device; the finished ones' frames
@@ -804,7 +916,7 @@ impl Backend {
         if let Some(writer) = self.writer.take() {
             match writer.finish_within(FINISH_TIMEOUT) {
                 Some(stats) => self.summary.writer = stats,
-                None => eprintln!(
+                None => eprintln_line!(
                     "vdispl-backend: frame workers still busy after {} s; leaving them",
                     FINISH_TIMEOUT.as_secs()
                 ),
@@ -845,7 +957,7 @@ fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut
         };
         if copier.cancel(copy.job) == JobStatus::Withdrawn {
             summary.not_captured += 1;
-            eprintln!(
+            eprintln_line!(
                 "vdispl-backend: {key} conn{index}: frame seq {} not captured (the device \
                  closed before its copy started)",
                 copy.seq
@@ -856,7 +968,7 @@ fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut
         drop(connector.ring);
         for result in [connector.ring_page.unmap(), connector.events.unmap()] {
             if let Err(error) = result {
-                eprintln!("vdispl-backend: {key}: {error}");
+                eprintln_line!("vdispl-backend: {key}: {error}");
             }
         }
     }
@@ -870,7 +982,7 @@ fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut
 fn release_buffer(key: DeviceKey, cookie: u64, mapping: Arc<GrantMapping>) {
     if let Some(mapping) = Arc::into_inner(mapping) {
         if let Err(error) = mapping.unmap() {
-            eprintln!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
+            eprintln_line!("vdispl-backend: {key}: display buffer {cookie:#x}: {error}");
         }
     }
 }
@@ -895,6 +1007,7 @@ impl Connector {
             poisoned: false,
             copy: None,
             held: None,
+            events_due: VecDeque::new(),
         }
     }
 }
@@ -928,7 +1041,7 @@ trait Notifier {
 impl Notifier for Evtchn {
     fn signal(&self, key: DeviceKey, port: u32) {
         if let Err(error) = self.notify(port) {
-            eprintln!("vdispl-backend: {key}: {error}");
+            eprintln_line!("vdispl-backend: {key}: {error}");
         }
     }
 }
@@ -1009,6 +1122,7 @@ fn serve_ring(
                 }
             }
             let (response, flip) = answer(key, index, link, rings.grants, &slot, rings.summary);
+            let vblank = link.vblank;
             let connector = &mut link.connectors[index];
             connector.ring.push_response(&response.encode())?;
             if let Some(fb_cookie) = flip {
@@ -1019,7 +1133,12 @@ fn serve_ring(
                 if connector.ring.publish() {
                     rings.notifier.signal(key, connector.req_port);
                 }
-                send_flip_event(rings.notifier, key, index, connector, fb_cookie);
+                match vblank {
+                    None => send_flip_event(rings.notifier, key, index, connector, fb_cookie),
+                    Some(clock) => connector
+                        .events_due
+                        .push_back((clock.next_after(Instant::now()), fb_cookie)),
+                }
                 start_copy(rings, key, index, link, fb_cookie);
                 flipped = true;
             }
@@ -1032,7 +1151,7 @@ fn serve_ring(
             let slot = garbage_event(connector.next_event_id);
             connector.next_event_id = connector.next_event_id.wrapping_add(1);
             if let Err(error) = connector.events.push_event(&slot) {
-                eprintln!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
+                eprintln_line!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
             }
             rings.notifier.signal(key, connector.evt_port);
         }
@@ -1101,7 +1220,7 @@ fn waits_for_copy(
             JobStatus::Withdrawn => {
                 link.connectors[other].copy = None;
                 rings.summary.not_captured += 1;
-                eprintln!(
+                eprintln_line!(
                     "vdispl-backend: {key} conn{other}: frame seq {} not captured ({why})",
                     copy.seq
                 );
@@ -1122,7 +1241,7 @@ fn send_flip_event(
     let slot = Event::PageFlip { fb_cookie }.encode(connector.next_event_id);
     connector.next_event_id = connector.next_event_id.wrapping_add(1);
     if let Err(error) = connector.events.push_event(&slot) {
-        eprintln!(
+        eprintln_line!(
             "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} dropped: {error}"
         );
     }
@@ -1149,14 +1268,14 @@ fn start_copy(rings: &mut Rings, key: DeviceKey, index: usize, link: &mut Link, 
             }
             None => {
                 rings.summary.not_captured += 1;
-                eprintln!(
+                eprintln_line!(
                     "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the copy \
                      threads have stopped)"
                 );
             }
         },
         Err(error) => {
-            eprintln!("vdispl-backend: {key} conn{index}: cannot capture seq {seq}: {error}")
+            eprintln_line!("vdispl-backend: {key} conn{index}: cannot capture seq {seq}: {error}")
         }
     }
 }
@@ -1170,13 +1289,13 @@ fn deliver(completed: Completed, writer: Option<&FrameWriter>, summary: &mut Sum
     };
     let (index, seq) = (completed.connector, completed.seq);
     if let Some(Err(error)) = completed.unmapped {
-        eprintln!("vdispl-backend: {key}: display buffer of conn{index} seq {seq}: {error}");
+        eprintln_line!("vdispl-backend: {key}: display buffer of conn{index} seq {seq}: {error}");
     }
     let frame = match completed.outcome {
         CopyOutcome::Copied(frame) => frame,
         CopyOutcome::Cancelled => {
             summary.not_captured += 1;
-            eprintln!(
+            eprintln_line!(
                 "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the device \
                  closed during its copy)"
             );
@@ -1191,14 +1310,14 @@ fn deliver(completed: Completed, writer: Option<&FrameWriter>, summary: &mut Sum
         None | Some(Submitted::Queued) => {}
         Some(Submitted::Replaced { seq: dropped }) => {
             summary.not_captured += 1;
-            eprintln!(
+            eprintln_line!(
                 "vdispl-backend: {key} conn{index}: frame seq {dropped} not captured (the \
                  writers were behind; seq {seq} is newer)"
             );
         }
         Some(Submitted::Stopped) => {
             summary.not_captured += 1;
-            eprintln!(
+            eprintln_line!(
                 "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the writers \
                  have stopped)"
             );
@@ -1232,7 +1351,7 @@ fn answer(
             .as_ref()
             .map(|failure| format!(" [{failure}]"))
             .unwrap_or_default();
-        eprintln!(
+        eprintln_line!(
             "vdispl-backend: {key} conn{index}: rejected {operation} (id {id}): {rejection}{detail}"
         );
     };
@@ -1245,7 +1364,7 @@ fn answer(
             },
         )),
         true,
-    ) = (decoded, link.version >= 2)
+    ) = (decoded, link.version >= 2 || link.strict)
     {
         let connector = &link.connectors[index].config;
         let outcome = send_edid(connector, buffer_sz, gref_directory, &mut reader);
@@ -1270,7 +1389,7 @@ fn answer(
         };
         return (response, None);
     }
-    let (mut response, outcome) = link.model.handle_explained(slot, &mut reader);
+    let (mut response, outcome) = link.model.handle_explained_on(index, slot, &mut reader);
     match outcome {
         Err(rejection) => {
             reject(summary, &rejection, &reader.failure);
@@ -1346,14 +1465,14 @@ fn copy_source(
             framebuffer.dbuf_cookie
         )
     })?;
-    let format = match framebuffer.pixel_format {
-        FOURCC_XRGB8888 => PixelFormat::Xrgb8888,
-        FOURCC_RGB565 => PixelFormat::Rgb565,
-        other => return Err(format!("pixel format {other:#010x}")),
-    };
-    let stride = displif::stride(buffer.width, buffer.bpp) as usize;
-    let layout = Layout::new(framebuffer.width, framebuffer.height, stride, format)
-        .map_err(|error| error.to_string())?;
+    // The framebuffer starts at the buffer's first byte, its rows at the pitch the buffer's
+    // size gave (the frontend's, see `displif::infer_pitch`).
+    let layout = FrameLayout::new(
+        framebuffer.width,
+        framebuffer.height,
+        buffer.pitch as usize,
+        framebuffer.pixel_format,
+    )?;
     let source = CopySource {
         mapping: Arc::clone(mapping),
         layout,
@@ -1393,7 +1512,7 @@ fn send_edid(
         })?;
     mapping.write_start(&block);
     if let Err(error) = mapping.unmap() {
-        eprintln!("vdispl-backend: EDID buffer: {error}");
+        eprintln_line!("vdispl-backend: EDID buffer: {error}");
     }
     Ok(block.len() as u32)
 }
@@ -1414,8 +1533,9 @@ mod tests {
     use crate::capture::CapturedFrame;
     use crate::frame_copy::{copy_frame, Gate};
     use crate::grant_map::fake::{EndError, FakeGntdev};
-    use drivers::xen::displif::DbufCreate;
+    use drivers::xen::displif::{DbufCreate, FOURCC_XRGB8888};
     use drivers::xen::ring::FrontRing;
+    use drivers::xen::vdispl::backend::Shown;
     use std::cell::RefCell;
     use std::sync::mpsc::{self, Receiver, Sender};
     use std::sync::Mutex;
@@ -1494,9 +1614,23 @@ mod tests {
     fn connect_link_of(grants: &GrantMapper, domid: u32) -> Link {
         let config = config();
         let (ring, events) = map_connector_pages(grants, domid, &config).unwrap();
+        let mut model =
+            BackendModel::for_connectors(Strictness::Lenient, [(0, config.width, config.height)]);
+        // The connector is on, as a SET_CONFIG of framebuffer 0xf0 leaves it: these tests
+        // flip right after FB_ATTACH.
+        model.shown.insert(
+            0,
+            Shown {
+                fb_cookie: 0xf0,
+                width: config.width,
+                height: config.height,
+            },
+        );
         Link {
             version: 2,
-            model: BackendModel::default(),
+            strict: false,
+            vblank: None,
+            model,
             buffers: HashMap::new(),
             connectors: vec![Connector::new(config, ring, events, 11, 12)],
         }
@@ -1991,5 +2125,51 @@ mod tests {
         assert_eq!(front.answers(), [(1, 0), (2, 0), (3, 0), (4, 0)]);
         assert_eq!((summary.flips, summary.held, summary.copied), (2, 0, 0));
         unmap_link(KEY, link, None, &mut summary);
+    }
+
+    #[test]
+    fn the_vblank_clock_ticks_at_60_hz_and_never_answers_now() {
+        let epoch = Instant::now();
+        let clock = Vblank { epoch };
+        assert_eq!(clock.next_after(epoch), epoch + VBLANK_PERIOD);
+        let mid = epoch + Duration::from_millis(20);
+        assert_eq!(clock.next_after(mid), epoch + VBLANK_PERIOD * 2);
+        let on_tick = epoch + VBLANK_PERIOD * 3;
+        assert_eq!(clock.next_after(on_tick), epoch + VBLANK_PERIOD * 4);
+        assert_eq!(VBLANK_PERIOD.as_nanos() * 60, 1_000_000_020);
+    }
+
+    #[test]
+    fn a_strict_backend_answers_the_flip_and_holds_its_event_for_the_vblank() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 5);
+        let mut link = connect_link(&grants);
+        let epoch = Instant::now();
+        link.vblank = Some(Vblank { epoch });
+        let mut front = Frontend::of(&link);
+        let mut summary = Summary::default();
+        front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        serve(KEY, &mut link, &grants, None, &mut summary);
+        // The answer is out, the event waits for the next vblank.
+        assert_eq!(front.answers(), [(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(flip_events(&link), 0);
+        let due: Vec<u64> = link.connectors[0]
+            .events_due
+            .iter()
+            .map(|&(at, cookie)| {
+                assert!(
+                    at > epoch
+                        && (at - epoch)
+                            .as_nanos()
+                            .is_multiple_of(VBLANK_PERIOD.as_nanos())
+                );
+                cookie
+            })
+            .collect();
+        assert_eq!(due, [0xf0]);
+        drop(front);
+        unmap_link(KEY, link, None, &mut summary);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
     }
 }

@@ -15,8 +15,8 @@
 //! buffers are unmapped within one chunk.
 
 use crate::capture::CapturedFrame;
+use crate::capture::FrameLayout;
 use crate::grant_map::GrantMapping;
-use drivers::framebuffer::Layout;
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -34,7 +34,7 @@ pub struct CopySource {
     /// The display buffer's pages, shared with the backend's table of buffers.
     pub mapping: Arc<GrantMapping>,
     /// The framebuffer's geometry in the buffer (from its first byte).
-    pub layout: Layout,
+    pub layout: FrameLayout,
     /// The frontend's domain.
     pub domid: u32,
     /// The vdispl device.

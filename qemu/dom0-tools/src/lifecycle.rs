@@ -5,10 +5,15 @@
 //! libxl creates the backend directory with state Initialising and waits (10 s) for InitWait;
 //! the backend then publishes `versions` and goes InitWait. When the frontend is Initialised
 //! the backend maps its rings, binds its event channels and goes Connected. When the frontend
-//! goes Closing or Closed, or its directory disappears, the backend lets go of everything and
-//! goes Closed. To remove a device libxl writes `online` = 0 and state Closing to the backend
-//! and waits (10 s) for Closed, then removes both directories. A frontend that comes back to
-//! Initialising after Closed (a reconnect) finds the backend at InitWait again.
+//! goes Closing or Closed, or its directory disappears, the backend closes ([`close_steps`]):
+//! it writes Closing, lets go of everything (unmaps, unbinds), then writes Closed, as libxenbe
+//! does and as Linux's frontend needs (at shutdown `xenbus_frontend_dev_shutdown` waits 5 s for
+//! the other end's Closing and ignores Closed). To remove a device libxl writes `online` = 0
+//! and state Closing to the backend and waits (10 s) for Closed, then removes both
+//! directories. A frontend that comes back to Initialising after Closed (a reconnect) finds the
+//! backend at InitWait again. A strict backend (libxenbe's `close(XenbusStateInitWait)`) goes
+//! on to InitWait at once after a close the frontend started, and leaves a frontend that closes
+//! before connecting alone.
 
 use drivers::xen::xenbus::XenbusState;
 use std::time::{Duration, Instant};
@@ -52,6 +57,19 @@ pub fn decide(
     frontend: Option<XenbusState>,
     online: bool,
 ) -> Action {
+    decide_as(false, phase, backend, frontend, online)
+}
+
+/// [`decide`] for a lenient backend (`strict` false) or one that behaves as libxenbe does
+/// (`strict`): that one sits at InitWait whatever the frontend does until it is Initialised
+/// (libxenbe acts on the frontend's Closing and Closed only once connected).
+pub fn decide_as(
+    strict: bool,
+    phase: Phase,
+    backend: Option<XenbusState>,
+    frontend: Option<XenbusState>,
+    online: bool,
+) -> Action {
     use XenbusState as S;
     let Some(backend) = backend else {
         return Action::Forget;
@@ -70,7 +88,8 @@ pub fn decide(
         },
         Phase::InitWait => match frontend {
             Some(S::Initialised | S::Connected) => Action::Connect,
-            _ if frontend_gone || !online => Action::Close,
+            _ if !online || frontend.is_none() => Action::Close,
+            _ if frontend_gone && !strict => Action::Close,
             _ => Action::Stay,
         },
         Phase::Connected => {
@@ -86,6 +105,50 @@ pub fn decide(
         },
     }
 }
+
+/// One step of closing a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Write this state to the backend's `state` node.
+    Write(XenbusState),
+    /// Let go of everything mapped and bound for the device.
+    Release,
+}
+
+/// What closing a device takes, given what xenstore said when the close was decided (see
+/// [`decide_as`]): Closing (unless the node says Closing or Closed already), then the release, then
+/// Closed. A strict backend whose frontend closed or restarted while the device was up goes
+/// on to InitWait at once, as libxenbe's `close(XenbusStateInitWait)` does; never when the
+/// toolstack removes the device (it waits for Closed) or the frontend is gone.
+pub fn close_steps(
+    strict: bool,
+    backend: Option<XenbusState>,
+    frontend: Option<XenbusState>,
+    online: bool,
+) -> Vec<Step> {
+    use XenbusState as S;
+    let mut steps = Vec::with_capacity(4);
+    // Nothing to announce when the node says Closing (the toolstack) or Closed already.
+    if !matches!(backend, Some(S::Closing | S::Closed)) {
+        steps.push(Step::Write(S::Closing));
+    }
+    steps.push(Step::Release);
+    steps.push(Step::Write(S::Closed));
+    let frontend_left = matches!(frontend, Some(S::Closing | S::Closed | S::Initialising));
+    let removed = backend == Some(S::Closing) || !online;
+    if strict && frontend_left && !removed {
+        steps.push(Step::Write(S::InitWait));
+    }
+    steps
+}
+
+/// Closing a device because of this backend (a broken ring, a failed connection, the backend
+/// stopping): Closing, the release, Closed.
+pub const BACKEND_CLOSE: [Step; 3] = [
+    Step::Write(XenbusState::Closing),
+    Step::Release,
+    Step::Write(XenbusState::Closed),
+];
 
 /// How long a write of this backend's own waits for its watch event before it is forgotten.
 pub const OWN_WRITE_TTL: Duration = Duration::from_secs(1);
@@ -255,6 +318,96 @@ mod tests {
         assert_eq!(
             decide(Phase::Closed, Some(S::Closed), Some(S::Initialising), false),
             Action::Stay
+        );
+    }
+
+    #[test]
+    fn closing_writes_closing_before_the_release_and_closed_after_it() {
+        use Step::{Release, Write};
+        // The frontend closes (Linux at shutdown waits for our Closing).
+        assert_eq!(
+            close_steps(false, Some(S::Connected), Some(S::Closing), true),
+            [Write(S::Closing), Release, Write(S::Closed)]
+        );
+        // The toolstack wrote Closing already: it waits for Closed.
+        for strict in [false, true] {
+            assert_eq!(
+                close_steps(strict, Some(S::Closing), Some(S::Connected), false),
+                [Release, Write(S::Closed)]
+            );
+        }
+        // A strict backend goes on to InitWait when the frontend left or restarted...
+        for frontend in [S::Closing, S::Closed, S::Initialising] {
+            assert_eq!(
+                close_steps(true, Some(S::Connected), Some(frontend), true),
+                [
+                    Write(S::Closing),
+                    Release,
+                    Write(S::Closed),
+                    Write(S::InitWait)
+                ],
+                "{frontend:?}"
+            );
+        }
+        // ...but not when the frontend is gone or the device is offline.
+        assert_eq!(
+            close_steps(true, Some(S::Connected), None, true),
+            [Write(S::Closing), Release, Write(S::Closed)]
+        );
+        assert_eq!(
+            close_steps(true, Some(S::Connected), Some(S::Closed), false),
+            [Write(S::Closing), Release, Write(S::Closed)]
+        );
+        // A device left Closed by an earlier run is not announced again.
+        assert_eq!(
+            close_steps(false, Some(S::Closed), Some(S::Closed), true),
+            [Release, Write(S::Closed)]
+        );
+        assert_eq!(
+            BACKEND_CLOSE,
+            [Write(S::Closing), Release, Write(S::Closed)]
+        );
+    }
+
+    #[test]
+    fn a_strict_backend_waits_at_init_wait_for_the_frontend() {
+        for frontend in [S::Closing, S::Closed, S::Initialising] {
+            assert_eq!(
+                decide_as(
+                    true,
+                    Phase::InitWait,
+                    Some(S::InitWait),
+                    Some(frontend),
+                    true
+                ),
+                Action::Stay,
+                "{frontend:?}"
+            );
+        }
+        assert_eq!(
+            decide_as(
+                true,
+                Phase::InitWait,
+                Some(S::InitWait),
+                Some(S::Initialised),
+                true
+            ),
+            Action::Connect
+        );
+        assert_eq!(
+            decide_as(true, Phase::InitWait, Some(S::InitWait), None, true),
+            Action::Close
+        );
+        // The lenient backend closes for a frontend that left before connecting.
+        assert_eq!(
+            decide_as(
+                false,
+                Phase::InitWait,
+                Some(S::InitWait),
+                Some(S::Closed),
+                true
+            ),
+            Action::Close
         );
     }
 

@@ -4,15 +4,17 @@
 //! requests, and for each flipped frame prints `frame conn=<N> seq=<K> crc32=<hex> ...` and,
 //! with `--out`, writes `DIR/dom<D>-conn<N>-seq<K>.png`. Runs until SIGTERM or SIGINT, then
 //! closes every device, finishes the queued frames and prints a summary. `--fault` makes it
-//! misbehave on purpose (see `FaultMode`), K times, then behave.
+//! misbehave on purpose (see `FaultMode`), K times, then behave. `--strict` makes it behave
+//! as the xen-troops DRM backend does (see `Options::strict`).
 
 use dom0_tools::display_backend::{Backend, Fault, Options};
+use dom0_tools::eprintln_line;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How to call the program.
-const USAGE: &str = "usage: vdispl-backend [--out DIR] [--workers N] \
+const USAGE: &str = "usage: vdispl-backend [--out DIR] [--workers N] [--strict] \
      [--fault status|wrong-id|rsp-prod|garbage-event|silent|state-back[,conn=N][,count=K][,after=F]]";
 
 /// Set by SIGTERM and SIGINT.
@@ -30,6 +32,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
         // One per connector of the rig's guest: a connector's copy rarely waits for another's.
         copy_threads: 2,
         fault: None,
+        strict: false,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -49,6 +52,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
                 let fault = args.next().ok_or("--fault needs a mode")?;
                 options.fault = Some(Fault::parse(&fault)?);
             }
+            "--strict" => options.strict = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("vdispl-backend: {message}\n{USAGE}");
+            eprintln_line!("vdispl-backend: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -76,7 +80,7 @@ fn main() -> ExitCode {
     let backend = match Backend::open(&options) {
         Ok(backend) => backend,
         Err(error) => {
-            eprintln!("vdispl-backend: {error}");
+            eprintln_line!("vdispl-backend: {error}");
             return ExitCode::from(2);
         }
     };
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("vdispl-backend: {error}");
+            eprintln_line!("vdispl-backend: {error}");
             ExitCode::FAILURE
         }
     }
@@ -123,6 +127,8 @@ mod tests {
         assert_eq!(options.out_dir, Some(PathBuf::from("/mnt/frames")));
         assert_eq!(options.workers, 3);
         assert_eq!(parse(&[]).unwrap().out_dir, None);
+        assert!(!parse(&[]).unwrap().strict);
+        assert!(parse(&["--strict", "--out", "/tmp"]).unwrap().strict);
         assert_eq!(parse(&["--out"]).unwrap_err(), "--out needs a directory");
         assert_eq!(
             parse(&["--workers", "0"]).unwrap_err(),
