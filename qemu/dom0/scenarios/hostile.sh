@@ -32,10 +32,10 @@ guest_lines() {
 error_pattern() {
     case "$1" in
     status) echo 'display conn=1 .*PG_FLIP failed with status -5' ;;
-    wrong-id) echo 'display conn=1 .*PG_FLIP not completed .*wrong id' ;;
+    wrong-id) echo 'display conn=1 .*PG_FLIP not completed.*wrong id' ;;
     rsp-prod) echo 'display conn=1 .*rsp_prod [0-9]+ is past the ring' ;;
     garbage-event) echo 'display conn=1 .*event: unknown event type' ;;
-    silent) echo 'display conn=1 .*PG_FLIP not completed .*never answered' ;;
+    silent) echo 'display conn=1 .*PG_FLIP not completed.*never answered' ;;
     state-back) echo 'display device 0: the backend went to InitWait' ;;
     esac
 }
