@@ -180,6 +180,17 @@ const GUEST_FATAL: &[&str] = &[
     "vdispl-os: cannot ",
 ];
 
+/// Dom0 kernel lines that say Dom0 was starved or stuck (an RCU stall, a task blocked for minutes,
+/// a soft lockup): the run goes on, but the scenario fails naming the line. A backend or guest
+/// that hogs Dom0's CPUs, or a device that loses an interrupt, shows here first.
+const DOM0_DISTRESS: &[&str] = &[
+    "rcu: INFO: rcu_sched detected stalls",
+    "rcu_sched kthread starved",
+    "rcu: INFO: rcu_sched self-detected stall",
+    "blocked for more than",
+    "BUG: soft lockup",
+];
+
 /// How long a dom0less run goes on after a guest failure line, to log what the guest adds.
 const GUEST_FATAL_GRACE: Duration = Duration::from_secs(1);
 
@@ -694,6 +705,7 @@ fn watch(
     let mut progress_seen = vec![false; PROGRESS.len()];
     let mut problem = None;
     let mut guest_error = None;
+    let mut dom0_distress: Option<String> = None;
     let mut grace = None;
     loop {
         match qemu.next(grace.map_or(deadline, |grace: Instant| grace.min(deadline))) {
@@ -715,6 +727,9 @@ fn watch(
                 if let Some(fatal) = FATAL.iter().find(|fatal| line.contains(*fatal)) {
                     problem = Some(format!("stopped at `{fatal}`"));
                     break;
+                }
+                if dom0_distress.is_none() && DOM0_DISTRESS.iter().any(|d| line.contains(d)) {
+                    dom0_distress = Some(text.to_string());
                 }
                 if guest_error.is_none()
                     && GUEST_FATAL.iter().any(|f| text.starts_with(f))
@@ -746,6 +761,13 @@ fn watch(
     }
     let seconds = qemu.elapsed().as_secs_f64();
     qemu.kill();
+    if let Some(distress) = dom0_distress {
+        let problem = problem.get_or_insert_with(String::new);
+        if !problem.is_empty() {
+            problem.push_str("; ");
+        }
+        problem.push_str(&format!("Dom0's kernel said `{distress}`"));
+    }
     if let Some(error) = guest_error {
         let problem = problem.get_or_insert_with(String::new);
         if !problem.is_empty() {
@@ -1337,6 +1359,25 @@ mod tests {
             Some("guest said `vdispl-os: panic at src/x.rs:1: boom`")
         );
         assert_eq!(outcome.missing, [Pattern::start("report: end")]);
+    }
+
+    #[test]
+    fn a_starved_dom0_fails_the_run_naming_the_kernel_line() {
+        let outcome = watch_script(
+            "echo 'rig: ok'; \
+             echo '[  242.685407] INFO: task vdispl-backend:163 blocked for more than 120 seconds.'",
+            &[Pattern::start("rig: ok")],
+            false,
+        );
+        assert!(!outcome.passed());
+        assert!(outcome.missing.is_empty());
+        assert_eq!(
+            outcome.problem.as_deref(),
+            Some(
+                "Dom0's kernel said `[  242.685407] INFO: task vdispl-backend:163 blocked for \
+                 more than 120 seconds.`"
+            )
+        );
     }
 
     #[test]
