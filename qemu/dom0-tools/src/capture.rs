@@ -6,8 +6,9 @@
 //! Encoding and writing happen on worker threads ([`FrameWriter`]) of lower priority, so that
 //! the workers never hold up the backend, the toolstack or xenstored (the copy itself is taken
 //! by the copy threads of [`crate::frame_copy`]). Handing a frame over never waits: each connector has
-//! room for [`PENDING_PER_CONNECTOR`] frames waiting for a worker, and when the workers fall
-//! behind its oldest waiting frame is dropped for the newest (latest wins), and reported.
+//! room for [`PENDING_PER_CONNECTOR`] frames waiting for a worker, within [`PENDING_BYTES`] in
+//! all, and when the workers fall behind its oldest waiting frame is dropped for the newest
+//! (latest wins), and reported.
 //! Without an output directory only the checksum is computed (no PNG encoding).
 
 use drivers::framebuffer::PixelFormat;
@@ -359,9 +360,15 @@ pub const WORKER_NICENESS: libc::c_int = 10;
 
 /// Frames of one connector that may wait for a worker. A connector that flips faster than
 /// the workers write keeps its newest frames: the oldest waiting one makes room (latest wins).
-/// Two absorb a short burst (one frame waiting while the previous one is written) without
-/// losing a frame.
-pub const PENDING_PER_CONNECTOR: usize = 2;
+/// Sixteen absorb a burst of flips (a short run of scenes flips far faster than the workers
+/// encode under emulation) without losing a frame; [`PENDING_BYTES`] bounds the memory.
+pub const PENDING_PER_CONNECTOR: usize = 16;
+
+/// Bytes of frames that may wait for the workers in all: past it, a connector's oldest waiting
+/// frame makes room for its newest (a connector with nothing waiting always gets one in, so the
+/// total overshoots by at most one frame per connector). 96 MiB is about twelve 1920x1080
+/// XRGB8888 frames, in a Dom0 of 512 MiB.
+pub const PENDING_BYTES: usize = 96 << 20;
 
 /// What [`FrameWriter::submit`] did with a frame. It never waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,11 +392,25 @@ pub fn admit(
     frame: CapturedFrame,
     limit: usize,
 ) -> Option<u64> {
+    admit_within(queue, frame, limit, usize::MAX)
+}
+
+/// [`admit`], also dropping the connector's oldest waiting frame when the frames waiting would
+/// take more than `budget` bytes with this one.
+pub fn admit_within(
+    queue: &mut VecDeque<CapturedFrame>,
+    frame: CapturedFrame,
+    limit: usize,
+    budget: usize,
+) -> Option<u64> {
     let same = |waiting: &CapturedFrame| {
         waiting.domid == frame.domid && waiting.connector == frame.connector
     };
+    let waiting_bytes: usize = queue.iter().map(|waiting| waiting.bytes.len()).sum();
+    let waiting_same = queue.iter().filter(|waiting| same(waiting)).count();
+    let over_budget = waiting_bytes.saturating_add(frame.bytes.len()) > budget;
     let mut dropped = None;
-    if queue.iter().filter(|waiting| same(waiting)).count() >= limit.max(1) {
+    if waiting_same >= limit.max(1) || (over_budget && waiting_same > 0) {
         if let Some(oldest) = queue.iter().position(same) {
             dropped = queue.remove(oldest).map(|frame| frame.seq);
         }
@@ -455,7 +476,12 @@ impl FrameWriter {
         if queue.closed || queue.running == 0 {
             return Submitted::Stopped;
         }
-        let dropped = admit(&mut queue.frames, frame, PENDING_PER_CONNECTOR);
+        let dropped = admit_within(
+            &mut queue.frames,
+            frame,
+            PENDING_PER_CONNECTOR,
+            PENDING_BYTES,
+        );
         drop(queue);
         self.shared.work.notify_one();
         match dropped {
@@ -716,6 +742,28 @@ mod tests {
         assert_eq!(admit(&mut slot, numbered(4, 0, 7), 0), None);
         assert_eq!(admit(&mut slot, numbered(4, 0, 8), 1), Some(7));
         assert_eq!(seqs(&slot), [(4, 0, 8)]);
+    }
+
+    #[test]
+    fn the_byte_budget_makes_a_connector_drop_its_oldest_but_always_admits_one() {
+        let sized = |connector, seq| CapturedFrame {
+            bytes: vec![0; 100],
+            ..numbered(4, connector, seq)
+        };
+        let mut queue = VecDeque::new();
+        assert_eq!(admit_within(&mut queue, sized(0, 0), 16, 250), None);
+        assert_eq!(admit_within(&mut queue, sized(0, 1), 16, 250), None);
+        // 300 bytes would wait: connector 0's oldest gives way.
+        assert_eq!(admit_within(&mut queue, sized(0, 2), 16, 250), Some(0));
+        // Connector 1 has nothing waiting: it gets its frame in over the budget.
+        assert_eq!(admit_within(&mut queue, sized(1, 0), 16, 250), None);
+        assert_eq!(seqs(&queue), [(4, 0, 1), (4, 0, 2), (4, 1, 0)]);
+        // Within the budget nothing is dropped below the count limit.
+        let mut roomy = VecDeque::new();
+        for seq in 0..16 {
+            assert_eq!(admit_within(&mut roomy, sized(0, seq), 16, 1 << 20), None);
+        }
+        assert_eq!(admit_within(&mut roomy, sized(0, 16), 16, 1 << 20), Some(0));
     }
 
     #[test]

@@ -3,11 +3,11 @@
 //! (exit 0); exit 1 if TEXT did not appear within TIMEOUT_MS, 2 on bad arguments or a COMMAND
 //! that cannot be run, 3 if COMMAND failed. See `dom0_tools::bench_time`.
 
-use dom0_tools::eprintln_line;
 use dom0_tools::bench_time::{
     self, Finder, Request, EXIT_COMMAND_FAILED, EXIT_ERROR, EXIT_FOUND, EXIT_TIMEOUT,
     READ_INTERVAL, USAGE,
 };
+use dom0_tools::eprintln_line;
 use std::fs::File;
 use std::io::Read;
 use std::process::{Command, ExitCode};
