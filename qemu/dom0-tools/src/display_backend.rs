@@ -19,6 +19,7 @@
 //! Closing a device writes Closing, releases everything, then writes Closed. Every rejected request is logged with its reason.
 
 use crate::capture::{FrameLayout, FrameWriter, Submitted, WriterStats};
+use crate::drop_report;
 use crate::evtchn::Evtchn;
 use crate::frame_copy::{Completed, Copier, CopyOutcome, CopySource, JobId, JobStatus};
 use crate::frontend::{
@@ -957,12 +958,16 @@ fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut
         };
         if copier.cancel(copy.job) == JobStatus::Withdrawn {
             summary.not_captured += 1;
-            eprintln_line!(
-                "vdispl-backend: {key} conn{index}: frame seq {} not captured (the device \
-                 closed before its copy started)",
-                copy.seq
+            dropped(
+                key,
+                index,
+                copy.seq,
+                "the device closed before its copy started",
             );
         }
+    }
+    for index in 0..link.connectors.len() {
+        drop_report::flush(connector_key(key, index), &format!("{key} conn{index}"));
     }
     for connector in link.connectors {
         drop(connector.ring);
@@ -1220,14 +1225,27 @@ fn waits_for_copy(
             JobStatus::Withdrawn => {
                 link.connectors[other].copy = None;
                 rings.summary.not_captured += 1;
-                eprintln_line!(
-                    "vdispl-backend: {key} conn{other}: frame seq {} not captured ({why})",
-                    copy.seq
-                );
+                dropped(key, other, copy.seq, &why);
             }
         }
     }
     waits
+}
+
+/// Connector `index` of device `key` in the report of frames not captured.
+fn connector_key(key: DeviceKey, index: usize) -> drop_report::ConnectorKey {
+    (key.domid, key.device, index)
+}
+
+/// Reports frame `seq` of connector `index` as not captured (named, or counted in a range
+/// line: see [`drop_report`]).
+fn dropped(key: DeviceKey, index: usize, seq: u64, why: &str) {
+    drop_report::not_captured(
+        connector_key(key, index),
+        &format!("{key} conn{index}"),
+        seq,
+        why,
+    );
 }
 
 /// Puts EVT_PG_FLIP for `fb_cookie` on connector `index`'s event page and notifies.
@@ -1268,10 +1286,7 @@ fn start_copy(rings: &mut Rings, key: DeviceKey, index: usize, link: &mut Link, 
             }
             None => {
                 rings.summary.not_captured += 1;
-                eprintln_line!(
-                    "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the copy \
-                     threads have stopped)"
-                );
+                dropped(key, index, seq, "the copy threads have stopped");
             }
         },
         Err(error) => {
@@ -1295,9 +1310,11 @@ fn deliver(completed: Completed, writer: Option<&FrameWriter>, summary: &mut Sum
         CopyOutcome::Copied(frame) => frame,
         CopyOutcome::Cancelled => {
             summary.not_captured += 1;
-            eprintln_line!(
-                "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the device \
-                 closed during its copy)"
+            dropped(
+                key,
+                index as usize,
+                seq,
+                "the device closed during its copy",
             );
             return;
         }
@@ -1308,19 +1325,18 @@ fn deliver(completed: Completed, writer: Option<&FrameWriter>, summary: &mut Sum
     // way to this one.
     match writer.map(|writer| writer.submit(frame)) {
         None | Some(Submitted::Queued) => {}
-        Some(Submitted::Replaced { seq: dropped }) => {
+        Some(Submitted::Replaced { seq: dropped_seq }) => {
             summary.not_captured += 1;
-            eprintln_line!(
-                "vdispl-backend: {key} conn{index}: frame seq {dropped} not captured (the \
-                 writers were behind; seq {seq} is newer)"
+            dropped(
+                key,
+                index as usize,
+                dropped_seq,
+                &format!("the writers were behind; seq {seq} is newer"),
             );
         }
         Some(Submitted::Stopped) => {
             summary.not_captured += 1;
-            eprintln_line!(
-                "vdispl-backend: {key} conn{index}: frame seq {seq} not captured (the writers \
-                 have stopped)"
-            );
+            dropped(key, index as usize, seq, "the writers have stopped");
         }
     }
 }

@@ -41,6 +41,7 @@ pub fn write_stderr_line(mut line: String) {
 pub mod bench_time;
 pub mod capture;
 pub mod display_backend;
+pub mod drop_report;
 pub mod evtchn;
 pub mod frame_copy;
 pub mod frontend;

@@ -86,6 +86,7 @@ fn main() -> ExitCode {
     };
     match backend.run(&STOP) {
         Ok(summary) => {
+            dom0_tools::drop_report::flush_all();
             println!(
                 "vdispl-backend: stopped: {} connections, {} flips, {} frames copied, {} frames \
                  encoded, {} PNG files written, {} failures, {} requests rejected; per frame {} \
