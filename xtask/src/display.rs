@@ -124,21 +124,44 @@ pub struct DisplayLog {
     pub frames: Vec<FrameRecord>,
     /// The guest's summaries by connector.
     pub summaries: BTreeMap<u32, Summary>,
-    /// Flips (connector, seq) the backend said it did not capture because its PNG writers were
-    /// behind: shown, but with no frame to check.
-    pub not_captured: std::collections::BTreeSet<(u32, u64)>,
+    /// Flips the backend said it did not capture (its copy threads or PNG writers were behind,
+    /// or the device went away): shown, but with no frame to check. Per line, the connector and
+    /// the range of seqs it covers.
+    pub not_captured: Vec<(u32, u64, u64)>,
 }
 
-/// The backend's `vdispl-backend: dom<D> dev<N> conn<I>: frame seq <K> not captured (...)` line:
-/// (connector, seq).
-pub fn parse_not_captured(text: &str) -> Option<(u32, u64)> {
+impl DisplayLog {
+    /// Whether a backend line covers flip (`connector`, `seq`) as not captured.
+    pub fn is_not_captured(&self, connector: u32, seq: u64) -> bool {
+        self.not_captured
+            .iter()
+            .any(|&(conn, low, high)| conn == connector && (low..=high).contains(&seq))
+    }
+}
+
+/// The backend's `vdispl-backend: dom<D> dev<N> conn<I>: frame seq <K> not captured (...)` line,
+/// or its range line `... conn<I>: frames seq <A> to <B>: <N> not captured (...)`: (connector,
+/// lowest seq, highest seq).
+pub fn parse_not_captured(text: &str) -> Option<(u32, u64, u64)> {
     let rest = text.strip_prefix("vdispl-backend: ")?;
-    let (head, tail) = rest.split_once(": frame seq ")?;
+    if let Some((head, tail)) = rest.split_once(": frame seq ") {
+        let connector = head.rsplit_once(" conn")?.1.parse().ok()?;
+        let (seq, tail) = tail.split_once(' ')?;
+        let seq = seq.parse().ok()?;
+        return tail
+            .starts_with("not captured")
+            .then_some((connector, seq, seq));
+    }
+    let (head, tail) = rest.split_once(": frames seq ")?;
     let connector = head.rsplit_once(" conn")?.1.parse().ok()?;
-    let (seq, tail) = tail.split_once(' ')?;
-    tail.starts_with("not captured")
-        .then_some(())
-        .and(seq.parse().ok().map(|seq| (connector, seq)))
+    let (low, tail) = tail.split_once(" to ")?;
+    let (high, tail) = tail.split_once(": ")?;
+    let (_count, tail) = tail.split_once(' ')?;
+    tail.starts_with("not captured").then_some(()).and(Some((
+        connector,
+        low.parse().ok()?,
+        high.parse().ok()?,
+    )))
 }
 
 impl DisplayLog {
@@ -172,8 +195,8 @@ impl DisplayLog {
             }
         } else if let Some(record) = parse_frame_line(text) {
             self.frames.push(record);
-        } else if let Some(flip) = parse_not_captured(text) {
-            self.not_captured.insert(flip);
+        } else if let Some(range) = parse_not_captured(text) {
+            self.not_captured.push(range);
         }
     }
 
@@ -259,7 +282,7 @@ pub fn check_frames(log: &DisplayLog, dir: &Path, connectors: usize) -> FrameChe
         .filter(|flip| {
             let key = (flip.connector, flip.seq);
             let skipped =
-                log.not_captured.contains(&key) && log.record(key.0, key.1, dir).is_none();
+                log.is_not_captured(key.0, key.1) && log.record(key.0, key.1, dir).is_none();
             if skipped {
                 *check.not_captured.entry(flip.connector).or_default() += 1;
             }
@@ -520,7 +543,14 @@ mod tests {
                 "vdispl-backend: dom2 dev0 conn1: frame seq 3 not captured (the writers were \
                  behind; seq 5 is newer)"
             ),
-            Some((1, 3))
+            Some((1, 3, 3))
+        );
+        assert_eq!(
+            parse_not_captured(
+                "vdispl-backend: dom2 dev0 conn1: frames seq 8 to 120: 100 not captured (the \
+                 writers were behind; seq 121 is newer; 108 in all)"
+            ),
+            Some((1, 8, 120))
         );
         assert_eq!(
             parse_not_captured("vdispl-backend: dom2 dev0 conn1: frame seq 3 dropped"),
