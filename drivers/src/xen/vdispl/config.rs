@@ -125,9 +125,11 @@ fn batch_optional(
 
 /// Reads device `id`'s configuration: backend, `be-alloc` and connectors, in
 /// one batch (a single xenstore round trip): the device's nodes, its
-/// directory and the nodes of connectors 0 to [`MAX_CONNECTORS`] - 1
-/// (displif.h numbers connectors from 0 without gaps); the connectors taken
-/// are those the directory lists, up to that many.
+/// directory and the nodes of connectors 0 to [`MAX_CONNECTORS`] - 1.
+/// displif.h numbers connectors contiguously from 0 (the backend walks
+/// `<fe>/0..N` until one is missing): a device that lists a connector past
+/// a missing one, or more than [`MAX_CONNECTORS`], is refused with an error
+/// naming the node.
 pub fn read_device<T: Transport>(
     client: &mut Client<T>,
     id: &str,
@@ -173,15 +175,23 @@ pub fn read_device<T: Transport>(
         .iter()
         .filter_map(|entry| entry.parse().ok())
         .collect();
-    if listed.iter().any(|&index| index as usize >= MAX_CONNECTORS) {
-        log::warn!("{path} lists connectors beyond {MAX_CONNECTORS}; driving those below");
+    let count = listed.len() as u32;
+    if let Some(&beyond) = listed.iter().filter(|&&index| index >= count).min() {
+        // Numbered 0..count without gaps, every index is below count.
+        let missing = (0..).find(|index| !listed.contains(index)).unwrap_or(0);
+        return Err(VdisplError::ConnectorGap {
+            missing: format!("{path}/{missing}"),
+            listed: format!("{path}/{beyond}"),
+        });
+    }
+    if count as usize > MAX_CONNECTORS {
+        return Err(VdisplError::TooManyConnectors {
+            node: format!("{path}/{MAX_CONNECTORS}"),
+        });
     }
     let mut connectors = Vec::new();
-    for (index, (resolution_node, unique_id_node)) in (0..).zip(nodes) {
+    for (index, (resolution_node, unique_id_node)) in (0..count).zip(nodes) {
         let (resolution, unique_id) = (next(), next());
-        if !listed.contains(&index) {
-            continue;
-        }
         let value = batch_string(&resolution_node, resolution)?;
         let (width, height) = parse_resolution(&value).ok_or(VdisplError::BadNode {
             node: resolution_node,
@@ -428,22 +438,50 @@ mod tests {
     }
 
     #[test]
-    fn connectors_are_those_listed_below_the_limit() {
+    fn connectors_are_numbered_from_0_without_gaps_up_to_the_limit() {
         let mut client = store_with_device(Some("1,2"));
+        // A gap: connector 2 listed, 1 missing.
         client.transport_mut().remove("device/vdispl/0/1");
         client
             .transport_mut()
-            .set("device/vdispl/0/6/resolution", b"640x480");
+            .set("device/vdispl/0/2/resolution", b"320x200");
+        let error = read_device(&mut client, "0").unwrap_err();
+        assert_eq!(
+            error,
+            VdisplError::ConnectorGap {
+                missing: "device/vdispl/0/1".into(),
+                listed: "device/vdispl/0/2".into(),
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "device/vdispl/0/1 is missing but device/vdispl/0/2 is listed: displif.h numbers \
+             connectors from 0 without gaps"
+        );
+        // Filled: 0, 1, 2 are taken.
         client
             .transport_mut()
-            .set("device/vdispl/0/2/resolution", b"320x200");
+            .set("device/vdispl/0/1/resolution", b"640x480");
         let device = read_device(&mut client, "0").unwrap();
         let found: Vec<_> = device
             .connectors
             .iter()
             .map(|c| (c.index, c.width, c.unique_id.as_str()))
             .collect();
-        assert_eq!(found, vec![(0, 1280, "DP-1"), (2, 320, "")]);
+        assert_eq!(found, vec![(0, 1280, "DP-1"), (1, 640, ""), (2, 320, "")]);
+        // Four is the limit; a fifth is named.
+        client
+            .transport_mut()
+            .set("device/vdispl/0/3/resolution", b"320x200");
+        assert_eq!(read_device(&mut client, "0").unwrap().connectors.len(), 4);
+        client
+            .transport_mut()
+            .set("device/vdispl/0/4/resolution", b"320x200");
+        let error = read_device(&mut client, "0").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "device/vdispl/0/4: this frontend drives at most 4 connectors per device"
+        );
     }
 
     #[test]

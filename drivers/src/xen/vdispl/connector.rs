@@ -2,6 +2,18 @@
 //! flight matched to responses by id, events queued with their ids until
 //! taken, and the buffer page directory.
 //!
+//! Events as Linux's xen-drm-front takes them (xen_drm_front_evtchnl.c,
+//! `evtchnl_interrupt_evt`): the backend numbers its events from 0 on each
+//! connection, one more per event, and an event whose id is not the one
+//! expected is skipped. Linux then expects the next id of its own count, so
+//! a backend that inserts or loses one event has every later one skipped;
+//! here the count follows the skipped event's id, so that costs one more
+//! event at most (the flip it completed is released as any flip whose
+//! event does not come, see [`super::flip`]). An event of a type displif.h
+//! does not define is ignored. Neither stops the connector; the first of
+//! each kind on a connection is reported ([`Connector::take_ignored`]) and
+//! the rest only counted.
+//!
 //! How long a request may wait (io/displif.h sets no bound; Linux's
 //! xen-drm-front waits 3000 ms, then fails that request with -ETIMEDOUT
 //! and carries on with the same ring): a backend under load may answer
@@ -12,7 +24,7 @@
 
 use super::VdisplError;
 use crate::xen::displif::{
-    write_directory_page, Event, Operation, Request, Response, REFS_PER_DIRECTORY_PAGE,
+    write_directory_page, DecodeError, Event, Operation, Request, Response, REFS_PER_DIRECTORY_PAGE,
 };
 use crate::xen::gnttab::GrantRef;
 use crate::xen::ring::{EventPage, FrontRing, SharedRing};
@@ -31,6 +43,42 @@ pub const MAX_ABANDONED: usize = 16;
 /// waits 3000 ms per request), so that only a backend that stopped serving
 /// the ring reaches it.
 pub const HANG_NS: u64 = 30_000 * 1_000_000;
+
+/// An event the frontend did not act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IgnoredEvent {
+    /// Its type is none displif.h defines.
+    UnknownType {
+        /// Its id.
+        id: u16,
+        /// Its type.
+        code: u8,
+    },
+    /// Its id is not the next in the backend's sequence: skipped.
+    OutOfSequence {
+        /// Its id.
+        id: u16,
+        /// The id expected.
+        expected: u16,
+    },
+}
+
+impl core::fmt::Display for IgnoredEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            IgnoredEvent::UnknownType { id, code } => write!(
+                f,
+                "ignored event id {id} of unknown type {code:#04x}; later ones are ignored \
+                 without a line"
+            ),
+            IgnoredEvent::OutOfSequence { id, expected } => write!(
+                f,
+                "skipped event id {id}, out of sequence (expected {expected}); later ones are \
+                 skipped without a line"
+            ),
+        }
+    }
+}
 
 /// A request sent and not yet answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +106,12 @@ pub struct Connector<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>
     next_abandoned: usize,
     late_responses: u64,
     dropped_events: u64,
+    /// The id the backend's next event must carry.
+    next_event_id: u16,
+    /// Events ignored (unknown type) and skipped (out of sequence).
+    ignored_events: [u64; 2],
+    /// The first of each kind, until taken.
+    to_report: Vec<IgnoredEvent>,
 }
 
 impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E> {
@@ -77,6 +131,9 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
             next_abandoned: 0,
             late_responses: 0,
             dropped_events: 0,
+            next_event_id: 0,
+            ignored_events: [0; 2],
+            to_report: Vec::new(),
         }
     }
 
@@ -100,8 +157,10 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
     /// notification on the next response. A late response to a request
     /// given up on is dropped (see [`Connector::late_responses`]); one whose
     /// id answers no request sent is recorded (see
-    /// [`Connector::take_stray`]); an event of an unknown type is an error;
-    /// events beyond [`MAX_QUEUED_EVENTS`] push out the oldest.
+    /// [`Connector::take_stray`]); an event out of sequence or of an
+    /// unknown type is left out (see the module's documentation); events
+    /// beyond [`MAX_QUEUED_EVENTS`] push out the oldest. Errors are those of
+    /// a broken ring or event page.
     pub fn pump(&mut self) -> Result<(), VdisplError> {
         loop {
             while let Some(slot) = self.ring.take_response()? {
@@ -133,14 +192,34 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
             }
         }
         while let Some(slot) = self.events.take_event()? {
-            let (id, event) = Event::decode(&slot).map_err(VdisplError::BadEvent)?;
-            if self.queued_events.len() == MAX_QUEUED_EVENTS {
-                self.queued_events.pop_front();
-                self.dropped_events += 1;
+            let id = u16::from_le_bytes([slot[0], slot[1]]);
+            let expected = self.next_event_id;
+            // The numbering goes on from this event's, in sequence or not.
+            self.next_event_id = id.wrapping_add(1);
+            let (ignored, kind) = match Event::decode(&slot) {
+                _ if id != expected => (IgnoredEvent::OutOfSequence { id, expected }, 1),
+                Ok((id, event)) => {
+                    self.queue_event(id, event);
+                    continue;
+                }
+                Err(DecodeError::UnknownEvent(code) | DecodeError::UnknownOperation(code)) => {
+                    (IgnoredEvent::UnknownType { id, code }, 0)
+                }
+            };
+            if self.ignored_events[kind] == 0 {
+                self.to_report.push(ignored);
             }
-            self.queued_events.push_back((id, event));
+            self.ignored_events[kind] += 1;
         }
         Ok(())
+    }
+
+    fn queue_event(&mut self, id: u16, event: Event) {
+        if self.queued_events.len() == MAX_QUEUED_EVENTS {
+            self.queued_events.pop_front();
+            self.dropped_events += 1;
+        }
+        self.queued_events.push_back((id, event));
     }
 
     /// The response to request `id`, once it arrived: `Ok` for status 0,
@@ -171,6 +250,17 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
     /// call.
     pub fn take_stray(&mut self) -> Vec<u16> {
         core::mem::take(&mut self.stray)
+    }
+
+    /// The first event of each kind left out since the last call (see
+    /// [`IgnoredEvent`]), to report.
+    pub fn take_ignored(&mut self) -> Vec<IgnoredEvent> {
+        core::mem::take(&mut self.to_report)
+    }
+
+    /// Events of unknown types ignored, and events out of sequence skipped.
+    pub fn ignored_events(&self) -> (u64, u64) {
+        (self.ignored_events[0], self.ignored_events[1])
     }
 
     /// Late responses to requests given up on, dropped.
@@ -207,6 +297,8 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
     /// then dropped, and answers nothing. The last [`MAX_ABANDONED`] ids are
     /// remembered; a response to an older one counts as stray.
     pub fn abandon(&mut self, id: u16) {
+        // An answer that came already but was not taken goes too.
+        self.responses.retain(|(flight, _)| flight.id != id);
         let before = self.in_flight.len();
         self.in_flight.retain(|flight| flight.id != id);
         if self.in_flight.len() == before {

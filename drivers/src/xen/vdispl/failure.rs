@@ -8,7 +8,6 @@ use crate::xen::error::XenError;
 use crate::xen::gnttab::GrantError;
 use crate::xen::xenbus::{XenbusError, XenbusState};
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::fmt;
 
 /// What memory ran short for.
@@ -55,6 +54,15 @@ pub enum ConnectorError {
     Framebuffer(FramebufferError),
     /// It has no buffer to draw into.
     NoBuffers,
+    /// The backend refused display buffers of this depth (DBUF_CREATE
+    /// answered `status`, -EINVAL or -EOPNOTSUPP): the connector falls back
+    /// to XRGB8888 (32 bpp).
+    DepthRefused {
+        /// The depth refused.
+        bpp: u32,
+        /// DBUF_CREATE's status.
+        status: i32,
+    },
 }
 
 impl ConnectorError {
@@ -63,18 +71,17 @@ impl ConnectorError {
         matches!(self, ConnectorError::NoMemory(_))
     }
 
-    /// Whether it means the connector's ring cannot be trusted any more:
-    /// a producer index past the ring, responses whose ids answer nothing,
-    /// or a request held unanswered until the ring counts as stuck.
+    /// Whether it means the connector's ring or event page cannot be used
+    /// any more: a producer index past the ring (`rsp_prod`, `in_prod`).
+    /// Only a new connection resets them. Everything else (an error status,
+    /// a response with a wrong id, a request never answered) leaves the
+    /// ring usable: the connector tries again on it (see
+    /// [`super::recovery`]).
     pub fn breaks_ring(&self) -> bool {
         matches!(
             self,
             ConnectorError::Request(VdisplError::Ring(_))
-                | ConnectorError::Flip(
-                    FlipError::Backend(VdisplError::Ring(_))
-                        | FlipError::WrongId { .. }
-                        | FlipError::Stuck { .. }
-                )
+                | ConnectorError::Flip(FlipError::Backend(VdisplError::Ring(_)))
         )
     }
 }
@@ -88,6 +95,10 @@ impl fmt::Display for ConnectorError {
             ConnectorError::Grant(error) => write!(f, "{error}"),
             ConnectorError::Framebuffer(error) => write!(f, "framebuffer: {error}"),
             ConnectorError::NoBuffers => f.write_str("no buffers"),
+            ConnectorError::DepthRefused { bpp, status } => write!(
+                f,
+                "the backend refused {bpp} bpp buffers (DBUF_CREATE failed with status {status})"
+            ),
         }
     }
 }
@@ -193,8 +204,20 @@ pub enum DeviceError {
         /// The reconnection for its sake in a row.
         retry: u32,
     },
-    /// Every connector failed.
-    EveryConnectorFailed(Vec<ConnectorError>),
+}
+
+impl DeviceError {
+    /// Whether no later attempt can cure it: the device's configuration
+    /// breaks displif.h's rules or this frontend's limits.
+    pub fn permanent(&self) -> bool {
+        matches!(
+            self,
+            DeviceError::Store(
+                _,
+                VdisplError::TooManyConnectors { .. } | VdisplError::ConnectorGap { .. }
+            )
+        )
+    }
 }
 
 impl fmt::Display for DeviceError {
@@ -216,16 +239,6 @@ impl fmt::Display for DeviceError {
                  of {})",
                 super::recovery::MAX_CONNECTOR_RETRIES
             ),
-            DeviceError::EveryConnectorFailed(errors) => {
-                f.write_str("every connector failed (")?;
-                for (index, error) in errors.iter().enumerate() {
-                    if index > 0 {
-                        f.write_str("; ")?;
-                    }
-                    write!(f, "{error}")?;
-                }
-                f.write_str(")")
-            }
         }
     }
 }

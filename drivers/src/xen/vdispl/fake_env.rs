@@ -9,7 +9,7 @@
 //! the backend does happens in [`Transport::wait`], so it runs during the
 //! frontend's xenstore waits as well as its ring waits.
 
-use super::backend::DirectoryReader;
+use super::backend::{DirectoryReader, Strictness};
 use super::env::{App, Env, Figures, PageMemory, Screen};
 use super::fake::{BackendFaults, FakeDisplayBackend};
 use super::fault::{FaultHit, FaultState};
@@ -17,7 +17,7 @@ use crate::xen::displif::{field, Request};
 use crate::xen::error::XenError;
 use crate::xen::gnttab::{GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
-use crate::xen::ring::{EventFrame, EventPage, PageBox, RingPage, SharedRing};
+use crate::xen::ring::{EventFrame, EventPage, PageBox, RingPage, SharedRing, Slot};
 use crate::xen::xenbus::XenbusState;
 use crate::xen::xenstore::client::{Client, Transport};
 use crate::xen::xenstore::fake::FakeXenstored;
@@ -153,6 +153,17 @@ pub struct XenbusBehaviour {
     pub release_delay_ns: u64,
 }
 
+/// How the fake backend's rules and events differ from the default.
+#[derive(Clone, Debug, Default)]
+pub struct BackendRules {
+    /// The rules its model applies on every connection (a strict backend
+    /// refuses 16 bpp buffers and modes outside its list).
+    pub strictness: Strictness,
+    /// An event put on a connector's event page as the first connection
+    /// starts, before any of the backend's own: (connector, packet).
+    pub first_event: Option<(usize, Slot)>,
+}
+
 /// What one connection of the fake backend saw.
 #[derive(Debug, Default)]
 pub struct Served {
@@ -220,6 +231,8 @@ pub struct FakeWorld {
     pub fault: Option<FaultState>,
     /// Its xenbus behaviour.
     pub xenbus: XenbusBehaviour,
+    /// Its rules and extra events.
+    pub rules: BackendRules,
     /// What each connection saw.
     pub served: Vec<Served>,
     /// Grants the backend maps now.
@@ -385,6 +398,12 @@ impl FakeWorld {
         for &(ring, events) in &pages[1..] {
             backend.add_connector(ring, events);
         }
+        backend.model.strictness = self.rules.strictness.clone();
+        if let Some((index, slot)) = self.rules.first_event.take() {
+            if let Some((_, events)) = pages.get(index) {
+                let _ = events.push_event(&slot);
+            }
+        }
         backend.faults = self.faults.clone();
         backend.fault = self.fault.take();
         backend.now_ns = self.xenstored.now_ns();
@@ -502,6 +521,7 @@ impl FakeEnv {
             faults: BackendFaults::default(),
             fault: None,
             xenbus: XenbusBehaviour::default(),
+            rules: BackendRules::default(),
             served: Vec::new(),
             mapped: Vec::new(),
             ended_while_mapped: Cell::new(0),

@@ -20,14 +20,17 @@
 //!   a ring that holds a request unanswered for 30 s is one only a new
 //!   connection can reset.
 //! - What fails a flip at once: an error status, a broken ring or event
-//!   page (a producer index past the ring, an unknown event type), and a
-//!   response whose id answers no request (the backend mixed up its ids).
+//!   page (a producer index past the ring), and a response whose id
+//!   answers no request (the backend mixed up its ids). Events of unknown
+//!   types and events out of sequence are left out by the connector (see
+//!   [`super::connector`]): a flip whose EVT_PG_FLIP they replaced is
+//!   released as any other whose event does not come.
 //!   A late response to a request given up on earlier is not one of those
 //!   (see [`Connector::abandon`]).
 //!
 //! Event ids: the backend numbers its events from 0 per connection (Linux
-//! counts them from 0 and skips one whose id is out of sequence). The
-//! flipper expects each answered flip's event to carry the next id, and
+//! counts them from 0 and skips one whose id is out of sequence, and so
+//! does [`Connector::pump`]). The flipper expects each answered flip's event to carry the next id, and
 //! remembers the id and framebuffer of each released flip whose event is
 //! still owed: an event that matches one of those is that late event.
 //! Events come in order, so once a flip's own event came, no older one is
@@ -214,6 +217,17 @@ impl<T> Flipper<T> {
     /// Events of released flips that came late, and were ignored.
     pub fn late_events(&self) -> u64 {
         self.late_events
+    }
+
+    /// Gives up on the flip in flight, if any (its connector failed): its
+    /// answer, should it come, is dropped; its frame is the next again.
+    pub fn abandon<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>>(
+        &mut self,
+        connector: &mut Connector<R, E>,
+    ) {
+        if let Some(flight) = self.flight.take() {
+            connector.abandon(flight.id);
+        }
     }
 
     /// When the flip in flight next needs a look without anything coming

@@ -13,8 +13,13 @@
 //! shutdown comes, and flips follow the [`super::flip`] module (an overdue
 //! EVT_PG_FLIP releases the flip with a warning; a late response is waited
 //! for until the ring counts as stuck). What a failure leads to is decided
-//! in [`super::recovery`].
+//! in [`super::recovery`]: a failed connector never stops the others, and
+//! is set up again on its own ring; only a broken ring or a backend that
+//! left reconnects the device. A backend that refuses 16 bpp buffers gets
+//! XRGB8888 ones for that connector instead, for the rest of the run; the
+//! application draws at the depth actually used ([`Screen::bpp`]).
 
+use super::backend::{EINVAL, EOPNOTSUPP};
 use super::config::{self, ConnectorConfig, ConnectorTransport, DeviceConfig};
 use super::connector::{self, write_directory, Connector, Wait, HANG_NS};
 use super::env::{App, Env, Figures, PageMemory, Screen};
@@ -92,6 +97,10 @@ struct Output<E: Env, T> {
     /// The flip in flight, with what to report once it is shown.
     flipper: Flipper<T>,
     flips: u32,
+    /// Flips on this connection (the summary's frames).
+    connection_flips: u32,
+    /// Being set up again after a failure (see [`super::recovery`]).
+    restart: Option<Restart>,
     /// Flip round trips of the last [`ROUND_TRIP_WINDOW`] flips, a ring
     /// allocated once so that long runs do not grow the heap.
     round_trips_us: Vec<u32>,
@@ -117,8 +126,17 @@ impl<E: Env, T> Output<E, T> {
 /// Stops `output` for `reason` at the env's time, with its error line.
 #[inline(never)]
 fn fail<E: Env, T>(env: &mut E, output: &mut Output<E, T>, reason: ConnectorError) {
-    let line = output.health.fail(reason, env.now_ns());
-    env.log(Level::Error, format_args!("{line}"));
+    output.restart = None;
+    let (line, error) = output.health.fail(reason, env.now_ns());
+    let level = if error { Level::Error } else { Level::Warn };
+    env.log(level, format_args!("{line}"));
+}
+
+/// A failed connector being set up again on its own ring: the requests
+/// awaited, then SET_CONFIG.
+struct Restart {
+    pending: Vec<Pending>,
+    configured: bool,
 }
 
 /// A frame drawn into a back buffer, to be flipped.
@@ -188,6 +206,8 @@ struct Progress {
     next_frame: u64,
     flips: u32,
     retries: u32,
+    /// The depth it fell back to, if the backend refused the first one.
+    bpp: Option<u32>,
 }
 
 /// Runs `f` on the env's xenstore client; a failure is named by `step`.
@@ -273,6 +293,7 @@ fn run_device<E: Env, A: App>(
                     slot.next_frame = output.flipper.next_frame();
                     slot.flips = output.flips;
                     slot.retries = output.health.retries();
+                    slot.bpp = Some(output.bpp);
                 }
                 device.teardown();
                 end
@@ -282,6 +303,12 @@ fn run_device<E: Env, A: App>(
         let lost = match end {
             ShowEnd::Finished => None,
             ShowEnd::Shutdown(reason) => Some(Err(reason)),
+            ShowEnd::Lost(reason) if reason.permanent() => {
+                env.print(format_args!(
+                    "display device {id}: {reason}; this device is not driven"
+                ));
+                None
+            }
             ShowEnd::Lost(reason) => match reconnects.after_loss(flips_after > flips_before) {
                 (true, _) => {
                     env.print(format_args!("display device {id}: {reason}; reconnecting"));
@@ -585,6 +612,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 output.flipper = Flipper::new(done.next_frame);
                 output.flips = done.flips;
                 output.health = Health::new(output.health.name().into(), done.retries);
+                output.bpp = done.bpp.unwrap_or(output.bpp);
             }
             self.outputs.push(output);
         }
@@ -661,6 +689,8 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             back: 0,
             flipper: Flipper::new(0),
             flips: 0,
+            connection_flips: 0,
+            restart: None,
             round_trips_us: Vec::with_capacity(ROUND_TRIP_WINDOW),
             last_round_trip_us: 0,
             first_flip_ns: None,
@@ -798,16 +828,106 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             self.flip_first(index, frame);
         }
         self.await_answers(pending, SETUP_TIMEOUT_NS);
-        for output in &self.outputs {
-            if output.working() {
-                let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
-                self.env.print(format_args!(
-                    "display: {} {width}x{height} {bpp} bpp ready, buffers of {} KiB",
-                    output.health.name(),
-                    displif::stride(width, bpp) * height / 1024
-                ));
+        for index in 0..self.outputs.len() {
+            if self.outputs[index].working() {
+                self.print_ready(index);
             }
         }
+    }
+
+    /// Prints output `index`'s line once it is set up.
+    fn print_ready(&mut self, index: usize) {
+        let output = &self.outputs[index];
+        let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
+        self.env.print(format_args!(
+            "display: {} {width}x{height} {bpp} bpp ready, buffers of {} KiB",
+            output.health.name(),
+            displif::stride(width, bpp) * height / 1024
+        ));
+    }
+
+    /// Sets failed output `index` up again on its own ring (see
+    /// [`super::recovery`]): its flip in flight given up, its display
+    /// buffers the backend did not create released (all of them, at the
+    /// new depth, after a refused depth), the missing ones created and
+    /// attached again; [`Device::advance_restart`] does the rest.
+    fn retry(&mut self, index: usize) {
+        let deadline = self.env.now_ns() + RELEASE_TIMEOUT_NS;
+        let output = &mut self.outputs[index];
+        let reason = output.health.restart();
+        output.flipper.abandon(&mut output.connector);
+        if let Some(ConnectorError::DepthRefused { .. }) = reason {
+            output.bpp = 32;
+        } else {
+            let retries = output.health.retries();
+            self.env.log(
+                Level::Info,
+                format_args!(
+                    "display {}: retry {retries} of {}: setting it up again on its ring",
+                    output.health.name(),
+                    recovery::MAX_CONNECTOR_RETRIES
+                ),
+            );
+        }
+        let output = &mut self.outputs[index];
+        let (kept, uncreated): (Vec<_>, Vec<_>) = core::mem::take(&mut output.buffers)
+            .into_iter()
+            .partition(|buffer| buffer.created);
+        output.buffers = kept;
+        if output.buffers.is_empty() {
+            output.back = 0;
+        }
+        let mut leaked = 0;
+        for buffer in uncreated {
+            leaked += release_buffer(self.env, buffer, deadline);
+        }
+        if leaked > 0 {
+            self.env.log(
+                Level::Warn,
+                format_args!("display: {leaked} pages are still mapped by the backend"),
+            );
+        }
+        let output = &self.outputs[index];
+        let pending = if output.buffers.is_empty() {
+            match self.send_buffer(index) {
+                Ok(sent) => sent,
+                Err(error) => return fail(self.env, &mut self.outputs[index], error),
+            }
+        } else {
+            let attach: Vec<(usize, Request, Mark)> = (0..output.buffers.len())
+                .filter(|&slot| !output.buffers[slot].attached)
+                .map(|slot| (0, buffer_requests(output, slot).1, Mark::Attached(slot)))
+                .collect();
+            self.send_all(Some(index), &attach)
+        };
+        if self.outputs[index].working() {
+            self.outputs[index].restart = Some(Restart {
+                pending,
+                configured: false,
+            });
+        }
+    }
+
+    /// Takes in the answers to output `index`'s restart, then sends its
+    /// SET_CONFIG; returns whether the output is set up again.
+    fn advance_restart(&mut self, index: usize) -> bool {
+        let Some(mut restart) = self.outputs[index].restart.take() else {
+            return true;
+        };
+        self.take_answers(&mut restart.pending, SETUP_TIMEOUT_NS);
+        if restart.pending.is_empty() && !restart.configured {
+            restart.configured = true;
+            restart.pending.extend(self.send_set_config(index));
+        }
+        if !self.outputs[index].working() {
+            return false;
+        }
+        if restart.pending.is_empty() {
+            self.print_ready(index);
+            return true;
+        }
+        self.outputs[index].restart = Some(restart);
+        false
     }
 
     /// Flips output `index`'s first frame, drawn during setup, unless the
@@ -878,12 +998,24 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         sent
     }
 
-    /// A request of output `index` failed: the output fails (once); during
-    /// teardown (`None`) it is logged.
+    /// A request of output `index` failed: the output fails (once; a
+    /// DBUF_CREATE refused at a depth other than 32 bpp is a refused depth);
+    /// during teardown (`None`) it is logged.
     fn failed(&mut self, index: Option<usize>, operation: Operation, error: VdisplError) {
         match index {
             Some(index) if self.outputs[index].working() => {
-                fail(self.env, &mut self.outputs[index], error.into())
+                let output = &mut self.outputs[index];
+                let reason = match error {
+                    VdisplError::Status {
+                        operation: Operation::DbufCreate,
+                        status: status @ (EINVAL | EOPNOTSUPP),
+                    } if output.bpp != 32 => ConnectorError::DepthRefused {
+                        bpp: output.bpp,
+                        status,
+                    },
+                    error => error.into(),
+                };
+                fail(self.env, output, reason)
             }
             Some(_) => {}
             None => self.env.log(
@@ -908,47 +1040,56 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 }
                 return false;
             }
-            let now = self.env.now_ns();
-            let mut index = 0;
-            while index < pending.len() {
-                let request = pending[index];
-                let connector = &mut self.outputs[request.ring].connector;
-                let answer = match connector.pump() {
-                    Err(error) => Some(Err(error)),
-                    Ok(()) => connector.take_response(request.id),
-                };
-                let answer = answer.or_else(|| {
-                    (now >= request.sent_ns + timeout_ns).then(|| {
-                        connector.abandon(request.id);
-                        all = false;
-                        Err(VdisplError::Timeout {
-                            operation: request.operation,
-                            waited_ms: (now - request.sent_ns) / NS_PER_MS,
-                        })
-                    })
-                });
-                let Some(answer) = answer else {
-                    index += 1;
-                    continue;
-                };
-                pending.remove(index);
-                match (answer, request.output, request.mark) {
-                    (Ok(_), Some(output), Mark::Created(buffer)) => {
-                        self.outputs[output].buffers[buffer].created = true
-                    }
-                    (Ok(_), Some(output), Mark::Attached(buffer)) => {
-                        self.outputs[output].buffers[buffer].attached = true
-                    }
-                    (Ok(_), ..) => {}
-                    (Err(error), output, _) => self.failed(output, request.operation, error),
-                }
-            }
+            all &= self.take_answers(&mut pending, timeout_ns);
             if let Some(deadline) = pending
                 .iter()
                 .map(|request| request.sent_ns + timeout_ns)
                 .min()
             {
                 self.wait_on(false, deadline);
+            }
+        }
+        all
+    }
+
+    /// Takes the answers to `pending` that came, and gives up on those
+    /// older than `timeout_ns`, as [`Device::await_answers`] does, without
+    /// waiting; returns whether none was given up on.
+    fn take_answers(&mut self, pending: &mut Vec<Pending>, timeout_ns: u64) -> bool {
+        let mut all = true;
+        let now = self.env.now_ns();
+        let mut index = 0;
+        while index < pending.len() {
+            let request = pending[index];
+            let connector = &mut self.outputs[request.ring].connector;
+            let answer = match connector.pump() {
+                Err(error) => Some(Err(error)),
+                Ok(()) => connector.take_response(request.id),
+            };
+            let answer = answer.or_else(|| {
+                (now >= request.sent_ns + timeout_ns).then(|| {
+                    connector.abandon(request.id);
+                    all = false;
+                    Err(VdisplError::Timeout {
+                        operation: request.operation,
+                        waited_ms: (now - request.sent_ns) / NS_PER_MS,
+                    })
+                })
+            });
+            let Some(answer) = answer else {
+                index += 1;
+                continue;
+            };
+            pending.remove(index);
+            match (answer, request.output, request.mark) {
+                (Ok(_), Some(output), Mark::Created(buffer)) => {
+                    self.outputs[output].buffers[buffer].created = true
+                }
+                (Ok(_), Some(output), Mark::Attached(buffer)) => {
+                    self.outputs[output].buffers[buffer].attached = true
+                }
+                (Ok(_), ..) => {}
+                (Err(error), output, _) => self.failed(output, request.operation, error),
             }
         }
         all
@@ -961,11 +1102,6 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         let output = &self.outputs[index];
         let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
         let slot = output.buffers.len();
-        let pixel_format = if bpp == 16 {
-            displif::FOURCC_RGB565
-        } else {
-            displif::FOURCC_XRGB8888
-        };
         let size = displif::stride(width, bpp) * height;
         let backend = self.config.backend_id;
         let pages = displif::buffer_pages(size);
@@ -995,7 +1131,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         directory.with_pages(|pages| write_directory(pages, &directory_refs, &refs));
         let dbuf_cookie = (self.generation << 16) | ((index as u64 + 1) << 4) | (slot as u64 + 1);
         let fb_cookie = dbuf_cookie | 0x8;
-        let gref_directory = directory_refs.first().copied();
+        let complete = !directory_refs.is_empty();
         // Kept even when granting failed: teardown ends what was granted.
         self.outputs[index].buffers.push(Buffer {
             memory,
@@ -1008,24 +1144,10 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             attached: false,
         });
         result?;
-        let gref_directory = gref_directory.ok_or(ConnectorError::NoBuffers)?;
-        let create = Request::DbufCreate(DbufCreate {
-            dbuf_cookie,
-            width,
-            height,
-            bpp,
-            buffer_sz: size,
-            flags: 0,
-            gref_directory,
-            data_ofs: 0,
-        });
-        let attach = Request::FbAttach {
-            dbuf_cookie,
-            fb_cookie,
-            width,
-            height,
-            pixel_format,
-        };
+        if !complete {
+            return Err(ConnectorError::NoBuffers);
+        }
+        let (create, attach) = buffer_requests(&self.outputs[index], slot);
         let sent = self.send_all(
             Some(index),
             &[
@@ -1067,6 +1189,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             let now = self.env.now_ns();
             match recovery::decide(&mut self.outputs, busy, now) {
                 Verdict::Continue => {}
+                Verdict::Retry(index) => self.retry(index),
                 Verdict::Reconnect(reason) => break ShowEnd::Lost(reason),
                 Verdict::Finished => break ShowEnd::Finished,
             }
@@ -1096,21 +1219,37 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                     .iter()
                     .filter_map(|output| output.health.retry_at()),
             )
+            .chain(
+                self.outputs
+                    .iter()
+                    .filter_map(|output| output.restart.as_ref())
+                    .flat_map(|restart| &restart.pending)
+                    .map(|request| request.sent_ns + SETUP_TIMEOUT_NS + 1),
+            )
             .min()
             .unwrap_or(self.env.now_ns() + 1_000 * NS_PER_MS)
     }
 
     /// Advances one connector; returns whether it still has work.
     fn step(&mut self, index: usize) -> bool {
-        let output = &mut self.outputs[index];
-        if !output.working() {
+        if !self.outputs[index].working() {
             return false;
         }
+        if !self.advance_restart(index) {
+            return self.outputs[index].working();
+        }
         let now = self.env.now_ns();
-        match output
+        let output = &mut self.outputs[index];
+        let poll = output
             .flipper
-            .poll(&mut output.connector, output.health.name(), now)
-        {
+            .poll(&mut output.connector, output.health.name(), now);
+        for ignored in output.connector.take_ignored() {
+            self.env.log(
+                Level::Warn,
+                format_args!("display {}: {ignored}", output.health.name()),
+            );
+        }
+        match poll {
             FlipPoll::Failed(error) => {
                 fail(self.env, output, error.into());
                 return false;
@@ -1154,6 +1293,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             output.last_round_trip_us = round_trip_us;
         }
         output.flips += 1;
+        output.connection_flips += 1;
         output.health.flipped();
         output.first_flip_ns.get_or_insert(now);
         output.last_flip_ns = now;
@@ -1244,8 +1384,21 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
     fn wait_on(&mut self, working_only: bool, deadline_ns: u64) {
         let mut ports = [0u32; 2 * MAX_CONNECTORS];
         let mut count = 0;
-        for output in &self.outputs {
-            if (!working_only || output.working()) && count + 2 <= ports.len() {
+        // Rings a restart awaits answers on (connector 0's for buffers).
+        let mut awaited = [false; MAX_CONNECTORS];
+        for request in self
+            .outputs
+            .iter()
+            .filter_map(|output| output.restart.as_ref())
+            .flat_map(|restart| &restart.pending)
+        {
+            if let Some(ring) = awaited.get_mut(request.ring) {
+                *ring = true;
+            }
+        }
+        for (output, awaited) in self.outputs.iter().zip(awaited) {
+            let wanted = !working_only || output.working() || awaited;
+            if wanted && count + 2 <= ports.len() {
                 ports[count] = output.req_port;
                 ports[count + 1] = output.evt_port;
                 count += 2;
@@ -1394,18 +1547,7 @@ fn release_output<E: Env, T>(env: &mut E, output: Output<E, T>, deadline: u64) -
     env.close_channel(output.evt_port);
     let mut kept = 0;
     for buffer in output.buffers {
-        if end_all(env, &buffer.refs, deadline) {
-            drop(buffer.memory);
-        } else {
-            kept += buffer.memory.pages();
-            env.leak(buffer.memory);
-        }
-        if end_all(env, &buffer.directory_refs, deadline) {
-            drop(buffer.directory);
-        } else {
-            kept += buffer.directory.pages();
-            env.leak(buffer.directory);
-        }
+        kept += release_buffer(env, buffer, deadline);
     }
     if end_all(env, &[output.req_ref, output.evt_ref], deadline) {
         drop(output.connector);
@@ -1415,6 +1557,54 @@ fn release_output<E: Env, T>(env: &mut E, output: Output<E, T>, deadline: u64) -
         env.leak_rings(ring, events);
     }
     kept
+}
+
+/// Ends the grants of `buffer`, as [`release_output`] does; returns how
+/// many of its pages are kept.
+fn release_buffer<E: Env>(env: &mut E, buffer: Buffer<E::Pages>, deadline: u64) -> usize {
+    let mut kept = 0;
+    for (refs, memory) in [
+        (buffer.refs, buffer.memory),
+        (buffer.directory_refs, buffer.directory),
+    ] {
+        if end_all(env, &refs, deadline) {
+            drop(memory);
+        } else {
+            kept += memory.pages();
+            env.leak(memory);
+        }
+    }
+    kept
+}
+
+/// DBUF_CREATE and FB_ATTACH of output `output`'s buffer `slot`, at the
+/// output's size and depth.
+fn buffer_requests<E: Env, T>(output: &Output<E, T>, slot: usize) -> (Request, Request) {
+    let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
+    let buffer = &output.buffers[slot];
+    let pixel_format = if bpp == 16 {
+        displif::FOURCC_RGB565
+    } else {
+        displif::FOURCC_XRGB8888
+    };
+    let create = Request::DbufCreate(DbufCreate {
+        dbuf_cookie: buffer.dbuf_cookie,
+        width,
+        height,
+        bpp,
+        buffer_sz: displif::stride(width, bpp) * height,
+        flags: 0,
+        gref_directory: buffer.directory_refs.first().copied().unwrap_or(0),
+        data_ofs: 0,
+    });
+    let attach = Request::FbAttach {
+        dbuf_cookie: buffer.dbuf_cookie,
+        fb_cookie: buffer.fb_cookie,
+        width,
+        height,
+        pixel_format,
+    };
+    (create, attach)
 }
 
 /// Ends each grant, retrying busy ones until `deadline`; true if all ended.
@@ -1457,14 +1647,17 @@ impl fmt::Display for FailedSuffix<'_> {
     }
 }
 
+/// Prints output's summary line for this connection: the frames flipped
+/// on it, and the rate from its first flip to its last (the same span).
 fn summarize<E: Env, T>(env: &mut E, output: &Output<E, T>) {
     let mut sorted = output.round_trips_us.clone();
     sorted.sort_unstable();
+    let frames = output.connection_flips;
     let elapsed_ns = output
         .first_flip_ns
         .map_or(0, |first| output.last_flip_ns.saturating_sub(first));
-    let fps_milli = if elapsed_ns > 0 && output.flips > 1 {
-        u64::from(output.flips - 1) * 1_000_000_000_000 / elapsed_ns
+    let fps_milli = if elapsed_ns > 0 && frames > 1 {
+        u64::from(frames - 1) * 1_000_000_000_000 / elapsed_ns
     } else {
         0
     };
@@ -1473,7 +1666,7 @@ fn summarize<E: Env, T>(env: &mut E, output: &Output<E, T>) {
         output.config.index,
         output.config.width,
         output.config.height,
-        output.flips,
+        frames,
         fps_milli / 1000,
         fps_milli % 1000,
         percentile(&sorted, 50),

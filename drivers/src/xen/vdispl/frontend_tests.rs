@@ -1,13 +1,16 @@
 //! The real frontend ([`super::frontend::run`]) against backends that
 //! behave differently from the project's own, each within displif.h: one
 //! that refuses the configuration by closing, one that writes no
-//! `versions` node.
+//! `versions` node, a strict one that refuses a mode or a depth, one whose
+//! events come out of sequence; and devices whose connectors break
+//! displif.h's numbering.
 
+use super::backend::Strictness;
 use super::fake::BackendFaults;
 use super::fake_env::{shown, BACKEND};
 use super::fault::{Fault, FaultMode};
-use super::hostile_tests::run_with;
-use crate::xen::displif::Request;
+use super::hostile_tests::{run_at, run_with};
+use crate::xen::displif::{Event, Request};
 use crate::xen::xenbus::XenbusState;
 use crate::xen::xenstore::wire::MessageType;
 use log::Level;
@@ -145,4 +148,159 @@ fn teardown_ends_no_grant_before_the_backend_closed() {
         .map(|(at, _)| *at)
         .expect("the backend went Closing");
     assert!(closed_at >= closing_at + 4 * SECOND);
+}
+
+/// A strict backend (as the xen-troops DRM backend on virtio-gpu): 32 bpp
+/// buffers only, and SET_CONFIG only for `modes`.
+fn strict(env: &mut super::fake_env::FakeEnv, modes: &[(u32, u32)]) {
+    env.world().rules.strictness = Strictness::Strict {
+        host_modes: modes.to_vec(),
+    };
+}
+
+#[test]
+fn a_refused_set_config_stops_only_its_connector_after_its_retries() {
+    // The host has no 160x100 mode: connector 1's SET_CONFIG is refused.
+    let mut run = run_with(None, BackendFaults::default(), 4, |env| {
+        strict(env, &[(320, 200)]);
+    });
+    assert_eq!(run.connections(), 1, "{:?}", run.env.lines);
+    assert!(run.reconnections().is_empty());
+    let errors = run.errors();
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    assert!(errors.iter().all(|line| line.starts_with(
+        "display conn=1 (HDMI-A-1): SET_CONFIG failed with status -22; this connector stops"
+    )));
+    assert!(errors[0].ends_with("retry 1 of 5 in 2000 ms, again on its own ring"));
+    assert!(errors[5].ends_with("(5 retries without a flip)"));
+    // Each retry sent SET_CONFIG again on connector 1's own ring, nothing on
+    // connector 0's.
+    let served = &run.env.world().served[0];
+    let set_configs = served
+        .requests
+        .iter()
+        .filter(|(ring, request)| *ring == 1 && matches!(request, Request::SetConfig { .. }))
+        .count();
+    assert_eq!(set_configs, 6);
+    assert_eq!(shown(&run.app, 0), [0, 1, 2, 3]);
+    assert!(shown(&run.app, 1).is_empty());
+}
+
+#[test]
+fn a_refused_depth_falls_back_to_xrgb8888_said_once_across_connections() {
+    // Connector 1 asks for 16 bpp; the backend refuses it. A state-back
+    // fault then reconnects the device: the new connection uses 32 bpp at
+    // once.
+    let fault = Fault {
+        mode: FaultMode::StateBack,
+        connector: 0,
+        count: 1,
+        after: 4,
+    };
+    let mut run = run_at(Some(fault), BackendFaults::default(), 8, &[32, 16], |env| {
+        strict(env, &[(320, 200), (160, 100)]);
+    });
+    assert_eq!(run.connections(), 2, "{:?}", run.env.lines);
+    assert!(run.errors().is_empty(), "{:?}", run.errors());
+    let fallbacks: Vec<&str> = run
+        .warnings()
+        .into_iter()
+        .filter(|line| line.contains("bpp"))
+        .collect();
+    assert_eq!(
+        fallbacks,
+        [
+            "display conn=1 (HDMI-A-1): the backend refused 16 bpp buffers (DBUF_CREATE failed \
+          with status -22); falling back to XRGB8888 (32 bpp)"
+        ]
+    );
+    assert_eq!(
+        run.lines_with("display: conn=1 (HDMI-A-1) 160x100 32 bpp ready")
+            .len(),
+        2,
+        "{:?}",
+        run.env.lines
+    );
+    assert!(run.lines_with("16 bpp ready").is_empty());
+    // Every frame shown, every one drawn at the depth used.
+    assert_eq!(shown(&run.app, 1), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert!(run.app.depths[&1].iter().all(|&bpp| bpp == 32));
+    // The refused buffer's grants went back: both connections at baseline
+    // (checked by run_at), and the second asked for 32 bpp only.
+    let creates: Vec<u32> = run.env.world().served[1]
+        .requests
+        .iter()
+        .filter_map(|(_, request)| match request {
+            Request::DbufCreate(create) => Some(create.bpp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates, [32, 32, 32, 32]);
+}
+
+#[test]
+fn a_backend_that_takes_16_bpp_keeps_it() {
+    let run = run_at(None, BackendFaults::default(), 2, &[16], |_| {});
+    assert!(run.warnings().iter().all(|line| !line.contains("bpp")));
+    assert_eq!(run.lines_with("16 bpp ready").len(), 2);
+    assert!(run.app.depths[&0].iter().all(|&bpp| bpp == 16));
+}
+
+#[test]
+fn an_event_out_of_sequence_is_skipped_with_one_line() {
+    // Before any of the backend's own events, one with id 77 on connector 1:
+    // skipped, and the backend's first (id 0) after it too; the flip that
+    // one completed is released, and flipping goes on.
+    let slot = Event::PageFlip { fb_cookie: 0x1234 }.encode(77);
+    let mut run = run_with(None, BackendFaults::default(), 4, |env| {
+        env.world().rules.first_event = Some((1, slot));
+    });
+    assert_eq!(run.connections(), 1);
+    assert!(run.errors().is_empty(), "{:?}", run.errors());
+    let warnings = run.warnings();
+    assert_eq!(
+        warnings[0],
+        "display conn=1 (HDMI-A-1): skipped event id 77, out of sequence (expected 0); later \
+         ones are skipped without a line"
+    );
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[1].contains("frame done timed out, releasing"));
+    assert_eq!(shown(&run.app, 1), [0, 1, 2, 3]);
+}
+
+#[test]
+fn connectors_with_a_gap_or_beyond_the_limit_are_named_and_the_device_is_not_driven() {
+    let mut run = run_with(None, BackendFaults::default(), 2, |env| {
+        env.world().xenstored.remove("device/vdispl/0/1");
+        env.world()
+            .xenstored
+            .set("device/vdispl/0/2/resolution", b"320x200");
+    });
+    assert_eq!(
+        run.lines_with("display device 0: ").last().copied(),
+        Some(
+            "display device 0: device configuration: device/vdispl/0/1 is missing but \
+             device/vdispl/0/2 is listed: displif.h numbers connectors from 0 without gaps; \
+             this device is not driven"
+        ),
+        "{:?}",
+        run.env.lines
+    );
+    assert_eq!(run.connections(), 0);
+    assert!(run.reconnections().is_empty());
+    let mut run = run_with(None, BackendFaults::default(), 2, |env| {
+        for index in 2..6 {
+            env.world()
+                .xenstored
+                .set(&format!("device/vdispl/0/{index}/resolution"), b"320x200");
+        }
+    });
+    assert_eq!(
+        run.lines_with("this device is not driven"),
+        [
+            "display device 0: device configuration: device/vdispl/0/4: this frontend drives at \
+          most 4 connectors per device; this device is not driven"
+        ]
+    );
+    assert_eq!(run.connections(), 0);
 }

@@ -1,7 +1,10 @@
 //! The real frontend ([`frontend::run`]) against a backend that misbehaves
 //! on purpose: each of the Dom0 backend's `--fault` modes, played by the
 //! fake backend through the same fault injection ([`FaultState`]), hits
-//! one connector of a two-connector device while the other flips. The
+//! one connector of a two-connector device while the other flips. Only a
+//! broken ring (`rsp-prod`) or a backend that leaves (`state-back`)
+//! reconnects the device; the faulted connector is otherwise tried again
+//! on its own ring, and an unknown event (`garbage-event`) is ignored. The
 //! environment is [`FakeEnv`]: its clock moves only when the frontend
 //! waits, so no test depends on wall-clock time.
 //!
@@ -82,6 +85,18 @@ pub(super) fn run_with(
     frames: u64,
     setup: impl FnOnce(&mut FakeEnv),
 ) -> Run {
+    run_at(fault, faults, frames, &[], setup)
+}
+
+/// [`run_with`], the connectors' buffers at `depths` (see
+/// [`frontend::run`]).
+pub(super) fn run_at(
+    fault: Option<Fault>,
+    faults: BackendFaults,
+    frames: u64,
+    depths: &[u32],
+    setup: impl FnOnce(&mut FakeEnv),
+) -> Run {
     let mut env = FakeEnv::new(&CONNECTORS);
     env.world().faults = faults;
     env.world().fault = fault.map(FaultState::new);
@@ -90,7 +105,7 @@ pub(super) fn run_with(
         frames,
         ..FakeApp::default()
     };
-    let outcome = frontend::run(&mut env, &mut app, &[]);
+    let outcome = frontend::run(&mut env, &mut app, depths);
     env.finish();
     // Every connection gave back everything it held.
     for line in env.lines.iter().filter(|line| line.contains(" closed: ")) {
@@ -118,14 +133,23 @@ fn reason(mode: FaultMode, id: u16) -> String {
             id + 1,
         ),
         FaultMode::RspProd => String::from("ring: rsp_prod "),
-        FaultMode::GarbageEvent => String::from("event: unknown event type 0xee"),
         FaultMode::Silent => format!(
             "PG_FLIP not completed: the backend never answered id {id} within {} ms (the ring is \
              stuck)",
             HANG_NS / MS
         ),
-        FaultMode::StateBack => unreachable!("state-back stops the device, not a connector"),
+        FaultMode::GarbageEvent | FaultMode::StateBack => {
+            unreachable!("{} stops no connector", mode.name())
+        }
     }
+}
+
+/// The end of a connector's error line when it is retried on its own ring.
+fn retried_on_its_ring(retry: u32) -> String {
+    format!(
+        "; this connector stops; retry {retry} of {MAX_CONNECTOR_RETRIES} in 2000 ms, again on \
+         its own ring"
+    )
 }
 
 #[test]
@@ -158,7 +182,7 @@ fn without_a_fault_both_connectors_show_every_frame_on_one_connection() {
 }
 
 #[test]
-fn each_fault_on_either_connector_is_named_outlived_and_recovered_from() {
+fn each_fault_on_either_connector_is_named_and_outlived_and_only_a_broken_ring_reconnects() {
     for mode in FAULT_MODES {
         for faulted in [0, 1] {
             let context = format!("{} on connector {faulted}", mode.name());
@@ -169,15 +193,18 @@ fn each_fault_on_either_connector_is_named_outlived_and_recovered_from() {
                 after: 2,
             }));
             let other = 1 - faulted;
-            // One fault, then a second connection on which both connectors
-            // show the rest: each connector showed every frame once, in
-            // order.
-            assert_eq!(run.connections(), 2, "{context}: {:?}", run.env.lines);
+            let reconnects = matches!(mode, FaultMode::RspProd | FaultMode::StateBack);
+            // Each connector showed every frame once, in order.
+            assert_eq!(
+                run.connections(),
+                if reconnects { 2 } else { 1 },
+                "{context}: {:?}",
+                run.env.lines
+            );
             assert_eq!(shown(&run.app, 0), every(FRAMES), "{context}");
             assert_eq!(shown(&run.app, 1), every(FRAMES), "{context}");
             let served = &run.env.world().served;
             assert_eq!(served[0].hits.len(), 1, "{context}");
-            assert!(served[1].hits.is_empty(), "{context}");
             let (at, hit, _) = served[0].hits[0];
             assert_eq!((at, hit.mode), (faulted, mode), "{context}");
             let after_fault: Vec<Vec<Request>> = (0..2)
@@ -185,21 +212,48 @@ fn each_fault_on_either_connector_is_named_outlived_and_recovered_from() {
                 .collect();
             let other_flips = served[0].flips_after_fault(other);
             let left_over = served[0].left_over;
+            let name = NAMES[faulted];
 
-            if mode == FaultMode::StateBack {
-                // The device goes down: nothing more is sent to a backend
-                // that left, and no connector is blamed.
-                assert!(run.errors().is_empty(), "{context}: {:?}", run.errors());
-                assert_eq!(
-                    run.reconnections(),
-                    ["the backend went to InitWait"],
-                    "{context}"
-                );
-                assert!(after_fault.iter().all(Vec::is_empty), "{context}");
-                continue;
+            match mode {
+                FaultMode::StateBack => {
+                    // The device goes down: nothing more is sent to a
+                    // backend that left, and no connector is blamed.
+                    assert!(run.errors().is_empty(), "{context}: {:?}", run.errors());
+                    assert_eq!(
+                        run.reconnections(),
+                        ["the backend went to InitWait"],
+                        "{context}"
+                    );
+                    assert!(after_fault.iter().all(Vec::is_empty), "{context}");
+                    continue;
+                }
+                FaultMode::GarbageEvent => {
+                    // The unknown event is ignored with one line; the flip
+                    // whose EVT_PG_FLIP it replaced is released, and the
+                    // connector goes on.
+                    assert!(run.errors().is_empty(), "{context}: {:?}", run.errors());
+                    assert!(run.reconnections().is_empty(), "{context}");
+                    let warnings = run.warnings();
+                    let ignored: Vec<&&str> = warnings
+                        .iter()
+                        .filter(|line| line.contains("unknown type"))
+                        .collect();
+                    assert_eq!(
+                        ignored,
+                        [&format!(
+                            "display {name}: ignored event id 2 of unknown type 0xee; later ones \
+                             are ignored without a line"
+                        )
+                        .as_str()],
+                        "{context}"
+                    );
+                    assert_eq!(releases(&run).len(), 1, "{context}: {warnings:?}");
+                    assert!(other_flips >= 1, "{context}");
+                    continue;
+                }
+                _ => {}
             }
 
-            let name = NAMES[faulted];
             let why = reason(mode, hit.id);
             let errors = run.errors();
             assert_eq!(errors.len(), 1, "{context}: {errors:?}");
@@ -207,57 +261,102 @@ fn each_fault_on_either_connector_is_named_outlived_and_recovered_from() {
                 errors[0].starts_with(&format!("display {name}: {why}")),
                 "{context}: {errors:?}"
             );
-            assert!(
-                errors[0].ends_with(&format!(
-                    "; this connector stops; retry 1 of {MAX_CONNECTOR_RETRIES} in 2000 ms"
-                )),
-                "{context}: {errors:?}"
-            );
-            let reconnections = run.reconnections();
-            assert_eq!(reconnections.len(), 1, "{context}");
-            assert!(
-                reconnections[0].starts_with(&format!("{name} failed ({why}")),
-                "{context}: {reconnections:?}"
-            );
-            assert!(
-                reconnections[0].ends_with(&format!(
-                    "); reconnecting the device to recover it (retry 1 of \
-                     {MAX_CONNECTOR_RETRIES})"
-                )),
-                "{context}: {reconnections:?}"
-            );
             // Meanwhile the other connector kept flipping.
             assert!(other_flips >= 1, "{context}");
-            // The failed connector's ring got nothing more; the other got
-            // DISABLE at teardown.
+            if mode == FaultMode::RspProd {
+                assert!(
+                    errors[0].ends_with(&format!(
+                        "; this connector stops; retry 1 of {MAX_CONNECTOR_RETRIES} in 2000 ms, \
+                         reconnecting the device"
+                    )),
+                    "{context}: {errors:?}"
+                );
+                let reconnections = run.reconnections();
+                assert_eq!(reconnections.len(), 1, "{context}");
+                assert!(
+                    reconnections[0].starts_with(&format!("{name} failed ({why}")),
+                    "{context}: {reconnections:?}"
+                );
+                assert!(
+                    reconnections[0].ends_with(&format!(
+                        "); reconnecting the device to recover it (retry 1 of \
+                         {MAX_CONNECTOR_RETRIES})"
+                    )),
+                    "{context}: {reconnections:?}"
+                );
+                // The broken ring got nothing more; the other got DISABLE at
+                // teardown.
+                assert!(
+                    after_fault[faulted].is_empty(),
+                    "{context}: {:?}",
+                    after_fault[faulted]
+                );
+                let teardown: Vec<&Request> = after_fault[other]
+                    .iter()
+                    .filter(|request| !matches!(request, Request::PageFlip { .. }))
+                    .collect();
+                if faulted == 1 {
+                    // Connector 0's ring undoes every buffer of both
+                    // connectors.
+                    assert_eq!(teardown.len(), 1 + 4 + 4, "{context}: {teardown:?}");
+                    assert_eq!(teardown[0], &Request::DISABLE, "{context}");
+                    assert_eq!(left_over, (0, 0), "{context}");
+                } else {
+                    // Connector 0's ring carries DBUF_* and FB_*: with it
+                    // broken, the buffers are left to the backend, which
+                    // drops them when the connection closes.
+                    assert_eq!(teardown, [&Request::DISABLE], "{context}");
+                    assert_eq!(left_over, (4, 4), "{context}");
+                }
+                continue;
+            }
+            // Not a broken ring: no reconnection; the connector is set up
+            // again on its own ring (its buffers are still there: SET_CONFIG
+            // first), then flips on.
             assert!(
-                after_fault[faulted].is_empty(),
+                errors[0].ends_with(&retried_on_its_ring(1)),
+                "{context}: {errors:?}"
+            );
+            assert!(run.reconnections().is_empty(), "{context}");
+            assert_eq!(
+                run.env
+                    .logged(Level::Info)
+                    .iter()
+                    .filter(|line| line.starts_with(&format!(
+                        "display {name}: retry 1 of {MAX_CONNECTOR_RETRIES}: setting it up again"
+                    )))
+                    .count(),
+                1,
+                "{context}"
+            );
+            let first = after_fault[faulted].first();
+            assert!(
+                matches!(first, Some(Request::SetConfig { .. })),
                 "{context}: {:?}",
                 after_fault[faulted]
             );
-            let teardown: Vec<&Request> = after_fault[other]
-                .iter()
-                .filter(|request| !matches!(request, Request::PageFlip { .. }))
-                .collect();
-            if faulted == 1 {
-                // Connector 0's ring undoes every buffer of both connectors.
-                assert_eq!(teardown.len(), 1 + 4 + 4, "{context}: {teardown:?}");
-                assert_eq!(teardown[0], &Request::DISABLE, "{context}");
-                assert_eq!(left_over, (0, 0), "{context}");
-            } else {
-                // Connector 0's ring carries DBUF_* and FB_*: with it failed,
-                // the buffers are left to the backend, which drops them when
-                // the connection closes.
-                assert_eq!(teardown, [&Request::DISABLE], "{context}");
-                assert_eq!(left_over, (4, 4), "{context}");
-            }
+            assert_eq!(
+                run.lines_with(&format!("display: {name} ")).len(),
+                2,
+                "{context}"
+            );
+            // Both summaries cover the one connection.
+            assert_eq!(
+                run.lines_with(&format!("frames={FRAMES} ")).len(),
+                2,
+                "{context}: {:?}",
+                run.env.lines
+            );
+            // The whole connection is undone on connector 0's ring.
+            assert_eq!(left_over, (0, 0), "{context}");
         }
     }
 }
 
 #[test]
 fn a_fault_that_keeps_coming_stops_its_connector_after_5_retries_without_a_flip() {
-    // Every flip of connector 1 fails, on every connection.
+    // Every flip of connector 1 fails; the others go on; the device is
+    // never reconnected.
     let mut run = run(Some(Fault {
         mode: FaultMode::Status,
         connector: 1,
@@ -265,13 +364,14 @@ fn a_fault_that_keeps_coming_stops_its_connector_after_5_retries_without_a_flip(
         after: 0,
     }));
     let retries = MAX_CONNECTOR_RETRIES as usize;
-    assert_eq!(run.connections(), retries + 1);
-    let mut expected: Vec<String> = (1..=retries)
+    assert_eq!(run.connections(), 1);
+    assert!(run.reconnections().is_empty());
+    let mut expected: Vec<String> = (1..=MAX_CONNECTOR_RETRIES)
         .map(|retry| {
             format!(
-                "display {}: PG_FLIP failed with status -5; this connector stops; retry {retry} \
-                 of {retries} in 2000 ms",
-                NAMES[1]
+                "display {}: PG_FLIP failed with status -5{}",
+                NAMES[1],
+                retried_on_its_ring(retry)
             )
         })
         .collect();
@@ -281,13 +381,17 @@ fn a_fault_that_keeps_coming_stops_its_connector_after_5_retries_without_a_flip(
         NAMES[1]
     ));
     assert_eq!(run.errors(), expected);
-    // The last connection gives up on connector 1 and finishes connector 0.
     assert_eq!(shown(&run.app, 0), every(FRAMES));
     assert_eq!(shown(&run.app, 1), Vec::<u64>::new());
-    assert_eq!(
-        run.lines_with("display: summary conn=1 160x100 frames=0")
-            .len(),
-        retries + 1
+    let summary = run.lines_with("display: summary conn=1 ");
+    assert_eq!(summary.len(), 1);
+    assert!(
+        summary[0].starts_with("display: summary conn=1 160x100 frames=0 fps=0.000 "),
+        "{summary:?}"
+    );
+    assert!(
+        summary[0].ends_with(" failed: PG_FLIP failed with status -5"),
+        "{summary:?}"
     );
 }
 
@@ -390,19 +494,29 @@ fn a_slow_response_then_a_late_event_is_released_from_the_response_on() {
 #[test]
 fn a_response_later_than_the_hang_deadline_stops_the_connector_as_stuck() {
     // 40 s per response on connector 1: its ring counts as stuck after
-    // 30 s; the others go on, and a new connection (where the backend is
-    // just as slow) is tried as for any failure, a bounded number of times.
+    // 30 s; the others go on, and the connector is tried again on its own
+    // ring (where the backend is just as slow), a bounded number of times,
+    // without reconnecting the device.
     let frames = 2;
     let mut run = slow_on_connector_1(40_000 * MS, 0, frames);
+    let errors = run.errors();
+    assert_eq!(
+        errors.len(),
+        MAX_CONNECTOR_RETRIES as usize + 1,
+        "{errors:?}"
+    );
     assert!(
-        run.errors()[0].starts_with(&format!(
+        errors[0].starts_with(&format!(
             "display {}: PG_FLIP not completed: the backend never answered id ",
             NAMES[1]
         )),
-        "{:?}",
-        run.errors()
+        "{errors:?}"
     );
-    assert_eq!(run.connections(), MAX_CONNECTOR_RETRIES as usize + 1);
+    assert!(
+        errors[5].ends_with("(5 retries without a flip)"),
+        "{errors:?}"
+    );
+    assert_eq!(run.connections(), 1);
     assert_eq!(shown(&run.app, 0), every(frames));
     assert_eq!(shown(&run.app, 1), Vec::<u64>::new());
 }

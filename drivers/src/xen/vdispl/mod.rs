@@ -29,14 +29,18 @@ mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
-use super::displif::{DecodeError, Operation};
+use super::displif::Operation;
 use super::ring::RingError;
 use super::xenbus::XenbusError;
 use super::xenstore::client::Error as StoreError;
 use alloc::string::String;
 use core::fmt;
 
-/// At most this many connectors per device are driven.
+/// At most this many connectors per device are driven. displif.h sets no
+/// limit; a device that lists more (or lists them with a gap) is not
+/// driven at all, with an error naming the first node beyond the limit (see
+/// [`config::read_device`]): the toolstack's configuration needs a fix,
+/// and driving part of it would hide that.
 pub const MAX_CONNECTORS: usize = 4;
 
 /// What went wrong with a display device or connector.
@@ -60,6 +64,18 @@ pub enum VdisplError {
     },
     /// The device lists no connector.
     NoConnectors(String),
+    /// The device lists more connectors than [`MAX_CONNECTORS`].
+    TooManyConnectors {
+        /// The first connector's node beyond the limit.
+        node: String,
+    },
+    /// The device's connectors are not numbered contiguously from 0.
+    ConnectorGap {
+        /// The missing connector's node.
+        missing: String,
+        /// A connector's node listed after it.
+        listed: String,
+    },
     /// The backend supports no version this frontend speaks.
     NoCommonVersion(String),
     /// The ring or event page is inconsistent.
@@ -78,8 +94,6 @@ pub enum VdisplError {
         /// How long it waited.
         waited_ms: u64,
     },
-    /// The backend sent an event this frontend does not know.
-    BadEvent(DecodeError),
     /// A response that answers no request in flight.
     UnexpectedResponse {
         /// Its id.
@@ -96,6 +110,15 @@ impl fmt::Display for VdisplError {
             VdisplError::Xenbus(error) => write!(f, "{error}"),
             VdisplError::BadNode { node, value } => write!(f, "{node} holds {value:?}"),
             VdisplError::NoConnectors(device) => write!(f, "{device} lists no connector"),
+            VdisplError::TooManyConnectors { node } => write!(
+                f,
+                "{node}: this frontend drives at most {MAX_CONNECTORS} connectors per device"
+            ),
+            VdisplError::ConnectorGap { missing, listed } => write!(
+                f,
+                "{missing} is missing but {listed} is listed: displif.h numbers connectors from 0 \
+                 without gaps"
+            ),
             VdisplError::NoCommonVersion(versions) => {
                 write!(f, "the backend offers versions {versions:?}, none of 1..=2")
             }
@@ -107,7 +130,6 @@ impl fmt::Display for VdisplError {
                 operation,
                 waited_ms,
             } => write!(f, "{operation} got no response in {waited_ms} ms"),
-            VdisplError::BadEvent(error) => write!(f, "event: {error}"),
             VdisplError::UnexpectedResponse { id } => {
                 write!(f, "response id {id} answers no request in flight")
             }

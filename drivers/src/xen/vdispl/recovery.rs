@@ -1,9 +1,27 @@
-//! What the frontend does when a connector fails: the connector stops (the
-//! others go on), and when the failure is one a new connection may cure (an
-//! error status, a broken ring, a response with a wrong id, a ring stuck for
-//! 30 s) the device is reconnected once [`RETRY_DELAY_NS`] passed, at most
-//! [`MAX_CONNECTOR_RETRIES`] times in a row without a flip of that
-//! connector. A slow backend is no failure: a late EVT_PG_FLIP releases its
+//! What the frontend does when a connector fails. The connector stops; the
+//! others go on untouched, on the same connection (Linux's xen-drm-front
+//! marks only that connector disconnected). What comes next depends on the
+//! failure:
+//! - Its ring is broken ([`ConnectorError::breaks_ring`]: a producer index
+//!   past the ring or the event page): only a new connection resets it, so
+//!   the device is reconnected once [`RETRY_DELAY_NS`] passed.
+//! - Anything else (an error status, a refused SET_CONFIG, a response with
+//!   a wrong id, a request unanswered until the ring counts as stuck): the
+//!   ring still works, so the connector tries again on its own ring once
+//!   [`RETRY_DELAY_NS`] passed: the display buffers the backend lacks
+//!   created and attached again, SET_CONFIG again, then the next frame. The
+//!   device is never reconnected for it.
+//! - Memory ran short: no retry cures that; it stays stopped.
+//! - The backend refused the depth of its buffers
+//!   ([`ConnectorError::DepthRefused`]): it falls back to XRGB8888 at once,
+//!   said once, and this is no retry.
+//!
+//! Either way at most [`MAX_CONNECTOR_RETRIES`] retries are made for a
+//! connector in a row without a flip of it; then it stays stopped, which
+//! its last error line says. The device itself is reconnected only when the
+//! backend's state says the connection is gone, or for a broken ring; after
+//! [`MAX_FRUITLESS_RECONNECTS`] reconnections in a row without a frame it is
+//! given up. A slow backend is no failure: a late EVT_PG_FLIP releases its
 //! flip and a late response is waited for (see [`super::flip`]). Also the
 //! requests that undo a connection, which leave out rings that cannot be
 //! trusted.
@@ -16,11 +34,11 @@ use alloc::vec::Vec;
 
 const NS_PER_MS: u64 = 1_000_000;
 
-/// How long a connector that failed for a reason a new connection may cure
-/// stays stopped before the device is reconnected to bring it back.
+/// How long a failed connector stays stopped before it is tried again (on
+/// its own ring, or by reconnecting the device if its ring is broken).
 pub const RETRY_DELAY_NS: u64 = 2_000 * NS_PER_MS;
-/// Reconnections for one connector's sake in a row without a flip of it in
-/// between; after that it stays stopped.
+/// Retries for one connector in a row without a flip of it in between;
+/// after that it stays stopped.
 pub const MAX_CONNECTOR_RETRIES: u32 = 5;
 /// Reconnections of a device in a row without a single flip in between
 /// before the device is given up.
@@ -51,16 +69,16 @@ pub fn connector_name(index: u32, unique_id: &str) -> String {
     format!("conn={index} ({unique_id})")
 }
 
-/// Whether a connector works, why not, and its reconnections.
+/// Whether a connector works, why not, and its retries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
     name: String,
     failed: Option<ConnectorError>,
-    /// The failure is the frontend's own (out of memory): reconnecting to
-    /// the backend cannot cure it.
+    /// The failure is the frontend's own (out of memory): no retry cures
+    /// it.
     for_good: bool,
     failed_ns: u64,
-    /// Reconnections made for its sake since it last flipped.
+    /// Retries made for it since it last flipped.
     retries: u32,
 }
 
@@ -72,7 +90,7 @@ impl AsMut<Health> for Health {
 
 impl Health {
     /// A working connector named `name` (see [`connector_name`]) that
-    /// `retries` reconnections were made for since it last flipped.
+    /// `retries` retries were made for since it last flipped.
     pub fn new(name: String, retries: u32) -> Self {
         Health {
             name,
@@ -93,12 +111,12 @@ impl Health {
         self.failed.as_ref()
     }
 
-    /// Whether it stopped for a reason no reconnection cures.
+    /// Whether it stopped for a reason no retry cures.
     pub fn failed_for_good(&self) -> bool {
         self.for_good
     }
 
-    /// Reconnections made for its sake since it last flipped.
+    /// Retries made for it since it last flipped.
     pub fn retries(&self) -> u32 {
         self.retries
     }
@@ -108,31 +126,51 @@ impl Health {
         self.retries = 0;
     }
 
-    /// Stops the connector at `now_ns` for `reason`; returns the error line
-    /// to log, which names the connector, the reason and what comes next.
-    pub fn fail(&mut self, reason: ConnectorError, now_ns: u64) -> String {
+    /// Stops the connector at `now_ns` for `reason`; returns the line to
+    /// log, which names the connector, the reason and what comes next, and
+    /// whether it is an error (a depth fallback is a warning).
+    pub fn fail(&mut self, reason: ConnectorError, now_ns: u64) -> (String, bool) {
         self.for_good |= reason.for_good();
-        let next = if self.for_good {
+        let next = if let ConnectorError::DepthRefused { .. } = reason {
+            String::from("falling back to XRGB8888 (32 bpp)")
+        } else if self.for_good {
             String::from("this connector stops")
-        } else if self.retries < MAX_CONNECTOR_RETRIES {
+        } else if self.retries >= MAX_CONNECTOR_RETRIES {
+            format!("this connector stops ({MAX_CONNECTOR_RETRIES} retries without a flip)")
+        } else {
+            let how = match reason.breaks_ring() {
+                true => "reconnecting the device",
+                false => "again on its own ring",
+            };
             format!(
-                "this connector stops; retry {} of {MAX_CONNECTOR_RETRIES} in {} ms",
+                "this connector stops; retry {} of {MAX_CONNECTOR_RETRIES} in {} ms, {how}",
                 self.retries + 1,
                 RETRY_DELAY_NS / NS_PER_MS
             )
-        } else {
-            format!("this connector stops ({MAX_CONNECTOR_RETRIES} retries without a flip)")
         };
+        let error = !matches!(reason, ConnectorError::DepthRefused { .. });
         let line = format!("display {}: {reason}; {next}", self.name);
         self.failed = Some(reason);
         self.failed_ns = now_ns;
-        line
+        (line, error)
     }
 
-    /// When a reconnection for this connector's sake is due, if one is.
+    /// When a retry for this connector is due, if one is: at once for a
+    /// depth fallback.
     pub fn retry_at(&self) -> Option<u64> {
-        (self.failed.is_some() && !self.for_good && self.retries < MAX_CONNECTOR_RETRIES)
-            .then_some(self.failed_ns + RETRY_DELAY_NS)
+        match &self.failed {
+            Some(ConnectorError::DepthRefused { .. }) => Some(self.failed_ns),
+            Some(_) if !self.for_good && self.retries < MAX_CONNECTOR_RETRIES => {
+                Some(self.failed_ns + RETRY_DELAY_NS)
+            }
+            _ => None,
+        }
+    }
+
+    /// The connector works again (it is being set up again); returns why
+    /// it had stopped.
+    pub fn restart(&mut self) -> Option<ConnectorError> {
+        self.failed.take()
     }
 }
 
@@ -141,46 +179,46 @@ impl Health {
 pub enum Verdict {
     /// Go on: wait for the rings or the next deadline.
     Continue,
+    /// Set connector `index` up again on its own ring.
+    Retry(usize),
     /// Tear the connection down and connect again, for this reason.
     Reconnect(DeviceError),
-    /// Done: every connector showed every frame or stopped for good.
+    /// Done: every connector showed every frame or stopped.
     Finished,
 }
 
 /// Decides, at `now_ns`, after a round over a device's connectors in which
-/// some still had work (`busy`): reconnect for the first connector whose
-/// retry is due (counting the retry), wait while a retry is pending or work
-/// remains, reconnect if every connector failed and one of them could be
-/// cured, else finish.
+/// some still had work (`busy`): the first connector whose retry is due is
+/// retried (counted, unless it is a depth fallback): on its own ring, or by
+/// reconnecting the device if its ring is broken; otherwise wait while a
+/// retry is pending or work remains, else finish.
 pub fn decide<H: AsMut<Health>>(connectors: &mut [H], busy: bool, now_ns: u64) -> Verdict {
     let due = connectors
         .iter_mut()
         .map(AsMut::as_mut)
-        .find(|health| health.retry_at().is_some_and(|at| now_ns >= at));
-    if let Some(health) = due {
-        health.retries += 1;
-        if let Some(error) = health.failed.clone() {
-            return Verdict::Reconnect(DeviceError::BrokenRing {
-                name: health.name.clone(),
-                error,
-                retry: health.retries,
-            });
+        .enumerate()
+        .find(|(_, health)| health.retry_at().is_some_and(|at| now_ns >= at));
+    if let Some((index, health)) = due {
+        match &health.failed {
+            Some(ConnectorError::DepthRefused { .. }) => return Verdict::Retry(index),
+            Some(error) if error.breaks_ring() => {
+                let error = error.clone();
+                health.retries += 1;
+                return Verdict::Reconnect(DeviceError::BrokenRing {
+                    name: health.name.clone(),
+                    error,
+                    retry: health.retries,
+                });
+            }
+            _ => {
+                health.retries += 1;
+                return Verdict::Retry(index);
+            }
         }
     }
     let mut healths = connectors.iter_mut().map(AsMut::as_mut);
     if busy || healths.any(|health| health.retry_at().is_some()) {
-        return Verdict::Continue;
-    }
-    let curable = connectors
-        .iter_mut()
-        .any(|health| !health.as_mut().for_good);
-    let count = connectors.len();
-    let failed: Vec<ConnectorError> = connectors
-        .iter_mut()
-        .filter_map(|health| health.as_mut().failed.clone())
-        .collect();
-    if !failed.is_empty() && failed.len() == count && curable {
-        Verdict::Reconnect(DeviceError::EveryConnectorFailed(failed))
+        Verdict::Continue
     } else {
         Verdict::Finished
     }
@@ -252,7 +290,6 @@ mod tests {
     use crate::xen::displif::Operation;
     use crate::xen::vdispl::failure::Allocation;
     use crate::xen::vdispl::VdisplError;
-    use alloc::vec;
 
     const SECOND: u64 = 1_000_000_000;
 
@@ -274,33 +311,72 @@ mod tests {
         Health::new(connector_name(index, "DP-1"), 0)
     }
 
+    fn broken() -> ConnectorError {
+        ConnectorError::Request(VdisplError::Ring(
+            crate::xen::ring::RingError::ProducerPastRing {
+                index: "rsp_prod",
+                consumer: 0,
+                producer: 1000,
+            },
+        ))
+    }
+
     #[test]
     fn a_failure_names_the_connector_and_what_comes_next() {
         let mut curable = health(0);
         assert_eq!(
             curable.fail(status(), SECOND),
-            "display conn=0 (DP-1): PG_FLIP failed with status -5; this connector stops; \
-             retry 1 of 5 in 2000 ms"
+            (
+                String::from(
+                    "display conn=0 (DP-1): PG_FLIP failed with status -5; this connector stops; \
+                     retry 1 of 5 in 2000 ms, again on its own ring"
+                ),
+                true
+            )
         );
         assert_eq!(curable.failed(), Some(&status()));
         assert_eq!(curable.retry_at(), Some(3 * SECOND));
+        let mut broken_ring = health(1);
+        assert!(broken_ring
+            .fail(broken(), 0)
+            .0
+            .ends_with("retry 1 of 5 in 2000 ms, reconnecting the device"));
         let mut exhausted = Health::new(connector_name(1, "HDMI-A-1"), MAX_CONNECTOR_RETRIES);
         assert_eq!(
-            exhausted.fail(ConnectorError::Request(VdisplError::RingFull), 0),
+            exhausted
+                .fail(ConnectorError::Request(VdisplError::RingFull), 0)
+                .0,
             "display conn=1 (HDMI-A-1): the request ring is full; this connector stops (5 retries \
              without a flip)"
         );
         assert_eq!(exhausted.retry_at(), None);
         let mut for_good = health(0);
         assert_eq!(
-            for_good.fail(no_memory(), 0),
+            for_good.fail(no_memory(), 0).0,
             "display conn=0 (DP-1): no memory for a 64x48 buffer; this connector stops"
         );
         assert_eq!(for_good.retry_at(), None);
+        // A refused depth is a warning, and its fallback is due at once.
+        let mut depth = health(0);
+        let refused = ConnectorError::DepthRefused {
+            bpp: 16,
+            status: -22,
+        };
+        assert_eq!(
+            depth.fail(refused, SECOND),
+            (
+                String::from(
+                    "display conn=0 (DP-1): the backend refused 16 bpp buffers (DBUF_CREATE \
+                     failed with status -22); falling back to XRGB8888 (32 bpp)"
+                ),
+                false
+            )
+        );
+        assert_eq!(depth.retry_at(), Some(SECOND));
     }
 
     #[test]
-    fn the_first_due_retry_reconnects_and_counts() {
+    fn a_due_retry_is_on_the_connectors_own_ring_unless_its_ring_broke() {
         let mut connectors = [health(0), health(1)];
         connectors[1].fail(status(), SECOND);
         // Before the delay is over the loop waits, busy or not.
@@ -308,42 +384,46 @@ mod tests {
             decide(&mut connectors, false, 2 * SECOND),
             Verdict::Continue
         );
+        assert_eq!(decide(&mut connectors, true, 3 * SECOND), Verdict::Retry(1));
+        assert_eq!(connectors[1].retries(), 1);
+        assert_eq!(connectors[1].restart(), Some(status()));
+        connectors[1].flipped();
+        assert_eq!(connectors[1].retries(), 0);
+        // A broken ring reconnects the device.
+        connectors[0].fail(broken(), SECOND);
         assert_eq!(
             decide(&mut connectors, true, 3 * SECOND),
             Verdict::Reconnect(DeviceError::BrokenRing {
-                name: String::from("conn=1 (DP-1)"),
-                error: status(),
+                name: String::from("conn=0 (DP-1)"),
+                error: broken(),
                 retry: 1
             })
         );
-        assert_eq!(connectors[1].retries(), 1);
-        connectors[1].flipped();
-        assert_eq!(connectors[1].retries(), 0);
+        // A depth fallback is no retry.
+        let mut connectors = [health(0)];
+        let refused = ConnectorError::DepthRefused {
+            bpp: 16,
+            status: -22,
+        };
+        connectors[0].fail(refused, SECOND);
+        assert_eq!(decide(&mut connectors, true, SECOND), Verdict::Retry(0));
+        assert_eq!(connectors[0].retries(), 0);
     }
 
     #[test]
-    fn the_device_finishes_unless_every_connector_failed_curably() {
+    fn the_device_finishes_once_no_connector_has_work_or_a_retry_left() {
         // One connector stopped for good, the other done: finished.
         let mut connectors = [health(0), health(1)];
         connectors[0].fail(no_memory(), 0);
         assert_eq!(decide(&mut connectors, false, SECOND), Verdict::Finished);
-        // Both stopped, retries used up, one curable: a new connection may
-        // cure it.
+        // Both stopped, retries used up or for good: no reconnection, as no
+        // connector's ring is broken.
         let mut connectors = [
             Health::new(connector_name(0, "DP-1"), MAX_CONNECTOR_RETRIES),
             health(1),
         ];
         connectors[0].fail(status(), 0);
         connectors[1].fail(no_memory(), 0);
-        assert_eq!(
-            decide(&mut connectors, false, SECOND),
-            Verdict::Reconnect(DeviceError::EveryConnectorFailed(vec![
-                status(),
-                no_memory()
-            ]))
-        );
-        // Both stopped for good: nothing to cure.
-        connectors[0].fail(no_memory(), 0);
         assert_eq!(decide(&mut connectors, false, SECOND), Verdict::Finished);
     }
 

@@ -3,7 +3,7 @@
 
 use super::backend::{BackendModel, DirectoryReader, Effect, EINVAL, ENOENT, EOPNOTSUPP};
 use super::config::{self, ConnectorTransport};
-use super::connector::{call, write_directory, Connector, MAX_QUEUED_EVENTS};
+use super::connector::{call, write_directory, Connector, IgnoredEvent, MAX_QUEUED_EVENTS};
 use super::fake::{FakeDisplayBackend, FakeWait};
 use super::VdisplError;
 use crate::xen::displif::{
@@ -425,10 +425,50 @@ fn garbage_from_the_backend_is_an_error_not_a_crash() {
     let pages = pages();
     let mut front = Connector::new(&*pages.ring, &*pages.events);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, Granted::default());
+    // An event of an unknown type, then one out of sequence, then the next
+    // after it, then another of an unknown type: the one of a known type in
+    // sequence is taken; the first of each other kind is reported.
     let mut garbage = Event::PageFlip { fb_cookie: 1 }.encode(0);
     garbage[2] = 7;
-    pages.events.push_event(&garbage).unwrap();
-    assert!(matches!(front.pump(), Err(VdisplError::BadEvent(_))));
+    let mut later_garbage = garbage;
+    later_garbage[0] = 11;
+    for slot in [
+        garbage,
+        Event::PageFlip { fb_cookie: 2 }.encode(9),
+        Event::PageFlip { fb_cookie: 3 }.encode(10),
+        later_garbage,
+    ] {
+        pages.events.push_event(&slot).unwrap();
+    }
+    front.pump().unwrap();
+    assert_eq!(
+        front.take_event(),
+        Some((10, Event::PageFlip { fb_cookie: 3 }))
+    );
+    assert_eq!(front.take_event(), None);
+    assert_eq!(
+        front.take_ignored(),
+        [
+            IgnoredEvent::UnknownType { id: 0, code: 7 },
+            IgnoredEvent::OutOfSequence { id: 9, expected: 1 }
+        ]
+    );
+    assert_eq!(
+        IgnoredEvent::UnknownType { id: 0, code: 7 }.to_string(),
+        "ignored event id 0 of unknown type 0x07; later ones are ignored without a line"
+    );
+    assert_eq!(front.ignored_events(), (2, 1));
+    assert!(front.take_ignored().is_empty());
+    // A garbled event page: its producer far past the slots.
+    let raw = &*pages.events as *const EventPage as *mut u8;
+    // SAFETY: in_prod is at offset 4 of the test's own event page.
+    unsafe { raw.add(4).cast::<u32>().write_volatile(500) };
+    assert!(matches!(
+        front.pump(),
+        Err(VdisplError::Ring(RingError::ProducerPastRing { .. }))
+    ));
+    // SAFETY: as above; back to what was consumed.
+    unsafe { raw.add(4).cast::<u32>().write_volatile(4) };
     // A response producer far past the requests in flight.
     backend.faults.silent = true;
     front.send(&Request::PageFlip { fb_cookie: 1 }, 0).unwrap();
