@@ -97,6 +97,16 @@ pub const DISPLAY: &[Pattern] = &[
     Pattern::start("vdispl-backend: stopped: "),
 ];
 
+/// `display-strict.sh`: the display scenario against `vdispl-backend --strict`; connector 1's
+/// RGB565 buffers are refused and the guest falls back to XRGB8888 there, said once.
+pub const DISPLAY_STRICT: &[Pattern] = &[
+    Pattern::anywhere(
+        "display conn=1 (HDMI-A-1): the backend refused 16 bpp buffers (DBUF_CREATE failed with \
+         status -22); falling back to XRGB8888 (32 bpp)",
+    ),
+    Pattern::start("display: conn=1 (HDMI-A-1) 800x600 32 bpp ready"),
+];
+
 /// `display-teardown.sh`: a guest ended by `xl shutdown` and one ended by `xl destroy`, both
 /// while flipping; the first returns every grant and powers off, and the backend releases each
 /// guest's device. How long each took is a figure in the log, not a check.
@@ -407,6 +417,18 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Dom0 { script: "display" },
         bootargs: Some(DISPLAY_TEST_BOOTARGS),
         expect: &[GUEST_REPORT, GICV3, DISPLAY],
+        timeout: Duration::from_secs(300),
+        check_frames: true,
+        default: true,
+    },
+    Scenario {
+        name: "display-strict-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "display-strict",
+        },
+        bootargs: Some(DISPLAY_TEST_BOOTARGS_RGB565),
+        expect: &[GUEST_REPORT, GICV3, DISPLAY, DISPLAY_STRICT],
         timeout: Duration::from_secs(300),
         check_frames: true,
         default: true,
@@ -1264,7 +1286,11 @@ mod tests {
         for scenario in SCENARIOS {
             assert_eq!(
                 scenario.check_frames,
-                scenario.kind == display,
+                scenario.kind == display
+                    || scenario.kind
+                        == (Kind::Dom0 {
+                            script: "display-strict",
+                        }),
                 "{}",
                 scenario.name
             );

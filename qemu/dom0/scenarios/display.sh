@@ -4,12 +4,14 @@
 # its scenes and powered itself off, stop the backend (it finishes writing the PNG files), then
 # print the guest's console logs. `cargo xtask run` and the display-gicv* scenarios read the
 # backend's `frame` lines, the guest's flip and summary lines, and the PNG files.
+# DISPLAY_BACKEND_OPTIONS, when set (display-strict.sh), go to the backend.
 . /rig/lib.sh
 
 GUEST_CONFIG=$DISPLAY_CONFIG
 
 mount_frames
-if ! start_backend --out "$FRAMES_DIR"; then
+# shellcheck disable=SC2086 # the options are words
+if ! start_backend ${DISPLAY_BACKEND_OPTIONS:-} --out "$FRAMES_DIR"; then
     exit 1
 fi
 clear_console_logs
