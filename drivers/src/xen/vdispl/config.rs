@@ -180,14 +180,13 @@ pub fn read_device<T: Transport>(
         // Numbered 0..count without gaps, every index is below count.
         let missing = (0..).find(|index| !listed.contains(index)).unwrap_or(0);
         return Err(VdisplError::ConnectorGap {
-            missing: format!("{path}/{missing}"),
-            listed: format!("{path}/{beyond}"),
+            device: path,
+            missing,
+            listed: beyond,
         });
     }
     if count as usize > MAX_CONNECTORS {
-        return Err(VdisplError::TooManyConnectors {
-            node: format!("{path}/{MAX_CONNECTORS}"),
-        });
+        return Err(VdisplError::TooManyConnectors { device: path });
     }
     let mut connectors = Vec::new();
     for (index, (resolution_node, unique_id_node)) in (0..count).zip(nodes) {
@@ -449,8 +448,9 @@ mod tests {
         assert_eq!(
             error,
             VdisplError::ConnectorGap {
-                missing: "device/vdispl/0/1".into(),
-                listed: "device/vdispl/0/2".into(),
+                device: "device/vdispl/0".into(),
+                missing: 1,
+                listed: 2,
             }
         );
         assert_eq!(

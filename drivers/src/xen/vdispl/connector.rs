@@ -298,7 +298,7 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> Connector<R, E
     /// remembered; a response to an older one counts as stray.
     pub fn abandon(&mut self, id: u16) {
         // An answer that came already but was not taken goes too.
-        self.responses.retain(|(flight, _)| flight.id != id);
+        let _ = self.take_response(id);
         let before = self.in_flight.len();
         self.in_flight.retain(|flight| flight.id != id);
         if self.in_flight.len() == before {

@@ -856,30 +856,21 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         let output = &mut self.outputs[index];
         let reason = output.health.restart();
         output.flipper.abandon(&mut output.connector);
+        // Its error line said the retry was coming.
         if let Some(ConnectorError::DepthRefused { .. }) = reason {
             output.bpp = 32;
-        } else {
-            let retries = output.health.retries();
-            self.env.log(
-                Level::Info,
-                format_args!(
-                    "display {}: retry {retries} of {}: setting it up again on its ring",
-                    output.health.name(),
-                    recovery::MAX_CONNECTOR_RETRIES
-                ),
-            );
-        }
-        let output = &mut self.outputs[index];
-        let (kept, uncreated): (Vec<_>, Vec<_>) = core::mem::take(&mut output.buffers)
-            .into_iter()
-            .partition(|buffer| buffer.created);
-        output.buffers = kept;
-        if output.buffers.is_empty() {
-            output.back = 0;
         }
         let mut leaked = 0;
-        for buffer in uncreated {
+        while let Some(slot) = self.outputs[index]
+            .buffers
+            .iter()
+            .position(|buffer| !buffer.created)
+        {
+            let buffer = self.outputs[index].buffers.remove(slot);
             leaked += release_buffer(self.env, buffer, deadline);
+        }
+        if self.outputs[index].buffers.is_empty() {
+            self.outputs[index].back = 0;
         }
         if leaked > 0 {
             self.env.log(
@@ -1384,21 +1375,11 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
     fn wait_on(&mut self, working_only: bool, deadline_ns: u64) {
         let mut ports = [0u32; 2 * MAX_CONNECTORS];
         let mut count = 0;
-        // Rings a restart awaits answers on (connector 0's for buffers).
-        let mut awaited = [false; MAX_CONNECTORS];
-        for request in self
-            .outputs
-            .iter()
-            .filter_map(|output| output.restart.as_ref())
-            .flat_map(|restart| &restart.pending)
-        {
-            if let Some(ring) = awaited.get_mut(request.ring) {
-                *ring = true;
-            }
-        }
-        for (output, awaited) in self.outputs.iter().zip(awaited) {
-            let wanted = !working_only || output.working() || awaited;
-            if wanted && count + 2 <= ports.len() {
+        // A restart may await answers on another connector's ring (connector
+        // 0's carries the buffers'): every ring then.
+        let working_only = working_only && self.outputs.iter().all(|o| o.restart.is_none());
+        for output in &self.outputs {
+            if (!working_only || output.working()) && count + 2 <= ports.len() {
                 ports[count] = output.req_port;
                 ports[count + 1] = output.evt_port;
                 count += 2;

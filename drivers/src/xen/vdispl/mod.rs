@@ -66,15 +66,17 @@ pub enum VdisplError {
     NoConnectors(String),
     /// The device lists more connectors than [`MAX_CONNECTORS`].
     TooManyConnectors {
-        /// The first connector's node beyond the limit.
-        node: String,
+        /// The device's directory.
+        device: String,
     },
     /// The device's connectors are not numbered contiguously from 0.
     ConnectorGap {
-        /// The missing connector's node.
-        missing: String,
-        /// A connector's node listed after it.
-        listed: String,
+        /// The device's directory.
+        device: String,
+        /// The missing connector.
+        missing: u32,
+        /// A connector listed after it.
+        listed: u32,
     },
     /// The backend supports no version this frontend speaks.
     NoCommonVersion(String),
@@ -110,14 +112,19 @@ impl fmt::Display for VdisplError {
             VdisplError::Xenbus(error) => write!(f, "{error}"),
             VdisplError::BadNode { node, value } => write!(f, "{node} holds {value:?}"),
             VdisplError::NoConnectors(device) => write!(f, "{device} lists no connector"),
-            VdisplError::TooManyConnectors { node } => write!(
+            VdisplError::TooManyConnectors { device } => write!(
                 f,
-                "{node}: this frontend drives at most {MAX_CONNECTORS} connectors per device"
+                "{device}/{MAX_CONNECTORS}: this frontend drives at most {MAX_CONNECTORS} \
+                 connectors per device"
             ),
-            VdisplError::ConnectorGap { missing, listed } => write!(
+            VdisplError::ConnectorGap {
+                device,
+                missing,
+                listed,
+            } => write!(
                 f,
-                "{missing} is missing but {listed} is listed: displif.h numbers connectors from 0 \
-                 without gaps"
+                "{device}/{missing} is missing but {device}/{listed} is listed: displif.h numbers \
+                 connectors from 0 without gaps"
             ),
             VdisplError::NoCommonVersion(versions) => {
                 write!(f, "the backend offers versions {versions:?}, none of 1..=2")
