@@ -66,17 +66,15 @@ pub enum IgnoredEvent {
 impl core::fmt::Display for IgnoredEvent {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
-            IgnoredEvent::UnknownType { id, code } => write!(
-                f,
-                "ignored event id {id} of unknown type {code:#04x}; later ones are ignored \
-                 without a line"
-            ),
+            IgnoredEvent::UnknownType { id, code } => {
+                write!(f, "ignored event id {id} of unknown type {code:#04x}")?
+            }
             IgnoredEvent::OutOfSequence { id, expected } => write!(
                 f,
-                "skipped event id {id}, out of sequence (expected {expected}); later ones are \
-                 skipped without a line"
-            ),
+                "skipped event id {id}, out of sequence (expected {expected})"
+            )?,
         }
+        f.write_str("; later ones without a line")
     }
 }
 

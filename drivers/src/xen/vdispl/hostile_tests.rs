@@ -242,7 +242,7 @@ fn each_fault_on_either_connector_is_named_and_outlived_and_only_a_broken_ring_r
                         ignored,
                         [&format!(
                             "display {name}: ignored event id 2 of unknown type 0xee; later ones \
-                             are ignored without a line"
+                             without a line"
                         )
                         .as_str()],
                         "{context}"

@@ -131,7 +131,8 @@ impl Health {
     /// whether it is an error (a depth fallback is a warning).
     pub fn fail(&mut self, reason: ConnectorError, now_ns: u64) -> (String, bool) {
         self.for_good |= reason.for_good();
-        let next = if let ConnectorError::DepthRefused { .. } = reason {
+        let depth = matches!(reason, ConnectorError::DepthRefused { .. });
+        let next = if depth {
             String::from("falling back to XRGB8888 (32 bpp)")
         } else if self.for_good {
             String::from("this connector stops")
@@ -148,11 +149,10 @@ impl Health {
                 RETRY_DELAY_NS / NS_PER_MS
             )
         };
-        let error = !matches!(reason, ConnectorError::DepthRefused { .. });
         let line = format!("display {}: {reason}; {next}", self.name);
         self.failed = Some(reason);
         self.failed_ns = now_ns;
-        (line, error)
+        (line, !depth)
     }
 
     /// When a retry for this connector is due, if one is: at once for a
@@ -193,14 +193,13 @@ pub enum Verdict {
 /// reconnecting the device if its ring is broken; otherwise wait while a
 /// retry is pending or work remains, else finish.
 pub fn decide<H: AsMut<Health>>(connectors: &mut [H], busy: bool, now_ns: u64) -> Verdict {
-    let due = connectors
-        .iter_mut()
-        .map(AsMut::as_mut)
-        .enumerate()
-        .find(|(_, health)| health.retry_at().is_some_and(|at| now_ns >= at));
-    if let Some((index, health)) = due {
+    for (index, health) in connectors.iter_mut().enumerate() {
+        let health = health.as_mut();
+        if health.retry_at().is_none_or(|at| now_ns < at) {
+            continue;
+        }
         match &health.failed {
-            Some(ConnectorError::DepthRefused { .. }) => return Verdict::Retry(index),
+            Some(ConnectorError::DepthRefused { .. }) => {}
             Some(error) if error.breaks_ring() => {
                 let error = error.clone();
                 health.retries += 1;
@@ -210,11 +209,9 @@ pub fn decide<H: AsMut<Health>>(connectors: &mut [H], busy: bool, now_ns: u64) -
                     retry: health.retries,
                 });
             }
-            _ => {
-                health.retries += 1;
-                return Verdict::Retry(index);
-            }
+            _ => health.retries += 1,
         }
+        return Verdict::Retry(index);
     }
     let mut healths = connectors.iter_mut().map(AsMut::as_mut);
     if busy || healths.any(|health| health.retry_at().is_some()) {

@@ -455,7 +455,7 @@ fn garbage_from_the_backend_is_an_error_not_a_crash() {
     );
     assert_eq!(
         IgnoredEvent::UnknownType { id: 0, code: 7 }.to_string(),
-        "ignored event id 0 of unknown type 0x07; later ones are ignored without a line"
+        "ignored event id 0 of unknown type 0x07; later ones without a line"
     );
     assert_eq!(front.ignored_events(), (2, 1));
     assert!(front.take_ignored().is_empty());
