@@ -1,14 +1,18 @@
 #!/bin/sh
 # Hostile backend: one display guest (two small connectors, many frames) against the display
 # backend started with each `--fault` mode in turn. Per mode:
-#   1. start `vdispl-backend --fault MODE,conn=1` (connector 1 is hit once, after two good
-#      flips; state-back is per device); the guest connects (again) to it;
-#   2. wait for the backend's `fault MODE` line, then for the guest's error line naming
-#      connector 1 (or, for state-back, the device) and the fault;
+#   1. start `vdispl-backend --fault MODE,conn=1,after=$FAULT_AFTER` (connector 1 is hit once,
+#      after two good flips; state-back is per device); the guest connects (again) to it;
+#   2. wait for the backend's `fault MODE` line, then for the guest's line naming connector 1
+#      (or, for state-back, the device) and the fault: an error, or for garbage-event the
+#      warning that the unknown event was ignored;
 #   3. count connector 0's frames between the fault and the device's next close (its frames
 #      go on while connector 1 is stopped; not for state-back, which stops the device);
-#   4. wait until connector 1 flips again ($RESUMED_FRAMES frames once the device is connected
-#      again after the fault);
+#   4. wait until connector 1 flips again ($RESUMED_FRAMES frames): on its own ring for the
+#      modes that leave the ring usable (status, wrong-id, silent: the guest sets connector 1
+#      up again after 2 s; garbage-event: the flip is released and flipping goes on), or once
+#      the device is connected again for those that do not (rsp-prod breaks the ring,
+#      state-back leaves the device);
 #   5. stop the backend (SIGTERM: Closed), so the guest reconnects to the next one.
 # Then xl shutdown, the guest's console logs, and no connection above its grants and heap
 # baseline. Ends with `rig: hostile ok (...)` or `rig: hostile failed: ...`.
@@ -16,6 +20,9 @@
 
 MODES=${HOSTILE_MODES:-"status wrong-id rsp-prod garbage-event silent state-back"}
 RESUMED_FRAMES=2
+# Good flips on connector 1 before its fault; the backend's frame seq counts them from 0, so
+# connector 1's frames from seq $FAULT_AFTER on came after the fault.
+FAULT_AFTER=2
 # A hang deadline per step: the silent mode's error comes after the guest's 30 s stuck-ring limit.
 STEP_TIMEOUT_MS=120000
 
@@ -34,9 +41,18 @@ error_pattern() {
     status) echo 'display conn=1 .*PG_FLIP failed with status -5' ;;
     wrong-id) echo 'display conn=1 .*PG_FLIP not completed.*wrong id' ;;
     rsp-prod) echo 'display conn=1 .*rsp_prod [0-9]+ is past the ring' ;;
-    garbage-event) echo 'display conn=1 .*event: unknown event type' ;;
+    garbage-event) echo 'display conn=1 .*ignored event id [0-9]+ of unknown type 0xee' ;;
     silent) echo 'display conn=1 .*PG_FLIP not completed.*never answered' ;;
     state-back) echo 'display device 0: the backend went to InitWait' ;;
+    esac
+}
+
+# reconnects MODE: whether the guest reconnects the device for MODE (a broken ring, or a
+# backend that left); for the others only connector 1 is set up again, on its own ring.
+reconnects() {
+    case "$1" in
+    rsp-prod | state-back) return 0 ;;
+    *) return 1 ;;
     esac
 }
 
@@ -64,18 +80,28 @@ fault_seen() {
 guest_error_seen() {
     [ "$(guest_lines "$(error_pattern "$MODE")" | wc -l)" -gt "$ERRORS_BEFORE" ]
 }
-# Connector 1's frames once the device was connected again after the fault (frame lines are
-# printed as they are written, so some from before the fault come after its line).
+# Connector 1's frames after the fault: once the device was connected again for the modes that
+# reconnect it, else those with a seq from $FAULT_AFTER on (frame lines are printed as they are
+# written, so some from before the fault come after its line).
 resumed() {
-    [ "$(awk -v mode="fault $MODE:" 'index($0, mode) { on = 1; next }
+    local up=0
+    reconnects "$MODE" || up=1
+    [ "$(awk -v mode="fault $MODE:" -v up="$up" -v after="$FAULT_AFTER" '
+        index($0, mode) { on = 1; next }
         on && /vdispl-backend: .*: Connected/ { up = 1 }
-        up && /^frame conn=1 / { n++ } END { print n + 0 }' "$BACKEND_LOG")" -ge "$RESUMED_FRAMES" ]
+        on && up && /^frame conn=1 / {
+            seq = $0
+            sub(/.* seq=/, "", seq)
+            sub(/ .*/, "", seq)
+            if (seq + 0 >= after) n++
+        }
+        END { print n + 0 }' "$BACKEND_LOG")" -ge "$RESUMED_FRAMES" ]
 }
 
 first=1
 passed=0
 for MODE in $MODES; do
-    if ! start_backend --fault "$MODE,conn=1"; then
+    if ! start_backend --fault "$MODE,conn=1,after=$FAULT_AFTER"; then
         fail "$MODE: backend start"
         break
     fi
