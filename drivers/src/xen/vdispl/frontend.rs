@@ -273,13 +273,14 @@ fn run_device<E: Env, A: App>(
     let mut progress = [Progress::default(); MAX_CONNECTORS];
     let mut reconnects = Reconnects::default();
     let mut generation = 0u64;
+    // Held across connections: allocated before the baseline is taken.
+    let state_node = format!("{}/{id}/state", config::DEVICES);
     service_store(env);
     let baseline = Usage::now(env);
     env.print(format_args!(
         "display: device {id} baseline: {} grants in use, heap in use {} bytes",
         baseline.grants, baseline.heap_bytes
     ));
-    let state_node = format!("{}/{id}/state", config::DEVICES);
     write_state(env, &state_node, XenbusState::Initialising);
     loop {
         generation += 1;
