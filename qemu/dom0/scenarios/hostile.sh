@@ -80,22 +80,28 @@ fault_seen() {
 guest_error_seen() {
     [ "$(guest_lines "$(error_pattern "$MODE")" | wc -l)" -gt "$ERRORS_BEFORE" ]
 }
-# Connector 1's frames after the fault: once the device was connected again for the modes that
-# reconnect it, else those with a seq from $FAULT_AFTER on (frame lines are printed as they are
-# written, so some from before the fault come after its line).
+# Connector 1 flipped $RESUMED_FRAMES frames after the fault (once the device was connected again,
+# for the modes that reconnect it). The backend's frame seq counts connector 1's flips from 0 over
+# every connection, the faulted flip not among them, so seqs $FAULT_AFTER and up came after the
+# fault. A flip shows as a frame line, or as a `not captured` line when the backend's PNG writers
+# are behind (one by one, or as a range); frame lines are printed as they are written, so some
+# from before the fault come after its line: the highest seq seen decides.
 resumed() {
     local up=0
     reconnects "$MODE" || up=1
-    [ "$(awk -v mode="fault $MODE:" -v up="$up" -v after="$FAULT_AFTER" '
+    [ "$(awk -v mode="fault $MODE:" -v up="$up" '
+        function seen(text, from, stop) {
+            text = substr($0, index($0, from) + length(from))
+            sub(stop ".*", "", text)
+            if (text + 0 > high) high = text + 0
+        }
         index($0, mode) { on = 1; next }
         on && /vdispl-backend: .*: Connected/ { up = 1 }
-        on && up && /^frame conn=1 / {
-            seq = $0
-            sub(/.* seq=/, "", seq)
-            sub(/ .*/, "", seq)
-            if (seq + 0 >= after) n++
-        }
-        END { print n + 0 }' "$BACKEND_LOG")" -ge "$RESUMED_FRAMES" ]
+        !on || !up { next }
+        /^frame conn=1 / { seen($0, " seq=", " ") }
+        / conn1: frame seq [0-9]+ not captured/ { seen($0, "frame seq ", " ") }
+        / conn1: frames seq [0-9]+ to [0-9]+:/ { seen($0, " to ", ":") }
+        END { print high + 0 }' "$BACKEND_LOG")" -ge $((FAULT_AFTER + RESUMED_FRAMES - 1)) ]
 }
 
 first=1
