@@ -107,11 +107,13 @@ resumed() {
 first=1
 passed=0
 for MODE in $MODES; do
+    # Counted before the backend starts: its fault can hit, and the guest report it, before
+    # start_backend returns (reading the guest's long console logs takes a while).
+    ERRORS_BEFORE=$(guest_lines "$(error_pattern "$MODE")" | wc -l)
     if ! start_backend --fault "$MODE,conn=1,after=$FAULT_AFTER"; then
         fail "$MODE: backend start"
         break
     fi
-    ERRORS_BEFORE=$(guest_lines "$(error_pattern "$MODE")" | wc -l)
     if [ "$first" -eq 1 ]; then
         first=0
         clear_console_logs
@@ -124,18 +126,21 @@ for MODE in $MODES; do
     fi
     began=$(uptime_ms)
     if ! until_ms "$STEP_TIMEOUT_MS" fault_seen; then
+        say "hostile $MODE: the backend's fault never came"
         fail "$MODE: the backend's fault never came"
         stop_backend
         continue
     fi
     faulted=$(uptime_ms)
     if ! until_ms "$STEP_TIMEOUT_MS" guest_error_seen; then
+        say "hostile $MODE: no guest error line matching '$(error_pattern "$MODE")'"
         fail "$MODE: no guest error line matching '$(error_pattern "$MODE")'"
         stop_backend
         continue
     fi
     error_line=$(guest_lines "$(error_pattern "$MODE")" | tail -n 1)
     if ! until_ms "$STEP_TIMEOUT_MS" resumed; then
+        say "hostile $MODE: connector 1 did not flip again"
         fail "$MODE: connector 1 did not flip again"
         stop_backend
         continue
