@@ -206,6 +206,17 @@ check_figures() {
     CLOSED_AT_BASELINE=$closed
 }
 
+# wind_down: the end of a display scenario's guest: destroy it if it is still there, stop the
+# backend, give xenconsoled a moment to drain the rings, then print the guest's console logs.
+wind_down() {
+    if xl list "$GUEST_NAME" >/dev/null 2>&1; then
+        xl destroy "$GUEST_NAME"
+    fi
+    stop_backend
+    sleep 0.2
+    show_console_logs
+}
+
 # show_log FILE PREFIX: print FILE with PREFIX before each line.
 show_log() {
     if [ -f "$1" ]; then

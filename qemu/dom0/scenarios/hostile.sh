@@ -160,12 +160,7 @@ for MODE in $MODES; do
     stop_backend
 done
 end_guest shutdown || fail "xl shutdown"
-if xl list "$GUEST_NAME" >/dev/null 2>&1; then
-    xl destroy "$GUEST_NAME"
-fi
-stop_backend
-sleep 0.2
-show_console_logs
+wind_down
 above=$(guest_lines 'display: device 0 connection [0-9]* closed: .*above baseline' | wc -l)
 closed=$(guest_lines 'display: device 0 connection [0-9]* closed: .*at baseline' | wc -l)
 say "guest figures: $closed connections closed at baseline, $above above"

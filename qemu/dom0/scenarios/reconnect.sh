@@ -108,12 +108,7 @@ say "reconnect: the backend holds ${mapped:-unknown} gntdev mappings after the g
 if [ "${mapped:-1}" -ne 0 ]; then
     fail "${mapped:-unknown} gntdev mappings left"
 fi
-if xl list "$GUEST_NAME" >/dev/null 2>&1; then
-    xl destroy "$GUEST_NAME"
-fi
-stop_backend
-sleep 0.2
-show_console_logs
+wind_down
 check_figures $((CYCLES + 1))
 if [ -z "$failures" ]; then
     say "reconnect ok ($CYCLES reconnections by one backend, every buffer mapped, no gntdev mapping left, $CLOSED_AT_BASELINE connections closed with grants and heap at baseline)"

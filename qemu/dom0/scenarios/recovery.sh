@@ -62,12 +62,7 @@ else
     done
 fi
 end_guest shutdown || fail "xl shutdown"
-if xl list "$GUEST_NAME" >/dev/null 2>&1; then
-    xl destroy "$GUEST_NAME"
-fi
-stop_backend
-sleep 0.2
-show_console_logs
+wind_down
 check_figures $((CYCLES + 1))
 if [ -z "$failures" ]; then
     say "recovery ok ($CYCLES backend restarts, $CLOSED_AT_BASELINE connections closed with grants and heap at baseline)"
