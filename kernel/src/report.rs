@@ -41,10 +41,10 @@ pub struct BootReport<'a> {
 /// How the grant table was set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GrantFacts {
-    /// Frames mapped.
+    /// Frames mapped at start.
     pub frames: u32,
-    /// Frames wanted for every connector's buffers.
-    pub wanted_frames: u32,
+    /// Frames the table may grow to as references run out.
+    pub limit_frames: u32,
     /// Frames Xen allows (`max_grant_frames`).
     pub max_frames: u32,
     /// References available to hand out.
@@ -124,8 +124,8 @@ impl fmt::Display for BootReport<'_> {
         match self.grants {
             Some(grants) => writeln!(
                 f,
-                "report: grant-frames {} mapped (wanted {}, Xen allows {}), {} references",
-                grants.frames, grants.wanted_frames, grants.max_frames, grants.capacity
+                "report: grant-frames {} mapped, growing to {} (Xen allows {}), {} references",
+                grants.frames, grants.limit_frames, grants.max_frames, grants.capacity
             )?,
             None => writeln!(f, "report: grant-frames unavailable")?,
         }

@@ -20,10 +20,10 @@ fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
             wallclock: Some(1_795_250_096),
         }),
         grants: Some(GrantFacts {
-            frames: 32,
-            wanted_frames: 32,
+            frames: 4,
+            limit_frames: 64,
             max_frames: 64,
-            capacity: 16376,
+            capacity: 2040,
         }),
     }
     .to_string()
@@ -44,7 +44,7 @@ fn gicv3_report_has_one_fact_per_line_and_ends_with_the_marker() {
         "report: timer virtual intid 27 level-low frequency 62500000 Hz",
         "report: evtchn-upcall intid 31 level-low",
         "report: grant-table 0x38000000+0x1000000",
-        "report: grant-frames 32 mapped (wanted 32, Xen allows 64), 16376 references",
+        "report: grant-frames 4 mapped, growing to 64 (Xen allows 64), 2040 references",
         "report: extended-region 0x42000000+0xbe000000",
         "report: extended-region 0x200000000+0xfe00000000",
         "report: memory 0x40000000+0x2000000 (32 MiB)",

@@ -107,6 +107,20 @@ pub const DISPLAY_STRICT: &[Pattern] = &[
     Pattern::start("display: conn=1 (HDMI-A-1) 800x600 32 bpp ready"),
 ];
 
+/// `display-4k.sh`: one 3840x2160 connector (`qemu/xl/vdispl-os-4k.cfg`): the guest grows its
+/// grant table from 4 frames to the 32 two 4K buffers need, shows its frames, returns every grant
+/// and powers off.
+pub const DISPLAY_4K: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("display: conn=0 (DP-1) 3840x2160 32 bpp ready"),
+    Pattern::start("display: summary conn=0 3840x2160 "),
+    Pattern::start("display: all grants returned (0 in use)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: guest vdispl-os gone after "),
+    Pattern::anywhere("has shut down, reason code 0 0x0"),
+    Pattern::start("vdispl-backend: stopped: "),
+];
+
 /// `display-teardown.sh`: a guest ended by `xl shutdown` and one ended by `xl destroy`, both
 /// while flipping; the first returns every grant and powers off, and the backend releases each
 /// guest's device. How long each took is a figure in the log, not a check.
@@ -172,6 +186,10 @@ pub const DISPLAY_TEST_BOOTARGS: &str = "log=info scene=bars,primitives,animatio
 /// connector 0, RGB565 on connector 1).
 pub const DISPLAY_TEST_BOOTARGS_RGB565: &str =
     "log=info scene=bars,primitives,animation,status frames=2 bpp=32,16";
+
+/// The 4K scenario's guest: two scenes, two frames each (a 4K frame takes seconds to draw,
+/// capture and write under emulation).
+pub const DISPLAY_4K_BOOTARGS: &str = "log=info scene=bars,primitives frames=2";
 
 /// Lines that end a run at once: nothing good follows them.
 const FATAL: &[&str] = &[
@@ -289,9 +307,10 @@ pub struct Scenario {
     pub expect: &'static [&'static [Pattern]],
     /// Upper bound for the whole boot, QEMU start to exit.
     pub timeout: Duration,
-    /// Share `target/frames/<name>/` with Dom0 for the display backend's PNG files, and hold
-    /// every flipped frame against its golden afterwards (`display.rs`).
-    pub check_frames: bool,
+    /// Connectors whose frames are checked (0: none): share `target/frames/<name>/` with Dom0
+    /// for the display backend's PNG files, and hold every flipped frame of each connector against
+    /// its golden afterwards (`display.rs`).
+    pub check_frames: usize,
     /// Run by `cargo xtask test` without `--scenario`. Scenarios whose guest side is still
     /// being written are `false`: they run only when named.
     pub default: bool,
@@ -306,7 +325,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2, GUEST_GONE, XL_POWEROFF],
         timeout: Duration::from_secs(180),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -316,7 +335,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV3, GUEST_GONE, XL_POWEROFF],
         timeout: Duration::from_secs(180),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -326,7 +345,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV3],
         timeout: Duration::from_secs(120),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -336,7 +355,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2],
         timeout: Duration::from_secs(120),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -346,7 +365,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info crash=panic"),
         expect: &[GUEST_REPORT, GICV3, GUEST_PANIC],
         timeout: Duration::from_secs(120),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -356,7 +375,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info crash=data-abort"),
         expect: &[GUEST_REPORT, GICV3, GUEST_DATA_ABORT],
         timeout: Duration::from_secs(120),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -366,7 +385,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info crash=data-abort"),
         expect: &[GUEST_REPORT, GICV2, GUEST_DATA_ABORT, GUEST_GONE, XL_CRASH],
         timeout: Duration::from_secs(180),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -378,7 +397,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GRANT_LOOPBACK],
         timeout: Duration::from_secs(180),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -388,7 +407,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GICV2, SERVICES],
         timeout: Duration::from_secs(240),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -398,7 +417,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GICV3, SERVICES],
         timeout: Duration::from_secs(240),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -408,7 +427,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some(DISPLAY_TEST_BOOTARGS_RGB565),
         expect: &[GUEST_REPORT, GICV2, DISPLAY],
         timeout: Duration::from_secs(300),
-        check_frames: true,
+        check_frames: DISPLAY_CONNECTORS,
         default: true,
     },
     Scenario {
@@ -418,7 +437,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some(DISPLAY_TEST_BOOTARGS),
         expect: &[GUEST_REPORT, GICV3, DISPLAY],
         timeout: Duration::from_secs(300),
-        check_frames: true,
+        check_frames: DISPLAY_CONNECTORS,
         default: true,
     },
     Scenario {
@@ -430,7 +449,19 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some(DISPLAY_TEST_BOOTARGS_RGB565),
         expect: &[GUEST_REPORT, GICV3, DISPLAY, DISPLAY_STRICT],
         timeout: Duration::from_secs(300),
-        check_frames: true,
+        check_frames: DISPLAY_CONNECTORS,
+        default: true,
+    },
+    Scenario {
+        name: "display-4k-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "display-4k",
+        },
+        bootargs: Some(DISPLAY_4K_BOOTARGS),
+        expect: &[GUEST_REPORT, GICV3, DISPLAY_4K],
+        timeout: Duration::from_secs(600),
+        check_frames: 1,
         default: true,
     },
     Scenario {
@@ -442,7 +473,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, DISPLAY_TEARDOWN],
         timeout: Duration::from_secs(300),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -452,7 +483,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, RECOVERY],
         timeout: Duration::from_secs(300),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -464,7 +495,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, RECONNECT],
         timeout: Duration::from_secs(900),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
     Scenario {
@@ -474,7 +505,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: Some("log=info scene=animation,status frames=100000"),
         expect: &[GUEST_REPORT, GICV3, HOSTILE],
         timeout: Duration::from_secs(600),
-        check_frames: false,
+        check_frames: 0,
         default: true,
     },
 ];
@@ -921,10 +952,14 @@ pub fn frames_dir() -> PathBuf {
 
 /// Holds the frames of a display scenario against their goldens: the failures (empty when
 /// all match) and how many matched.
-fn check_scenario_frames(log: &Path, dir: &Path) -> Result<(Vec<String>, usize)> {
+fn check_scenario_frames(
+    log: &Path,
+    dir: &Path,
+    connectors: usize,
+) -> Result<(Vec<String>, usize)> {
     let started = Instant::now();
     let log = display::DisplayLog::read(log)?;
-    let check = display::check_frames(&log, dir, DISPLAY_CONNECTORS);
+    let check = display::check_frames(&log, dir, connectors);
     let matched = check.matched.values().sum();
     let not_captured: usize = check.not_captured.values().sum();
     println!(
@@ -1009,14 +1044,13 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 expected: scenario.expected(),
                 timeout: scenario.timeout,
                 console: Console::Quiet,
-                frames: scenario
-                    .check_frames
-                    .then(|| frames_dir().join(scenario.name)),
+                frames: (scenario.check_frames > 0).then(|| frames_dir().join(scenario.name)),
             };
             let mut outcome = boot(&plan, &prepared)?;
             let mut frames_note = String::new();
             if let (Some(dir), true) = (&plan.frames, outcome.passed()) {
-                let (failures, matched) = check_scenario_frames(&outcome.log, dir)?;
+                let (failures, matched) =
+                    check_scenario_frames(&outcome.log, dir, scenario.check_frames)?;
                 if failures.is_empty() {
                     frames_note = format!(", {matched} frames match their goldens");
                 } else {
@@ -1284,19 +1318,20 @@ mod tests {
         );
         assert!(teardown.contains(&DISPLAY_TEARDOWN[5]));
         for scenario in SCENARIOS {
-            assert_eq!(
-                scenario.check_frames,
-                scenario.kind == display
-                    || scenario.kind
-                        == (Kind::Dom0 {
-                            script: "display-strict",
-                        }),
-                "{}",
-                scenario.name
-            );
+            let checked = match scenario.kind {
+                Kind::Dom0 { script } if script == "display" || script == "display-strict" => {
+                    DISPLAY_CONNECTORS
+                }
+                Kind::Dom0 {
+                    script: "display-4k",
+                } => 1,
+                _ => 0,
+            };
+            assert_eq!(scenario.check_frames, checked, "{}", scenario.name);
         }
         check_bootargs(DISPLAY_TEST_BOOTARGS).unwrap();
         check_bootargs(DISPLAY_TEST_BOOTARGS_RGB565).unwrap();
+        check_bootargs(DISPLAY_4K_BOOTARGS).unwrap();
     }
 
     #[test]

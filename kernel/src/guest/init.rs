@@ -19,10 +19,6 @@ use kernel::scenes::SceneSpec;
 extern crate alloc;
 
 const PAGE: u64 = 4096;
-/// Grant references wanted: two 1920x1080 XRGB8888 buffers (2025 pages and
-/// 2 directory pages each) and a request and an event page on each of four
-/// connectors.
-const GRANT_REFERENCES: u32 = 4 * (2 * (2025 + 2) + 2);
 /// Largest device tree accepted; libxl's are a few KiB.
 const MAX_DTB_SIZE: usize = 2 << 20;
 
@@ -205,25 +201,13 @@ fn bring_up(
         }
     }
     arch::cpu::unmask_irqs();
-    let grants = match services::init_grants(platform.xen.grant_table, GRANT_REFERENCES) {
-        Ok(setup) => {
-            if setup.frames < setup.wanted_frames {
-                log::error!(
-                    "Xen allows {} grant frames, {} are needed for {} references: \
-                     set max_grant_frames={} in the xl config",
-                    setup.max_frames,
-                    setup.wanted_frames,
-                    GRANT_REFERENCES,
-                    setup.wanted_frames
-                );
-            }
-            Some(GrantFacts {
-                frames: setup.frames,
-                wanted_frames: setup.wanted_frames,
-                max_frames: setup.max_frames,
-                capacity: setup.capacity,
-            })
-        }
+    let grants = match services::init_grants(platform.xen.grant_table) {
+        Ok(setup) => Some(GrantFacts {
+            frames: setup.frames,
+            limit_frames: setup.limit_frames,
+            max_frames: setup.max_frames,
+            capacity: setup.capacity,
+        }),
         Err(error) => {
             log::error!("grant table unavailable: {error}");
             None

@@ -1,12 +1,16 @@
 //! The Xen services a PV frontend builds on, brought up once: event channels
 //! (the upcall interrupt feeding the fired set) and the grant table.
 
+extern crate alloc;
+
 use super::xen::Xen;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use super::{irq, mmu, time};
 use arch::mmu::MemoryKind;
 use drivers::irq::{IrqContext, Trigger};
 use drivers::xen::evtchn::EventChannels;
-use drivers::xen::gnttab::{self, GrantEntryV1, GrantError, GrantTable};
+use drivers::xen::gnttab::{self, GrantError, GrantFrame, GrantTable};
 use drivers::xen::shared_info::SharedInfo;
 use kernel::platform::{Interrupt, Region};
 
@@ -45,8 +49,8 @@ pub fn wait_for_port(port: u32, deadline_ns: u64) -> bool {
 pub enum GrantSetupError {
     /// Xen refused or the plan does not fit.
     Grant(GrantError),
-    /// The grant region could not be mapped.
-    Map(arch::mmu::MapError),
+    /// The first frames could not be mapped (the console says why).
+    FirstFrames,
 }
 
 impl From<GrantError> for GrantSetupError {
@@ -59,7 +63,7 @@ impl core::fmt::Display for GrantSetupError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             GrantSetupError::Grant(error) => write!(f, "{error}"),
-            GrantSetupError::Map(error) => write!(f, "cannot map the grant region: {error}"),
+            GrantSetupError::FirstFrames => write!(f, "cannot map the first grant frames"),
         }
     }
 }
@@ -73,45 +77,54 @@ pub fn notify(port: u32) {
 
 /// What setting up the grant table found.
 pub struct GrantSetup {
-    /// Frames mapped.
+    /// Frames mapped at start.
     pub frames: u32,
+    /// Frames the table may grow to.
+    pub limit_frames: u32,
     /// Frames Xen allows this domain.
     pub max_frames: u32,
-    /// Frames wanted for the references asked for.
-    pub wanted_frames: u32,
-    /// References available to hand out.
+    /// References available to hand out before the table first grows.
     pub capacity: u32,
 }
 
-/// Maps as many grant frames as `references` need (at most what Xen allows)
-/// at the device tree's grant region.
-pub fn init_grants(region: Region, references: u32) -> Result<GrantSetup, GrantSetupError> {
-    let (_, max_frames) = gnttab::query_size(&Xen)?;
-    let plan = gnttab::plan_frames(references, max_frames, region.size)?;
-    let frames = plan.frames;
-    let wanted_frames = plan.wanted;
-    let bytes = u64::from(frames) * 4096;
-    mmu::map(Region::new(region.base, bytes), MemoryKind::Normal).map_err(GrantSetupError::Map)?;
-    // SAFETY: the frames are the hypervisor node's grant region (no RAM), just
-    // mapped Normal.
-    unsafe { gnttab::map_frames(&Xen, region.base >> 12, frames) }?;
-    // SAFETY: Xen now backs the region with the grant table's frames for the
+/// Maps grant frame `index` at its place in the device tree's grant region
+/// (Xen grows the table to it) and hands back its entries.
+fn map_grant_frame(region: Region, index: u32) -> Option<&'static GrantFrame> {
+    let address = region.base + u64::from(index) * 4096;
+    if let Err(error) = mmu::map(Region::new(address, 4096), MemoryKind::Normal) {
+        log::error!("cannot map grant frame {index} at {address:#x}: {error}");
+        return None;
+    }
+    // SAFETY: the frame lies in the hypervisor node's grant region (no RAM),
+    // just mapped Normal.
+    if let Err(error) = unsafe { gnttab::map_frames(&Xen, index, address >> 12, 1) } {
+        log::error!("cannot grow the grant table to {} frames: {error}", index + 1);
+        return None;
+    }
+    // SAFETY: Xen now backs the frame with grant table frame `index` for the
     // life of the domain; entries are only accessed through atomics.
-    let entries = unsafe {
-        core::slice::from_raw_parts(
-            region.base as *const GrantEntryV1,
-            (frames * gnttab::ENTRIES_PER_FRAME) as usize,
-        )
-    };
-    let table = GrantTable::new(entries);
-    let capacity = table.capacity();
-    *GRANTS.lock() = Some(table);
-    Ok(GrantSetup {
-        frames,
+    Some(unsafe { &*(address as *const GrantFrame) })
+}
+
+/// Maps the first grant frames at the device tree's grant region; the table
+/// grows a frame at a time as references run out, up to what Xen allows.
+pub fn init_grants(region: Region) -> Result<GrantSetup, GrantSetupError> {
+    let (_, max_frames) = gnttab::query_size(&Xen)?;
+    let plan = gnttab::plan_frames(max_frames, region.size)?;
+    let mut frames = Vec::new();
+    for index in 0..plan.initial {
+        frames.push(map_grant_frame(region, index).ok_or(GrantSetupError::FirstFrames)?);
+    }
+    let grow = Box::new(move |index| map_grant_frame(region, index));
+    let table = GrantTable::growable(frames, plan.limit, grow);
+    let setup = GrantSetup {
+        frames: table.frames(),
+        limit_frames: table.limit(),
         max_frames,
-        wanted_frames,
-        capacity,
-    })
+        capacity: table.capacity(),
+    };
+    *GRANTS.lock() = Some(table);
+    Ok(setup)
 }
 
 /// Runs `f` on the grant table.

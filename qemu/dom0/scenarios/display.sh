@@ -4,10 +4,11 @@
 # its scenes and powered itself off, stop the backend (it finishes writing the PNG files), then
 # print the guest's console logs. `cargo xtask run` and the display-gicv* scenarios read the
 # backend's `frame` lines, the guest's flip and summary lines, and the PNG files.
-# DISPLAY_BACKEND_OPTIONS, when set (display-strict.sh), go to the backend.
+# DISPLAY_BACKEND_OPTIONS, when set (display-strict.sh), go to the backend; DISPLAY_GUEST_CONFIG,
+# when set (display-4k.sh), is the guest's xl config instead of the display one.
 . /rig/lib.sh
 
-GUEST_CONFIG=$DISPLAY_CONFIG
+GUEST_CONFIG=${DISPLAY_GUEST_CONFIG:-$DISPLAY_CONFIG}
 
 mount_frames
 # shellcheck disable=SC2086 # the options are words
