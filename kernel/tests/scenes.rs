@@ -75,6 +75,7 @@ fn every_scene_through_the_framebuffer_matches_the_independent_target() {
         (800, 600),
         (1280, 720),
         (1920, 1080),
+        (3840, 2160),
         (640, 480),
         (64, 48),
         (333, 77),
@@ -226,7 +227,13 @@ fn write_previews() {
     let directory =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scene-previews");
     std::fs::create_dir_all(&directory).unwrap();
-    for (width, height) in [(800, 600), (1280, 720), (1920, 1080), (64, 48)] {
+    for (width, height) in [
+        (800, 600),
+        (1280, 720),
+        (1920, 1080),
+        (3840, 2160),
+        (64, 48),
+    ] {
         for scene in Scene::ALL {
             for number in [0, 20] {
                 let display = golden(&frame(scene, number), width, height);

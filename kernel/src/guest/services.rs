@@ -4,9 +4,9 @@
 extern crate alloc;
 
 use super::xen::Xen;
+use super::{irq, mmu, time};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use super::{irq, mmu, time};
 use arch::mmu::MemoryKind;
 use drivers::irq::{IrqContext, Trigger};
 use drivers::xen::evtchn::EventChannels;
@@ -98,7 +98,10 @@ fn map_grant_frame(region: Region, index: u32) -> Option<&'static GrantFrame> {
     // SAFETY: the frame lies in the hypervisor node's grant region (no RAM),
     // just mapped Normal.
     if let Err(error) = unsafe { gnttab::map_frames(&Xen, index, address >> 12, 1) } {
-        log::error!("cannot grow the grant table to {} frames: {error}", index + 1);
+        log::error!(
+            "cannot grow the grant table to {} frames: {error}",
+            index + 1
+        );
         return None;
     }
     // SAFETY: Xen now backs the frame with grant table frame `index` for the

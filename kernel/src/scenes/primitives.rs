@@ -31,6 +31,10 @@ const CAPTIONS: [&str; 8] = [
 
 /// The triangle's size limit.
 const MAX_TRIANGLE_SIDE: i32 = 170;
+/// The ellipse's width limit: embedded-graphics works with the product of the
+/// squares of an ellipse's width and height (stroke included) in u32, which
+/// overflows beyond about this (a 4K canvas would make a 560-pixel ellipse).
+const MAX_ELLIPSE_WIDTH: i32 = 240;
 
 const PANGRAM: &str = "The quick brown fox jumps over the lazy dog 0123456789";
 
@@ -195,9 +199,12 @@ where
             ))
             .draw(target)
         }
-        4 => Ellipse::with_center(center, Size::new(side as u32, (side * 3 / 5) as u32))
-            .into_styled(outline(Rgb888::new(250, 150, 30), Rgb888::new(120, 60, 0)))
-            .draw(target),
+        4 => {
+            let width = side.min(MAX_ELLIPSE_WIDTH);
+            Ellipse::with_center(center, Size::new(width as u32, (width * 3 / 5) as u32))
+                .into_styled(outline(Rgb888::new(250, 150, 30), Rgb888::new(120, 60, 0)))
+                .draw(target)
+        }
         5 => {
             Sector::with_center(center, (side * 3 / 4) as u32, 30.0.deg(), 270.0.deg())
                 .into_styled(PrimitiveStyle::with_fill(Rgb888::new(30, 180, 180)))
