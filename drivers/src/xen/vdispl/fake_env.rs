@@ -490,6 +490,9 @@ pub struct FakeEnv {
     pub logs: Vec<(log::Level, String)>,
     /// A shutdown the toolstack asks for at this time.
     pub shutdown_at: Option<(u64, ShutdownReason)>,
+    /// References the grant table can hand out at most, as a domain at its
+    /// `max_grant_frames` (None: no limit).
+    pub grant_limit: Option<u32>,
 }
 
 impl FakeEnv {
@@ -533,6 +536,7 @@ impl FakeEnv {
             lines: Vec::new(),
             logs: Vec::new(),
             shutdown_at: None,
+            grant_limit: None,
         }
     }
 
@@ -584,6 +588,14 @@ impl Env for FakeEnv {
 
     fn grant(&mut self, _domid: u16, frame: u64) -> Result<GrantRef, GrantError> {
         let mut memory = self.memory.borrow_mut();
+        if let Some(limit) = self.grant_limit {
+            if memory.grants.len() as u32 >= limit {
+                return Err(GrantError::Exhausted {
+                    capacity: limit,
+                    frames: (limit + 8).div_ceil(512),
+                });
+            }
+        }
         memory.next_gref += 1;
         let gref = memory.next_gref;
         memory.grants.insert(gref, frame);

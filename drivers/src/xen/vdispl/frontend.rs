@@ -1119,12 +1119,32 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             }
             Ok(())
         };
-        let result = granted();
+        if let Err(error) = granted() {
+            // The backend has not heard of these references: they end at
+            // once, and the pages go back, so that other connectors can have
+            // them.
+            let all: Vec<GrantRef> = refs.iter().chain(&directory_refs).copied().collect();
+            if end_all(env, &all, env.now_ns()) {
+                drop((memory, directory));
+                return Err(error.into());
+            }
+            // Never expected; kept for teardown to end like any buffer.
+            self.outputs[index].buffers.push(Buffer {
+                memory,
+                directory,
+                refs,
+                directory_refs,
+                dbuf_cookie: 0,
+                fb_cookie: 0,
+                created: false,
+                attached: false,
+            });
+            return Err(error.into());
+        }
         directory.with_pages(|pages| write_directory(pages, &directory_refs, &refs));
         let dbuf_cookie = (self.generation << 16) | ((index as u64 + 1) << 4) | (slot as u64 + 1);
         let fb_cookie = dbuf_cookie | 0x8;
         let complete = !directory_refs.is_empty();
-        // Kept even when granting failed: teardown ends what was granted.
         self.outputs[index].buffers.push(Buffer {
             memory,
             directory,
@@ -1135,7 +1155,6 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             created: false,
             attached: false,
         });
-        result?;
         if !complete {
             return Err(ConnectorError::NoBuffers);
         }
