@@ -423,6 +423,10 @@ struct Device<'r, E: Env, A: App> {
     version: u32,
     outputs: Vec<Output<E, A::Shown>>,
     generation: u64,
+    /// Buffers sent in this connection: part of every cookie, so that a
+    /// buffer sent again after a retry never reuses the cookie of one the
+    /// backend may yet create.
+    buffers_sent: u64,
     /// The watch on the backend's state node, for the whole connection.
     backend_watch: Option<StateWatch>,
     /// Whether the handshake completed (the rings have a backend).
@@ -466,6 +470,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             version: 1,
             outputs: Vec::new(),
             generation,
+            buffers_sent: 0,
             backend_watch: Some(watch),
             connected: false,
             start_ns,
@@ -1142,7 +1147,13 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             return Err(error.into());
         }
         directory.with_pages(|pages| write_directory(pages, &directory_refs, &refs));
-        let dbuf_cookie = (self.generation << 16) | ((index as u64 + 1) << 4) | (slot as u64 + 1);
+        self.buffers_sent += 1;
+        // Connection, buffer serial, connector and slot; bit 3 marks the
+        // framebuffer's cookie.
+        let dbuf_cookie = (self.generation << 40)
+            | (self.buffers_sent << 8)
+            | ((index as u64 + 1) << 4)
+            | (slot as u64 + 1);
         let fb_cookie = dbuf_cookie | 0x8;
         let complete = !directory_refs.is_empty();
         self.outputs[index].buffers.push(Buffer {

@@ -329,3 +329,31 @@ fn a_connector_whose_buffers_find_no_grant_reference_stops_alone_and_gives_them_
     assert_eq!(shown(&run.app, 1), [0, 1, 2, 3]);
     assert_eq!(super::env::Env::grants_in_use(&mut run.env), 0);
 }
+
+#[test]
+fn a_buffer_sent_again_after_a_refusal_gets_a_new_cookie() {
+    // Every DBUF_CREATE refused: each connector's first buffer is sent once
+    // and again on each of its 5 retries.
+    let faults = BackendFaults {
+        status: Some((crate::xen::displif::Operation::DbufCreate, -5)),
+        ..BackendFaults::default()
+    };
+    let mut run = run_with(None, faults, 2, |_| {});
+    let cookies: Vec<u64> = run.env.world().served[0]
+        .requests
+        .iter()
+        .filter_map(|(_, request)| match request {
+            Request::DbufCreate(create) => Some(create.dbuf_cookie),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cookies.len(), 12, "{cookies:?}");
+    let mut unique = cookies.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), cookies.len(), "{cookies:?}");
+    assert!(cookies
+        .iter()
+        .all(|&cookie| cookie != 0 && cookie & 0x8 == 0));
+    assert_eq!(super::env::Env::grants_in_use(&mut run.env), 0);
+}
