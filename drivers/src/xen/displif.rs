@@ -508,12 +508,56 @@ pub fn read_directory_page(page: &[u8; 4096], count: usize) -> (GrantRef, Vec<Gr
     (next, refs)
 }
 
-/// Parses a `resolution` node: `"<width>x<height>"`, both non-zero.
-pub fn parse_resolution(value: &str) -> Option<(u32, u32)> {
-    let (width, height) = value.trim().split_once('x')?;
-    let width: u32 = width.parse().ok()?;
-    let height: u32 = height.parse().ok()?;
-    (width > 0 && height > 0).then_some((width, height))
+/// The largest width or height accepted in a `resolution` node, by the
+/// frontend and the backend alike. displif.h sets no limit; 8192 covers 8K
+/// panels, and a 8192x8192 XRGB8888 buffer (256 MiB, 65,536 grant
+/// references) is already beyond what a guest's grant table allows by
+/// default.
+pub const MAX_DIMENSION: u32 = 8192;
+
+/// Why a `resolution` node's value is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolutionError {
+    /// Not `<width>x<height>` in decimal.
+    NotWxH,
+    /// A width or height of 0.
+    Zero,
+    /// A width or height beyond [`MAX_DIMENSION`].
+    TooLarge,
+}
+
+impl core::fmt::Display for ResolutionError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ResolutionError::NotWxH => f.write_str("not <width>x<height>"),
+            ResolutionError::Zero => f.write_str("a width or height of 0"),
+            ResolutionError::TooLarge => write!(f, "beyond {MAX_DIMENSION}x{MAX_DIMENSION}"),
+        }
+    }
+}
+
+/// Parses a `resolution` node: `"<width>x<height>"`, both from 1 to
+/// [`MAX_DIMENSION`].
+pub fn parse_resolution(value: &str) -> Result<(u32, u32), ResolutionError> {
+    let (width, height) = value
+        .trim()
+        .split_once('x')
+        .ok_or(ResolutionError::NotWxH)?;
+    let number = |text: &str| {
+        if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(ResolutionError::NotWxH);
+        }
+        // All digits: only too many of them fail to parse.
+        text.parse::<u32>().map_err(|_| ResolutionError::TooLarge)
+    };
+    let (width, height) = (number(width)?, number(height)?);
+    if width == 0 || height == 0 {
+        return Err(ResolutionError::Zero);
+    }
+    if width > MAX_DIMENSION || height > MAX_DIMENSION {
+        return Err(ResolutionError::TooLarge);
+    }
+    Ok((width, height))
 }
 
 /// The highest version both ends support, from the backend's `versions`
@@ -824,10 +868,28 @@ mod tests {
 
     #[test]
     fn resolution_version_and_stride() {
-        assert_eq!(parse_resolution("1280x720"), Some((1280, 720)));
-        assert_eq!(parse_resolution("0x720"), None);
-        assert_eq!(parse_resolution("1280*720"), None);
-        assert_eq!(parse_resolution("x"), None);
+        assert_eq!(parse_resolution("1280x720"), Ok((1280, 720)));
+        assert_eq!(parse_resolution(" 8192x8192\n"), Ok((8192, 8192)));
+        assert_eq!(parse_resolution("0x720"), Err(ResolutionError::Zero));
+        assert_eq!(parse_resolution("0x0"), Err(ResolutionError::Zero));
+        for bad in [
+            "1280*720",
+            "x",
+            "1280x",
+            "abc",
+            "+1280x720",
+            "-1x5",
+            "12 80x720",
+        ] {
+            assert_eq!(parse_resolution(bad), Err(ResolutionError::NotWxH), "{bad}");
+        }
+        for big in ["8193x1", "100000x100000", "4294967295x1", "99999999999x1"] {
+            assert_eq!(
+                parse_resolution(big),
+                Err(ResolutionError::TooLarge),
+                "{big}"
+            );
+        }
         assert_eq!(negotiate_version(None), Some(1));
         assert_eq!(negotiate_version(Some("1,2")), Some(2));
         assert_eq!(negotiate_version(Some("1")), Some(1));

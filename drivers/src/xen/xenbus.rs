@@ -167,6 +167,23 @@ fn xenstore_error(node: &str, error: Error) -> XenbusError {
     }
 }
 
+/// Where xenbus puts the error message about the device at `device` (a
+/// frontend's `device/vdispl/0`, or a backend's
+/// `/local/domain/0/backend/vdispl/3/0`): the `error` node of the same path
+/// under the writer's `error/` directory, as Linux's `xenbus_dev_error`
+/// writes it (`/local/domain/0/error/backend/vdispl/3/0/error`). `None` for
+/// an absolute path outside `/local/domain/<id>/`.
+pub fn error_node(device: &str) -> Option<String> {
+    let Some(absolute) = device.strip_prefix("/local/domain/") else {
+        return Some(alloc::format!("error/{device}/error"));
+    };
+    let (domid, rest) = absolute.split_once('/')?;
+    if domid.is_empty() || !domid.bytes().all(|byte| byte.is_ascii_digit()) || rest.is_empty() {
+        return None;
+    }
+    Some(alloc::format!("/local/domain/{domid}/error/{rest}/error"))
+}
+
 /// Reads the state in node `path`.
 pub fn read_state<T: Transport>(
     client: &mut Client<T>,
@@ -295,6 +312,21 @@ impl StateWatch {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn error_nodes_follow_xenbus() {
+        assert_eq!(
+            error_node("/local/domain/0/backend/vdispl/3/0").as_deref(),
+            Some("/local/domain/0/error/backend/vdispl/3/0/error")
+        );
+        assert_eq!(
+            error_node("device/vdispl/0").as_deref(),
+            Some("error/device/vdispl/0/error")
+        );
+        assert_eq!(error_node("/local/domain/x/backend"), None);
+        assert_eq!(error_node("/local/domain/0/"), None);
+        assert_eq!(error_node("/local/domain/0"), None);
+    }
     use super::*;
     use crate::xen::xenstore::fake::{Corruption, FakeXenstored};
     use crate::xen::xenstore::wire::Fault;

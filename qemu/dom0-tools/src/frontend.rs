@@ -158,7 +158,7 @@ pub fn read_frontend(
             break;
         };
         let (width, height) = parse_resolution(&resolution)
-            .ok_or_else(|| format!("{resolution_path} holds {resolution:?}, not WxH"))?;
+            .map_err(|why| format!("{resolution_path} holds {resolution:?}, {why}"))?;
         connectors.push(ConnectorConfig {
             index,
             unique_id: store
@@ -293,7 +293,7 @@ mod tests {
         nodes.insert(format!("{BASE}/0/resolution"), "1280*720".into());
         assert!(read_frontend(&mut nodes, BASE)
             .unwrap_err()
-            .ends_with("holds \"1280*720\", not WxH"));
+            .ends_with("holds \"1280*720\", not <width>x<height>"));
         assert_eq!(
             read_frontend(&mut BTreeMap::new(), BASE).unwrap_err(),
             "/local/domain/3/device/vdispl/0/0/resolution is missing: the device has no connector"

@@ -192,7 +192,7 @@ pub fn read_device<T: Transport>(
     for (index, (resolution_node, unique_id_node)) in (0..count).zip(nodes) {
         let (resolution, unique_id) = (next(), next());
         let value = batch_string(&resolution_node, resolution)?;
-        let (width, height) = parse_resolution(&value).ok_or(VdisplError::BadNode {
+        let (width, height) = parse_resolution(&value).map_err(|_| VdisplError::BadNode {
             node: resolution_node,
             value,
         })?;
