@@ -128,6 +128,10 @@ impl Env for Guest {
         heap::used()
     }
 
+    fn heap_free(&mut self) -> usize {
+        heap::free()
+    }
+
     fn shutdown_requested(&mut self) -> Option<ShutdownReason> {
         control::take_request()
     }

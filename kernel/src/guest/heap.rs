@@ -19,3 +19,8 @@ pub unsafe fn init(base: u64, size: u64) {
 pub fn used() -> usize {
     ALLOCATOR.lock().used()
 }
+
+/// Bytes free (in all; the largest run of them may be smaller).
+pub fn free() -> usize {
+    ALLOCATOR.lock().free()
+}

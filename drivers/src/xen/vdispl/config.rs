@@ -28,6 +28,10 @@ pub struct ConnectorConfig {
     pub height: u32,
     /// Its `unique-id`.
     pub unique_id: String,
+    /// Why it cannot be driven (its `resolution`), if it cannot: its rings
+    /// are published all the same, so that the device has the shape the
+    /// backend reads, but no request goes on them.
+    pub refused: Option<VdisplError>,
 }
 
 /// One vdispl device.
@@ -167,7 +171,17 @@ pub fn read_device<T: Transport>(
             node: backend_id_node,
             value: backend_id_value.clone(),
         })?;
-    let be_alloc = batch_optional(&be_alloc_node, next())?.as_deref() == Some("1");
+    // displif.h: "be-alloc": 0 or 1; a missing node is 0.
+    let be_alloc = match batch_optional(&be_alloc_node, next())?.as_deref() {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(value) => {
+            return Err(VdisplError::BadNode {
+                node: be_alloc_node,
+                value: value.into(),
+            })
+        }
+    };
     let listed: Vec<u32> = next()
         .map_err(store_error(&path))?
         .into_names()
@@ -192,20 +206,40 @@ pub fn read_device<T: Transport>(
     for (index, (resolution_node, unique_id_node)) in (0..count).zip(nodes) {
         let (resolution, unique_id) = (next(), next());
         let value = batch_string(&resolution_node, resolution)?;
-        let (width, height) = parse_resolution(&value).map_err(|_| VdisplError::BadNode {
-            node: resolution_node,
-            value,
-        })?;
         let unique_id = batch_optional(&unique_id_node, unique_id)?.unwrap_or_default();
+        let (width, height, refused) = match parse_resolution(&value) {
+            Ok((width, height)) => (width, height, None),
+            Err(why) => (
+                0,
+                0,
+                Some(VdisplError::BadResolution {
+                    node: resolution_node,
+                    value,
+                    why,
+                }),
+            ),
+        };
         connectors.push(ConnectorConfig {
             index,
             width,
             height,
             unique_id,
+            refused,
         });
     }
     if connectors.is_empty() {
         return Err(VdisplError::NoConnectors(path));
+    }
+    // Not one to drive: the device is not driven, named by its first.
+    if let Some(refused) = connectors
+        .iter()
+        .map(|connector| connector.refused.clone())
+        .collect::<Option<Vec<_>>>()
+    {
+        return Err(refused
+            .into_iter()
+            .next()
+            .unwrap_or(VdisplError::NoConnectors(path)));
     }
     Ok(DeviceConfig {
         path,

@@ -78,6 +78,8 @@ pub trait Env {
     }
     /// Heap bytes in use.
     fn heap_in_use(&mut self) -> usize;
+    /// Heap bytes free, for the line that says memory ran short.
+    fn heap_free(&mut self) -> usize;
 
     /// The shutdown the toolstack asked for, once.
     fn shutdown_requested(&mut self) -> Option<ShutdownReason>;

@@ -1,5 +1,16 @@
 //! Why a connector stopped, why a device's connection ended, and how the
 //! backend left: typed up to the adapter that prints them.
+//!
+//! Every failure has a [`FailureClass`], which decides what comes next
+//! ([`super::recovery`]):
+//! - a *configuration* error (a node's value, or the device's shape) is
+//!   permanent: the connector or device it names is not driven, with one line
+//!   naming the node and its value;
+//! - a *connection* error (the backend's state, a ring, a request) is retried
+//!   under the reconnect policy;
+//! - a *resource* error (memory, grant references, event channels) stops what
+//!   needed the resource, saying how much was asked for and how much there
+//!   is; a retry would ask for the same again.
 
 use super::flip::FlipError;
 use super::VdisplError;
@@ -39,6 +50,17 @@ impl fmt::Display for Allocation {
     }
 }
 
+/// What kind of failure it is (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureClass {
+    /// A node's value or the device's shape: permanent.
+    Configuration,
+    /// The backend's state, a ring or a request: retried.
+    Connection,
+    /// Memory, grant references or event channels ran short.
+    Resource,
+}
+
 /// Why a connector stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnectorError {
@@ -46,10 +68,26 @@ pub enum ConnectorError {
     Request(VdisplError),
     /// Its flips cannot go on.
     Flip(FlipError),
+    /// Its configuration cannot be driven (a node's value).
+    Config(VdisplError),
     /// Memory ran short: no reconnection cures that.
-    NoMemory(Allocation),
-    /// A page could not be granted.
-    Grant(GrantError),
+    NoMemory {
+        /// What it was for.
+        what: Allocation,
+        /// Bytes asked for.
+        asked: usize,
+        /// Bytes the heap had free.
+        free: usize,
+    },
+    /// The pages of a buffer could not all be granted.
+    Grants {
+        /// What they were for.
+        what: Allocation,
+        /// References asked for.
+        asked: usize,
+        /// Why the grant failed.
+        error: GrantError,
+    },
     /// The buffer does not fit its size.
     Framebuffer(FramebufferError),
     /// It has no buffer to draw into.
@@ -66,9 +104,23 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
-    /// Whether a new connection cannot cure it.
+    /// What kind of failure it is.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            ConnectorError::Config(_) => FailureClass::Configuration,
+            ConnectorError::NoMemory { .. }
+            | ConnectorError::Grants { .. }
+            | ConnectorError::Framebuffer(_)
+            | ConnectorError::NoBuffers => FailureClass::Resource,
+            ConnectorError::Request(_)
+            | ConnectorError::Flip(_)
+            | ConnectorError::DepthRefused { .. } => FailureClass::Connection,
+        }
+    }
+
+    /// Whether no retry can cure it.
     pub fn for_good(&self) -> bool {
-        matches!(self, ConnectorError::NoMemory(_))
+        self.class() != FailureClass::Connection
     }
 
     /// Whether it means the connector's ring or event page cannot be used
@@ -91,8 +143,14 @@ impl fmt::Display for ConnectorError {
         match self {
             ConnectorError::Request(error) => write!(f, "{error}"),
             ConnectorError::Flip(error) => write!(f, "{error}"),
-            ConnectorError::NoMemory(what) => write!(f, "no memory for {what}"),
-            ConnectorError::Grant(error) => write!(f, "{error}"),
+            ConnectorError::Config(error) => write!(f, "configuration: {error}"),
+            ConnectorError::NoMemory { what, asked, free } => write!(
+                f,
+                "no memory for {what}: {asked} bytes asked for, {free} bytes free in the heap"
+            ),
+            ConnectorError::Grants { what, asked, error } => {
+                write!(f, "{what} needs {asked} grant references: {error}")
+            }
             ConnectorError::Framebuffer(error) => write!(f, "framebuffer: {error}"),
             ConnectorError::NoBuffers => f.write_str("no buffers"),
             ConnectorError::DepthRefused { bpp, status } => write!(
@@ -112,12 +170,6 @@ impl From<VdisplError> for ConnectorError {
 impl From<FlipError> for ConnectorError {
     fn from(error: FlipError) -> Self {
         ConnectorError::Flip(error)
-    }
-}
-
-impl From<GrantError> for ConnectorError {
-    fn from(error: GrantError) -> Self {
-        ConnectorError::Grant(error)
     }
 }
 
@@ -183,16 +235,31 @@ pub enum DeviceError {
     /// A xenstore step failed.
     Store(Step, VdisplError),
     /// The backend went Closing or Closed (or its state could not be read)
-    /// while the handshake waited for it.
-    Refused(Step, Gone),
+    /// while the handshake waited for it; what its xenbus `error` node says,
+    /// if it wrote one.
+    Refused(Step, Gone, Option<String>),
     /// The backend left InitWait before the version could be read.
     LeftInitWait,
-    /// An event channel could not be allocated.
-    Channel(XenError),
+    /// An event channel to the backend's domain could not be allocated.
+    Channel {
+        /// The node naming the backend's domain (`backend-id`).
+        node: String,
+        /// The domain.
+        domid: u16,
+        /// What `EVTCHNOP_alloc_unbound` returned.
+        error: XenError,
+    },
     /// A ring page could not be granted.
     Grant(GrantError),
     /// No memory for a connector's rings.
-    NoMemory(Allocation),
+    NoMemory {
+        /// What it was for.
+        what: Allocation,
+        /// Bytes asked for.
+        asked: usize,
+        /// Bytes the heap had free.
+        free: usize,
+    },
     /// The backend left the connection.
     Gone(Gone),
     /// A connector's ring broke; the device is reconnected to reset it.
@@ -207,16 +274,39 @@ pub enum DeviceError {
 }
 
 impl DeviceError {
-    /// Whether no later attempt can cure it: the device's configuration
-    /// breaks displif.h's rules or this frontend's limits.
-    pub fn permanent(&self) -> bool {
-        matches!(
-            self,
+    /// What kind of failure it is.
+    pub fn class(&self) -> FailureClass {
+        match self {
             DeviceError::Store(
                 _,
-                VdisplError::TooManyConnectors { .. } | VdisplError::ConnectorGap { .. }
+                VdisplError::BadNode { .. }
+                | VdisplError::BadResolution { .. }
+                | VdisplError::NoConnectors(_)
+                | VdisplError::TooManyConnectors { .. }
+                | VdisplError::ConnectorGap { .. },
             )
-        )
+            | DeviceError::NoXenstore => FailureClass::Configuration,
+            // No such domain, or one this domain may not talk to: what
+            // `backend-id` names is wrong.
+            DeviceError::Channel {
+                error: XenError::NoSuchObject | XenError::Invalid | XenError::NotPermitted,
+                ..
+            } => FailureClass::Configuration,
+            DeviceError::Channel { .. } | DeviceError::Grant(_) | DeviceError::NoMemory { .. } => {
+                FailureClass::Resource
+            }
+            DeviceError::Store(..)
+            | DeviceError::Refused(..)
+            | DeviceError::LeftInitWait
+            | DeviceError::Gone(_)
+            | DeviceError::BrokenRing { .. } => FailureClass::Connection,
+        }
+    }
+
+    /// Whether no later attempt can cure it: a configuration or resource
+    /// error.
+    pub fn permanent(&self) -> bool {
+        self.class() != FailureClass::Connection
     }
 }
 
@@ -225,13 +315,29 @@ impl fmt::Display for DeviceError {
         match self {
             DeviceError::NoXenstore => f.write_str("the domain has no xenstore"),
             DeviceError::Store(step, error) => write!(f, "{step}: {error}"),
-            DeviceError::Refused(step, gone) => write!(f, "{step}: {gone}"),
+            DeviceError::Refused(step, gone, None) => write!(f, "{step}: {gone}"),
+            DeviceError::Refused(step, gone, Some(said)) => {
+                write!(f, "{step}: {gone}, saying {said:?}")
+            }
             DeviceError::LeftInitWait => {
                 f.write_str("the backend left InitWait before the version")
             }
-            DeviceError::Channel(error) => write!(f, "EVTCHNOP_alloc_unbound: {error}"),
+            DeviceError::Channel { node, domid, error } => match self.class() {
+                FailureClass::Configuration => write!(
+                    f,
+                    "configuration: {node} names domain {domid}, which this domain cannot reach \
+                     (EVTCHNOP_alloc_unbound: {error})"
+                ),
+                _ => write!(
+                    f,
+                    "no event channel to domain {domid} (EVTCHNOP_alloc_unbound: {error})"
+                ),
+            },
             DeviceError::Grant(error) => write!(f, "granting a ring: {error}"),
-            DeviceError::NoMemory(what) => write!(f, "no memory for {what}"),
+            DeviceError::NoMemory { what, asked, free } => write!(
+                f,
+                "no memory for {what}: {asked} bytes asked for, {free} bytes free in the heap"
+            ),
             DeviceError::Gone(gone) => write!(f, "{gone}"),
             DeviceError::BrokenRing { name, error, retry } => write!(
                 f,

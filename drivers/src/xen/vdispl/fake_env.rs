@@ -493,6 +493,13 @@ pub struct FakeEnv {
     /// References the grant table can hand out at most, as a domain at its
     /// `max_grant_frames` (None: no limit).
     pub grant_limit: Option<u32>,
+    /// Pages the heap holds at most (None: no limit).
+    pub page_limit: Option<usize>,
+    /// Fails resource calls (pages, grants, event channels) number
+    /// `first..first + count`, counting from 1 (see [`FakeEnv::resource_calls`]).
+    pub fail_calls: Option<(u32, u32)>,
+    /// Resource calls made so far.
+    pub resource_calls: u32,
 }
 
 impl FakeEnv {
@@ -537,6 +544,9 @@ impl FakeEnv {
             logs: Vec::new(),
             shutdown_at: None,
             grant_limit: None,
+            page_limit: None,
+            fail_calls: None,
+            resource_calls: 0,
         }
     }
 
@@ -560,6 +570,20 @@ impl FakeEnv {
             .filter(|(at, _)| *at == level)
             .map(|(_, line)| line.as_str())
             .collect()
+    }
+
+    /// Counts a resource call; whether [`FakeEnv::fail_calls`] fails it.
+    fn fails_now(&mut self) -> bool {
+        self.resource_calls += 1;
+        self.fail_calls.is_some_and(|(first, count)| {
+            (first..first.saturating_add(count)).contains(&self.resource_calls)
+        })
+    }
+
+    /// Whether `count` more pages fit under [`FakeEnv::page_limit`].
+    fn pages_fit(&self, count: usize) -> bool {
+        self.page_limit
+            .is_none_or(|limit| self.memory.borrow().live_pages + count <= limit)
     }
 
     /// Event channels open.
@@ -587,6 +611,13 @@ impl Env for FakeEnv {
     }
 
     fn grant(&mut self, _domid: u16, frame: u64) -> Result<GrantRef, GrantError> {
+        if self.fails_now() {
+            let capacity = self.memory.borrow().grants.len() as u32;
+            return Err(GrantError::Exhausted {
+                capacity,
+                frames: (capacity + 8).div_ceil(512),
+            });
+        }
         let mut memory = self.memory.borrow_mut();
         if let Some(limit) = self.grant_limit {
             if memory.grants.len() as u32 >= limit {
@@ -620,7 +651,14 @@ impl Env for FakeEnv {
         self.memory.borrow().grants.len() as u32
     }
 
-    fn open_channel(&mut self, _remote: u16) -> Result<u32, XenError> {
+    fn open_channel(&mut self, remote: u16) -> Result<u32, XenError> {
+        if self.fails_now() {
+            return Err(XenError::NoSpace);
+        }
+        // Domain 0 runs the backend; no other domain exists.
+        if remote != 0 {
+            return Err(XenError::NoSuchObject);
+        }
         let mut memory = self.memory.borrow_mut();
         memory.next_port += 1;
         let port = memory.next_port;
@@ -640,6 +678,9 @@ impl Env for FakeEnv {
     }
 
     fn ring_page(&mut self) -> Option<(Self::Ring, u64)> {
+        if self.fails_now() || !self.pages_fit(1) {
+            return None;
+        }
         let mut memory = self.memory.borrow_mut();
         let frame = memory.frames(1);
         let page = Rc::new(RingPage::new_boxed());
@@ -656,6 +697,9 @@ impl Env for FakeEnv {
     }
 
     fn event_page(&mut self) -> Option<(Self::Events, u64)> {
+        if self.fails_now() || !self.pages_fit(1) {
+            return None;
+        }
         let mut memory = self.memory.borrow_mut();
         let frame = memory.frames(1);
         let page = Rc::new(EventFrame::new_boxed());
@@ -672,6 +716,9 @@ impl Env for FakeEnv {
     }
 
     fn pages(&mut self, count: usize) -> Option<FakePages> {
+        if self.fails_now() || !self.pages_fit(count) {
+            return None;
+        }
         let mut memory = self.memory.borrow_mut();
         let first_frame = memory.frames(count);
         let pages = Rc::new(RefCell::new(vec![[0u8; 4096]; count]));
@@ -687,6 +734,12 @@ impl Env for FakeEnv {
 
     fn heap_in_use(&mut self) -> usize {
         self.memory.borrow().live_pages * 4096
+    }
+
+    fn heap_free(&mut self) -> usize {
+        let used = self.memory.borrow().live_pages;
+        self.page_limit
+            .map_or(usize::MAX, |limit| limit.saturating_sub(used) * 4096)
     }
 
     fn shutdown_requested(&mut self) -> Option<ShutdownReason> {

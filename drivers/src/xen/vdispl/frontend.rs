@@ -308,6 +308,15 @@ fn run_device<E: Env, A: App>(
                 env.print(format_args!(
                     "display device {id}: {reason}; this device is not driven"
                 ));
+                // Where xenbus tools look for why a device is not working.
+                let node = format!("{}/{id}", config::DEVICES);
+                if let Some(node) = xenbus::error_node(&node) {
+                    let said = format!("{reason}");
+                    let written = env.with_store(|client| client.write(&node, said.as_bytes()));
+                    if let Some(Err(error)) = written {
+                        env.log(Level::Warn, format_args!("display: {node}: {error}"));
+                    }
+                }
                 None
             }
             ShowEnd::Lost(reason) => match reconnects.after_loss(flips_after > flips_before) {
@@ -493,7 +502,9 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         // GET_EDID whatever the version: backends that write no `versions`
         // answer it too; one that cannot leaves the node's resolution.
         for index in 0..device.outputs.len() {
-            device.read_edid(index);
+            if device.outputs[index].working() {
+                device.read_edid(index);
+            }
         }
         let set_up = device.start_set_up();
         // Written while the backend maps the first buffers.
@@ -520,7 +531,8 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         step: Step,
         mut wanted: impl FnMut(XenbusState) -> bool,
     ) -> Result<(), ConnectError> {
-        let deadline = self.env.now_ns() + HANDSHAKE_TIMEOUT_NS;
+        let start = self.env.now_ns();
+        let deadline = start + HANDSHAKE_TIMEOUT_NS;
         loop {
             if let Some(reason) = self.env.shutdown_requested() {
                 return Err(ConnectError::Shutdown(reason));
@@ -554,14 +566,36 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 })
                 .ok_or(DeviceError::NoXenstore)?;
             if let Some(state) = refused {
-                return Err(DeviceError::Refused(step, Gone::State(state)).into());
+                let said = self.backend_says();
+                return Err(DeviceError::Refused(step, Gone::State(state), said).into());
             }
             match result {
                 Ok(_) => return Ok(()),
                 Err(XenbusError::Timeout { .. }) if self.env.now_ns() < deadline => {}
+                // The whole wait, not its last slice.
+                Err(XenbusError::Timeout { node, last, .. }) => {
+                    let waited_ms = (self.env.now_ns() - start) / NS_PER_MS;
+                    let error = XenbusError::Timeout {
+                        node,
+                        last,
+                        waited_ms,
+                    };
+                    return Err(DeviceError::Store(step, error.into()).into());
+                }
                 Err(error) => return Err(DeviceError::Store(step, error.into()).into()),
             }
         }
+    }
+
+    /// What the backend's xenbus `error` node says, if it wrote one and this
+    /// domain may read it.
+    fn backend_says(&mut self) -> Option<String> {
+        let node = xenbus::error_node(&self.config.backend)?;
+        self.env
+            .with_store(|client| client.read_string(&node).ok())
+            .flatten()
+            .map(|said| String::from(said.trim()))
+            .filter(|said| !said.is_empty())
     }
 
     /// Waits for the backend's InitWait and reads the version it offers.
@@ -620,6 +654,11 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 output.health = Health::new(output.health.name().into(), done.retries);
                 output.bpp = done.bpp.unwrap_or(output.bpp);
             }
+            // Its rings are published like the others' (the backend reads
+            // every connector listed), but nothing is sent on them.
+            if let Some(refused) = output.config.refused.clone() {
+                fail(self.env, &mut output, ConnectorError::Config(refused));
+            }
             self.outputs.push(output);
         }
         let transports: Vec<ConnectorTransport> = self
@@ -654,12 +693,19 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         let env = &mut *self.env;
         let config = self.config.connectors[index].clone();
         let backend = self.config.backend_id;
-        let (ring, ring_frame) = env
-            .ring_page()
-            .ok_or(DeviceError::NoMemory(Allocation::Rings))?;
-        let (events, events_frame) = env
-            .event_page()
-            .ok_or(DeviceError::NoMemory(Allocation::Rings))?;
+        let no_memory = |env: &mut E| DeviceError::NoMemory {
+            what: Allocation::Rings,
+            asked: 2 * 4096,
+            free: env.heap_free(),
+        };
+        let Some((ring, ring_frame)) = env.ring_page() else {
+            return Err(no_memory(env));
+        };
+        let Some((events, events_frame)) = env.event_page() else {
+            let error = no_memory(env);
+            drop(ring);
+            return Err(error);
+        };
         let req_ref = env.grant(backend, ring_frame).map_err(DeviceError::Grant)?;
         let evt_ref = match env.grant(backend, events_frame) {
             Ok(gref) => gref,
@@ -678,7 +724,11 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                     }
                     let _ = env.end_grant(req_ref);
                     let _ = env.end_grant(evt_ref);
-                    return Err(DeviceError::Channel(error));
+                    return Err(DeviceError::Channel {
+                        node: format!("{}/backend-id", self.config.path),
+                        domid: backend,
+                        error,
+                    });
                 }
             }
         }
@@ -804,6 +854,10 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         };
         for index in 0..self.outputs.len() {
             let mut frame = None;
+            if !self.outputs[index].working() {
+                set_up.frames.push(frame);
+                continue;
+            }
             match self.send_buffer(index) {
                 Ok(sent) if !self.outputs[index].working() => set_up.pending.extend(sent),
                 Ok(sent) => {
@@ -1103,15 +1157,23 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         let backend = self.config.backend_id;
         let pages = displif::buffer_pages(size);
         let env = &mut *self.env;
-        let memory = env
-            .pages(pages)
-            .ok_or(ConnectorError::NoMemory(Allocation::Buffer {
-                width,
-                height,
-            }))?;
-        let Some(mut directory) = env.pages(displif::directory_pages(pages)) else {
+        let what = Allocation::Buffer { width, height };
+        let directory_pages = displif::directory_pages(pages);
+        let Some(memory) = env.pages(pages) else {
+            return Err(ConnectorError::NoMemory {
+                what,
+                asked: pages * 4096,
+                free: env.heap_free(),
+            });
+        };
+        let Some(mut directory) = env.pages(directory_pages) else {
+            let free = env.heap_free();
             drop(memory);
-            return Err(ConnectorError::NoMemory(Allocation::Directory));
+            return Err(ConnectorError::NoMemory {
+                what: Allocation::Directory,
+                asked: directory_pages * 4096,
+                free,
+            });
         };
         let mut refs = Vec::with_capacity(pages);
         let mut directory_refs = Vec::new();
@@ -1125,13 +1187,18 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             Ok(())
         };
         if let Err(error) = granted() {
+            let error = ConnectorError::Grants {
+                what,
+                asked: pages + directory_pages,
+                error,
+            };
             // The backend has not heard of these references: they end at
             // once, and the pages go back, so that other connectors can have
             // them.
             let all: Vec<GrantRef> = refs.iter().chain(&directory_refs).copied().collect();
             if end_all(env, &all, env.now_ns()) {
                 drop((memory, directory));
-                return Err(error.into());
+                return Err(error);
             }
             // Never expected; kept for teardown to end like any buffer.
             self.outputs[index].buffers.push(Buffer {
@@ -1144,7 +1211,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 created: false,
                 attached: false,
             });
-            return Err(error.into());
+            return Err(error);
         }
         directory.with_pages(|pages| write_directory(pages, &directory_refs, &refs));
         self.buffers_sent += 1;

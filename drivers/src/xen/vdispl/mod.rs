@@ -18,6 +18,8 @@ pub mod flip;
 pub mod frontend;
 pub mod recovery;
 
+#[cfg(test)]
+mod failure_tests;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 #[cfg(any(test, feature = "fake"))]
@@ -29,7 +31,7 @@ mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
-use super::displif::Operation;
+use super::displif::{Operation, ResolutionError};
 use super::ring::RingError;
 use super::xenbus::XenbusError;
 use super::xenstore::client::Error as StoreError;
@@ -40,7 +42,8 @@ use core::fmt;
 /// limit; a device that lists more (or lists them with a gap) is not
 /// driven at all, with an error naming the first node beyond the limit (see
 /// [`config::read_device`]): the toolstack's configuration needs a fix,
-/// and driving part of it would hide that.
+/// driving part of it would hide that, and the backend, which serves every
+/// connector listed, would wait for rings this frontend never publishes.
 pub const MAX_CONNECTORS: usize = 4;
 
 /// What went wrong with a display device or connector.
@@ -61,6 +64,15 @@ pub enum VdisplError {
         node: String,
         /// Its value.
         value: String,
+    },
+    /// A `resolution` node that cannot be driven.
+    BadResolution {
+        /// The node.
+        node: String,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        why: ResolutionError,
     },
     /// The device lists no connector.
     NoConnectors(String),
@@ -111,6 +123,9 @@ impl fmt::Display for VdisplError {
             VdisplError::Store { node, error } => write!(f, "xenstore {node}: {error}"),
             VdisplError::Xenbus(error) => write!(f, "{error}"),
             VdisplError::BadNode { node, value } => write!(f, "{node} holds {value:?}"),
+            VdisplError::BadResolution { node, value, why } => {
+                write!(f, "{node} holds {value:?} ({why})")
+            }
             VdisplError::NoConnectors(device) => write!(f, "{device} lists no connector"),
             VdisplError::TooManyConnectors { device } => write!(
                 f,

@@ -11,7 +11,11 @@
 //!   [`RETRY_DELAY_NS`] passed: the display buffers the backend lacks
 //!   created and attached again, SET_CONFIG again, then the next frame. The
 //!   device is never reconnected for it.
-//! - Memory ran short: no retry cures that; it stays stopped.
+//! - A configuration error (its `resolution` cannot be driven): it is not
+//!   driven at all, said once per connection; its rings are published all
+//!   the same, as the backend reads every connector the device lists.
+//! - Memory, grant references or event channels ran short: no retry cures
+//!   that; it stays stopped, and the line says how much was asked for.
 //! - The backend refused the depth of its buffers
 //!   ([`ConnectorError::DepthRefused`]): it falls back to XRGB8888 at once,
 //!   said once, and this is no retry.
@@ -26,7 +30,7 @@
 //! requests that undo a connection, which leave out rings that cannot be
 //! trusted.
 
-use super::failure::{ConnectorError, DeviceError};
+use super::failure::{ConnectorError, DeviceError, FailureClass};
 use crate::xen::displif::Request;
 use alloc::format;
 use alloc::string::String;
@@ -134,6 +138,8 @@ impl Health {
         let depth = matches!(reason, ConnectorError::DepthRefused { .. });
         let next = if depth {
             String::from("falling back to XRGB8888 (32 bpp)")
+        } else if reason.class() == FailureClass::Configuration {
+            String::from("this connector is not driven")
         } else if self.for_good {
             String::from("this connector stops")
         } else if self.retries >= MAX_CONNECTOR_RETRIES {
@@ -298,10 +304,14 @@ mod tests {
     }
 
     fn no_memory() -> ConnectorError {
-        ConnectorError::NoMemory(Allocation::Buffer {
-            width: 64,
-            height: 48,
-        })
+        ConnectorError::NoMemory {
+            what: Allocation::Buffer {
+                width: 64,
+                height: 48,
+            },
+            asked: 12288,
+            free: 4096,
+        }
     }
 
     fn health(index: u32) -> Health {
@@ -350,7 +360,8 @@ mod tests {
         let mut for_good = health(0);
         assert_eq!(
             for_good.fail(no_memory(), 0).0,
-            "display conn=0 (DP-1): no memory for a 64x48 buffer; this connector stops"
+            "display conn=0 (DP-1): no memory for a 64x48 buffer: 12288 bytes asked for, 4096 \
+             bytes free in the heap; this connector stops"
         );
         assert_eq!(for_good.retry_at(), None);
         // A refused depth is a warning, and its fallback is due at once.

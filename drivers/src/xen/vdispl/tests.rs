@@ -86,13 +86,57 @@ fn bad_configuration_is_named() {
         config::negotiate(&mut client, &device),
         Err(VdisplError::NoCommonVersion("3".into()))
     );
+    // A bad resolution refuses its connector alone, named with its value
+    // and why; the device keeps its shape.
+    let cases = [
+        ("800by600", "not <width>x<height>"),
+        ("0x0", "a width or height of 0"),
+        ("1280x", "not <width>x<height>"),
+        ("abc", "not <width>x<height>"),
+        ("4294967295x1", "beyond 8192x8192"),
+        ("100000x100000", "beyond 8192x8192"),
+    ];
+    for (value, why) in cases {
+        client
+            .transport_mut()
+            .set("device/vdispl/0/1/resolution", value.as_bytes());
+        let device = config::read_device(&mut client, "0").unwrap();
+        assert_eq!(device.connectors.len(), 2);
+        assert_eq!(device.connectors[0].refused, None);
+        let refused = device.connectors[1].refused.as_ref().unwrap();
+        assert_eq!(
+            refused.to_string(),
+            format!("device/vdispl/0/1/resolution holds {value:?} ({why})")
+        );
+    }
+    // Both refused: the device is not driven, named by the first.
     client
         .transport_mut()
-        .set("device/vdispl/0/1/resolution", b"800by600");
+        .set("device/vdispl/0/0/resolution", b"1280x0");
     let error = config::read_device(&mut client, "0").unwrap_err();
     assert_eq!(
         error.to_string(),
-        "device/vdispl/0/1/resolution holds \"800by600\""
+        "device/vdispl/0/0/resolution holds \"1280x0\" (a width or height of 0)"
+    );
+    client
+        .transport_mut()
+        .set("device/vdispl/0/0/resolution", b"1280x720");
+    // be-alloc is 0 or 1.
+    for value in ["0", "1"] {
+        client
+            .transport_mut()
+            .set("device/vdispl/0/be-alloc", value.as_bytes());
+        assert_eq!(
+            config::read_device(&mut client, "0").unwrap().be_alloc,
+            value == "1"
+        );
+    }
+    client.transport_mut().set("device/vdispl/0/be-alloc", b"2");
+    assert_eq!(
+        config::read_device(&mut client, "0")
+            .unwrap_err()
+            .to_string(),
+        "device/vdispl/0/be-alloc holds \"2\""
     );
     let mut bare = Client::new(FakeXenstored::with_domid(3));
     bare.transport_mut().set("device/vdispl/0/backend", b"/b");
