@@ -121,6 +121,24 @@ pub const DISPLAY_4K: &[Pattern] = &[
     Pattern::start("vdispl-backend: stopped: "),
 ];
 
+/// `config.sh`: the display guest with nodes of its vdispl device damaged before it runs, one
+/// case per guest: a bad resolution stops only its connector (the other shows its frames, which
+/// are checked), a bad `backend-id` or a gap in the connectors stops the device, each named
+/// once, without a reconnection, with every grant back; the backend names what it refuses.
+pub const CONFIG: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("rig: config resolution: guest said: "),
+    Pattern::start("rig: config resolution: connector 0 showed its frames"),
+    Pattern::start("rig: config resolution: the backend named it"),
+    Pattern::start("rig: config too-large: guest said: "),
+    Pattern::start("rig: config too-large: connector 1 showed its frames"),
+    Pattern::start("rig: config too-large: the backend named it"),
+    Pattern::start("rig: config backend-id: guest said: "),
+    Pattern::start("rig: config gap: guest said: "),
+    Pattern::start("rig: config gap: the backend named it"),
+    Pattern::start("rig: config ok (4 cases)"),
+];
+
 /// `display-teardown.sh`: a guest ended by `xl shutdown` and one ended by `xl destroy`, both
 /// while flipping; the first returns every grant and powers off, and the backend releases each
 /// guest's device. How long each took is a figure in the log, not a check.
@@ -462,6 +480,16 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: &[GUEST_REPORT, GICV3, DISPLAY_4K],
         timeout: Duration::from_secs(600),
         check_frames: 1,
+        default: true,
+    },
+    Scenario {
+        name: "config-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "config" },
+        bootargs: Some(DISPLAY_TEST_BOOTARGS),
+        expect: &[GUEST_REPORT, GICV3, GUEST_POWEROFF, CONFIG],
+        timeout: Duration::from_secs(900),
+        check_frames: DISPLAY_CONNECTORS,
         default: true,
     },
     Scenario {
@@ -1319,7 +1347,9 @@ mod tests {
         assert!(teardown.contains(&DISPLAY_TEARDOWN[5]));
         for scenario in SCENARIOS {
             let checked = match scenario.kind {
-                Kind::Dom0 { script } if script == "display" || script == "display-strict" => {
+                Kind::Dom0 { script }
+                    if script == "display" || script == "display-strict" || script == "config" =>
+                {
                     DISPLAY_CONNECTORS
                 }
                 Kind::Dom0 {
