@@ -292,6 +292,14 @@ impl DeviceError {
                 error: XenError::NoSuchObject | XenError::Invalid | XenError::NotPermitted,
                 ..
             } => FailureClass::Configuration,
+            // A backend that closes in answer to the frontend's Initialised
+            // refused the device as configured: another attempt would be
+            // refused the same way (its xenbus error node, quoted, says why).
+            DeviceError::Refused(
+                Step::AwaitConnected,
+                Gone::State(XenbusState::Closing | XenbusState::Closed),
+                _,
+            ) => FailureClass::Configuration,
             DeviceError::Channel { .. } | DeviceError::Grant(_) | DeviceError::NoMemory { .. } => {
                 FailureClass::Resource
             }

@@ -222,11 +222,12 @@ fn a_backend_that_closes_is_quoted_from_its_error_node() {
             .xenstored
             .set(&node, b"connector 1 refused: resolution \"0x0\"\n");
     });
-    let reconnections = run.reconnections();
     assert_eq!(
-        reconnections[0],
-        "waiting for the backend to connect: the backend went to Closed, saying \
-         \"connector 1 refused: resolution \\\"0x0\\\"\""
+        not_driven(&run),
+        [
+            "display device 0: waiting for the backend to connect: the backend went to Closed, \
+          saying \"connector 1 refused: resolution \\\"0x0\\\"\"; this device is not driven"
+        ]
     );
     at_baseline(&mut run);
 }
