@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("displif", displif),
     ("backend", backend),
     ("platform", platform),
+    ("kbdif", kbdif),
 ];
 
 /// `data` as one 64-byte packet, zero-padded or cut.
@@ -231,5 +232,52 @@ pub fn backend(data: &[u8]) {
 pub fn platform(data: &[u8]) {
     if let Ok(platform) = kernel::platform::parse(data) {
         let _ = format!("{platform:?}");
+    }
+}
+
+/// A backend's input page: indexes and events from `data`, limits from its first 20 bytes. The
+/// frontend's loop takes events until the ring is empty, skipping an overrun; every event is
+/// decoded and checked against the limits. It ends within one ring's worth of events.
+pub fn kbdif(data: &[u8]) {
+    let word = |at: usize| {
+        let mut bytes = [0u8; 4];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = data.get(at + index).copied().unwrap_or(0);
+        }
+        u32::from_le_bytes(bytes)
+    };
+    let limits = drivers::xen::kbdif::Limits {
+        width: word(0),
+        height: word(4),
+        mt_width: word(8),
+        mt_height: word(12),
+        contacts: word(16) % 16,
+    };
+    let page = drivers::xen::kbdif::KbdPage::new_boxed();
+    page.overwrite_raw(data.get(20..).unwrap_or_default());
+    let mut taken = 0;
+    loop {
+        match page.take_event() {
+            Ok(Some(raw)) => {
+                taken += 1;
+                assert!(
+                    taken <= drivers::xen::kbdif::IN_RING_LEN,
+                    "more events than slots"
+                );
+                if let Ok(Some(event)) = drivers::xen::kbdif::decode(&raw) {
+                    let _ = limits.check(&event);
+                    assert_eq!(
+                        drivers::xen::kbdif::decode(&drivers::xen::kbdif::encode(&event)),
+                        Ok(Some(event))
+                    );
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                page.skip_to_producer();
+                assert_eq!(page.take_event(), Ok(None));
+                break;
+            }
+        }
     }
 }

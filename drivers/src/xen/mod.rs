@@ -7,6 +7,7 @@ pub mod error;
 pub mod evtchn;
 pub mod gnttab;
 pub mod hypercall;
+pub mod kbdif;
 pub mod ring;
 pub mod shared_info;
 pub mod vdispl;

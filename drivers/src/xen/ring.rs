@@ -93,6 +93,11 @@ const _: () = {
 pub struct PageBox<P>(Box<P>);
 
 impl<P> PageBox<P> {
+    /// Holds `page`, a page-aligned page-sized value.
+    pub(crate) fn from_box(page: Box<P>) -> Self {
+        PageBox(page)
+    }
+
     /// The page's address.
     pub fn address(&self) -> usize {
         core::ptr::from_ref(&*self.0) as usize
