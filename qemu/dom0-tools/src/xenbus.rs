@@ -9,6 +9,7 @@
 
 use drivers::xen::xenstore::wire::{
     self, EncodeError, Fault, Header, MessageType, Request, WatchEvent, XsdError, HEADER_SIZE,
+    XENSTORE_PAYLOAD_MAX,
 };
 use std::collections::VecDeque;
 use std::ffi::CStr;
@@ -24,6 +25,9 @@ pub const DEVICE: &CStr = c"/dev/xen/xenbus";
 
 /// How long a reply may take.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+pub mod fake;
 
 /// How often a transaction that conflicts (EAGAIN) is retried.
 const TRANSACTION_ATTEMPTS: usize = 8;
@@ -339,14 +343,34 @@ impl Xenbus {
     /// Sends `request` in transaction `tx_id` (0: none) and returns the reply's payload.
     fn call(&mut self, request: Request, tx_id: u32) -> Result<Vec<u8>, Error> {
         let what = describe(&request);
+        let payload = request.payload().map_err(|error| Error::Encode {
+            request: what.clone(),
+            error,
+        })?;
+        self.exchange(request.message_type(), &payload, what, tx_id)
+    }
+
+    /// Sends a message of `msg_type` with `payload` in transaction `tx_id` and returns the
+    /// reply's payload; `what` names the request in errors.
+    fn exchange(
+        &mut self,
+        msg_type: MessageType,
+        payload: &[u8],
+        what: String,
+        tx_id: u32,
+    ) -> Result<Vec<u8>, Error> {
         let req_id = self.next_req_id;
         self.next_req_id = self.next_req_id.wrapping_add(1).max(1);
-        let bytes = request
-            .encode(req_id, tx_id)
-            .map_err(|error| Error::Encode {
-                request: what.clone(),
-                error,
-            })?;
+        let header = Header {
+            msg_type: msg_type as u32,
+            req_id,
+            tx_id,
+            // A payload is at most XENSTORE_PAYLOAD_MAX bytes (checked by its encoder).
+            len: payload.len() as u32,
+        };
+        let mut bytes = Vec::with_capacity(HEADER_SIZE + payload.len());
+        bytes.extend_from_slice(&header.to_bytes());
+        bytes.extend_from_slice(payload);
         // One write(2) per message: the xenbus device takes a message at a time.
         self.stream.write_all(&bytes).map_err(|source| Error::Io {
             request: what.clone(),
@@ -378,11 +402,11 @@ impl Xenbus {
                             error,
                         });
                     }
-                    got if got != request.message_type() => {
+                    got if got != msg_type => {
                         return Err(Error::Protocol {
                             request: what,
                             fault: Fault::UnexpectedReplyType {
-                                expected: request.message_type(),
+                                expected: msg_type,
                                 got,
                             },
                         })
@@ -441,9 +465,13 @@ impl Xenbus {
 
     /// DIRECTORY: the children's names; empty if the node does not exist.
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
+        self.directory_in(0, path)
+    }
+
+    fn directory_in(&mut self, tx_id: u32, path: &str) -> Result<Vec<String>, Error> {
         let request = Request::Directory { path };
         let what = describe(&request);
-        match self.call(request, 0) {
+        match self.call(request, tx_id) {
             Ok(payload) => wire::decode_directory(&payload).map_err(|fault| Error::Protocol {
                 request: what,
                 fault,
@@ -454,6 +482,46 @@ impl Xenbus {
             }) => Ok(Vec::new()),
             Err(error) => Err(error),
         }
+    }
+
+    /// RM `path` and everything below it; a node that is not there (or whose parent is not)
+    /// is no error.
+    pub fn rm(&mut self, path: &str) -> Result<(), Error> {
+        self.rm_in(0, path)
+    }
+
+    fn rm_in(&mut self, tx_id: u32, path: &str) -> Result<(), Error> {
+        match self.ok(Request::Rm { path }, tx_id) {
+            Err(Error::Refused {
+                error: XsdError::NoEntry,
+                ..
+            }) => Ok(()),
+            result => result,
+        }
+    }
+
+    /// SET_PERMS: `permissions[0]` names the node's owner and what every domain not listed
+    /// may do; the others what the domains they name may do (docs/misc/xenstore.txt).
+    pub fn set_perms(&mut self, path: &str, permissions: &[Permission]) -> Result<(), Error> {
+        self.set_perms_in(0, path, permissions)
+    }
+
+    fn set_perms_in(
+        &mut self,
+        tx_id: u32,
+        path: &str,
+        permissions: &[Permission],
+    ) -> Result<(), Error> {
+        let what = format!("{} {path}", MessageType::SetPerms);
+        let payload = set_perms_payload(path, permissions).map_err(|error| Error::Encode {
+            request: what.clone(),
+            error,
+        })?;
+        let reply = self.exchange(MessageType::SetPerms, &payload, what.clone(), tx_id)?;
+        wire::decode_ok(&reply).map_err(|fault| Error::Protocol {
+            request: what,
+            fault,
+        })
     }
 
     /// WATCH `path` (and everything below it); events carry `token`. A new watch fires once
@@ -471,34 +539,100 @@ impl Xenbus {
     /// EAGAIN), so that a directory the toolstack removed is never recreated. Returns whether
     /// it was written.
     pub fn write_if_exists(&mut self, guard: &str, path: &str, value: &str) -> Result<bool, Error> {
+        self.write_guarded(guard, path, value, &[])
+    }
+
+    /// [`Xenbus::write_if_exists`] that also gives the node `permissions` (see
+    /// [`Xenbus::set_perms`]) in the same transaction, so nobody sees it without them.
+    pub fn write_with_perms_if_exists(
+        &mut self,
+        guard: &str,
+        path: &str,
+        value: &str,
+        permissions: &[Permission],
+    ) -> Result<bool, Error> {
+        self.write_guarded(guard, path, value, permissions)
+    }
+
+    fn write_guarded(
+        &mut self,
+        guard: &str,
+        path: &str,
+        value: &str,
+        permissions: &[Permission],
+    ) -> Result<bool, Error> {
+        self.transaction(&format!("write {path}"), |store, tx_id| {
+            if store.read_in(tx_id, guard)?.is_none() {
+                return Ok((false, false));
+            }
+            store.ok(
+                Request::Write {
+                    path,
+                    value: value.as_bytes(),
+                },
+                tx_id,
+            )?;
+            if !permissions.is_empty() {
+                store.set_perms_in(tx_id, path, permissions)?;
+            }
+            Ok((true, true))
+        })
+    }
+
+    /// Removes `path`, then each directory above it that is left empty, up to and including
+    /// `top` (an ancestor of `path`): what a node written there leaves behind (xenstored
+    /// creates a written node's parents). Each directory is checked and removed in one
+    /// transaction, so a node another writer adds meanwhile is never removed.
+    pub fn remove_with_empty_parents(&mut self, path: &str, top: &str) -> Result<(), Error> {
+        self.rm(path)?;
+        let below_top = path
+            .strip_prefix(top)
+            .is_some_and(|rest| rest.starts_with('/'));
+        if !below_top {
+            return Ok(());
+        }
+        let mut directory = path;
+        while let Some((parent, _)) = directory.rsplit_once('/') {
+            if parent.len() < top.len() {
+                break;
+            }
+            let removed = self.transaction(&format!("remove {parent}"), |store, tx_id| {
+                if !store.directory_in(tx_id, parent)?.is_empty() {
+                    return Ok((false, false));
+                }
+                store.rm_in(tx_id, parent)?;
+                Ok((true, true))
+            })?;
+            if !removed {
+                break;
+            }
+            directory = parent;
+        }
+        Ok(())
+    }
+
+    /// Runs `body` in a transaction, retried while it conflicts (EAGAIN); `body` returns its
+    /// result and whether to commit. An error of `body` aborts the transaction.
+    fn transaction<T>(
+        &mut self,
+        what: &str,
+        mut body: impl FnMut(&mut Self, u32) -> Result<(T, bool), Error>,
+    ) -> Result<T, Error> {
         for _ in 0..TRANSACTION_ATTEMPTS {
             let payload = self.call(Request::TransactionStart, 0)?;
             let tx_id = wire::decode_transaction_id(&payload).map_err(|fault| Error::Protocol {
                 request: "TRANSACTION_START".into(),
                 fault,
             })?;
-            let exists = match self.read_in(tx_id, guard) {
-                Ok(value) => value.is_some(),
+            let (result, commit) = match body(self, tx_id) {
+                Ok(outcome) => outcome,
                 Err(error) => {
                     let _ = self.ok(Request::TransactionEnd { commit: false }, tx_id);
                     return Err(error);
                 }
             };
-            if exists {
-                let written = self.ok(
-                    Request::Write {
-                        path,
-                        value: value.as_bytes(),
-                    },
-                    tx_id,
-                );
-                if let Err(error) = written {
-                    let _ = self.ok(Request::TransactionEnd { commit: false }, tx_id);
-                    return Err(error);
-                }
-            }
-            match self.ok(Request::TransactionEnd { commit: exists }, tx_id) {
-                Ok(()) => return Ok(exists),
+            match self.ok(Request::TransactionEnd { commit }, tx_id) {
+                Ok(()) => return Ok(result),
                 Err(Error::Refused {
                     error: XsdError::Again,
                     ..
@@ -507,9 +641,61 @@ impl Xenbus {
             }
         }
         Err(Error::Conflict {
-            what: format!("write {path}"),
+            what: what.to_string(),
         })
     }
+}
+
+/// What a domain may do with a node (docs/misc/xenstore.txt, SET_PERMS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeAccess {
+    /// `n`: nothing.
+    None,
+    /// `r`: read.
+    Read,
+    /// `w`: write.
+    Write,
+    /// `b`: read and write.
+    Both,
+}
+
+/// One entry of a node's permissions: a domain and what it may do (`r3`: domain 3 may read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// What the domain may do.
+    pub access: NodeAccess,
+    /// The domain.
+    pub domid: u32,
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let letter = match self.access {
+            NodeAccess::None => 'n',
+            NodeAccess::Read => 'r',
+            NodeAccess::Write => 'w',
+            NodeAccess::Both => 'b',
+        };
+        write!(f, "{letter}{}", self.domid)
+    }
+}
+
+/// The payload of SET_PERMS: `<path>|<perm-as-string>|+`.
+pub fn set_perms_payload(path: &str, permissions: &[Permission]) -> Result<Vec<u8>, EncodeError> {
+    if path.as_bytes().contains(&0) {
+        return Err(EncodeError::NulInArgument);
+    }
+    let mut payload = Vec::with_capacity(path.len() + 1 + permissions.len() * 8);
+    payload.extend_from_slice(path.as_bytes());
+    payload.push(0);
+    for permission in permissions {
+        payload.extend_from_slice(permission.to_string().as_bytes());
+        payload.push(0);
+    }
+    if payload.len() > XENSTORE_PAYLOAD_MAX {
+        return Err(EncodeError::PayloadTooLarge { len: payload.len() });
+    }
+    Ok(payload)
 }
 
 #[cfg(test)]
@@ -739,5 +925,145 @@ mod tests {
                 "TRANSACTION_END tx=10 F|",
             ]
         );
+    }
+    #[test]
+    fn set_perms_sends_the_path_then_each_permission() {
+        let (mut client, server) = serve(|request| {
+            vec![message(
+                request.msg_type,
+                request.header.req_id,
+                request.header.tx_id,
+                b"OK\0",
+            )]
+        });
+        let permissions = [
+            Permission {
+                access: NodeAccess::None,
+                domid: 0,
+            },
+            Permission {
+                access: NodeAccess::Read,
+                domid: 3,
+            },
+        ];
+        client
+            .set_perms(
+                "/local/domain/0/error/backend/vdispl/3/0/error",
+                &permissions,
+            )
+            .unwrap();
+        drop(client);
+        let seen = server.join().unwrap();
+        let sent = &seen[0];
+        // XS_SET_PERMS is 14 in xs_wire.h; the header is type, req_id, tx_id, len.
+        assert_eq!(sent.header.msg_type, 14);
+        assert_eq!(sent.header.len as usize, sent.payload.len());
+        assert_eq!(
+            sent.payload,
+            b"/local/domain/0/error/backend/vdispl/3/0/error\0n0\0r3\0"
+        );
+        let letters: Vec<String> = [
+            NodeAccess::None,
+            NodeAccess::Read,
+            NodeAccess::Write,
+            NodeAccess::Both,
+        ]
+        .into_iter()
+        .map(|access| Permission { access, domid: 65 }.to_string())
+        .collect();
+        assert_eq!(letters, ["n65", "r65", "w65", "b65"]);
+        assert_eq!(
+            set_perms_payload("/a\0b", &permissions),
+            Err(EncodeError::NulInArgument)
+        );
+        assert_eq!(
+            set_perms_payload(&"/a".repeat(2100), &permissions),
+            Err(EncodeError::PayloadTooLarge { len: 4207 })
+        );
+    }
+
+    #[test]
+    fn a_missing_node_is_removed_already() {
+        let (fake, mut client) = fake::FakeXenstored::start();
+        fake.write("/t/a", "1");
+        client.rm("/t/a").unwrap();
+        // Missing, its parent there (OK), and its parent missing too (ENOENT): both are fine.
+        client.rm("/t/a").unwrap();
+        client.rm("/t/x/y").unwrap();
+        assert!(fake.node("/t/a").is_none() && fake.node("/t").is_some());
+        let replies: Vec<String> = fake.take_requests().iter().map(|r| r.describe()).collect();
+        assert_eq!(
+            replies,
+            ["RM tx=0 /t/a|", "RM tx=0 /t/a|", "RM tx=0 /t/x/y|"]
+        );
+    }
+
+    #[test]
+    fn empty_parents_are_removed_up_to_the_top_and_no_further() {
+        let (fake, mut client) = fake::FakeXenstored::start();
+        fake.write("/t/a/b/c/error", "x");
+        fake.write("/t/a/kept", "1");
+        client
+            .remove_with_empty_parents("/t/a/b/c/error", "/t/a")
+            .unwrap();
+        assert_eq!(fake.paths_under("/t"), ["/t", "/t/a", "/t/a/kept"]);
+        // Each directory checked and removed in one transaction.
+        let requests: Vec<String> = fake.take_requests().iter().map(|r| r.describe()).collect();
+        assert_eq!(
+            requests,
+            [
+                "RM tx=0 /t/a/b/c/error|",
+                "TRANSACTION_START tx=0 |",
+                "DIRECTORY tx=1 /t/a/b/c|",
+                "RM tx=1 /t/a/b/c|",
+                "TRANSACTION_END tx=1 T|",
+                "TRANSACTION_START tx=0 |",
+                "DIRECTORY tx=2 /t/a/b|",
+                "RM tx=2 /t/a/b|",
+                "TRANSACTION_END tx=2 T|",
+                "TRANSACTION_START tx=0 |",
+                "DIRECTORY tx=3 /t/a|",
+                "TRANSACTION_END tx=3 F|",
+            ]
+        );
+        // The top itself goes when empty; what is above it stays.
+        client
+            .remove_with_empty_parents("/t/a/kept", "/t/a")
+            .unwrap();
+        assert_eq!(fake.paths_under("/t"), ["/t"]);
+        // A top that is no ancestor: only the node goes.
+        fake.write("/t/b/c", "1");
+        client.remove_with_empty_parents("/t/b/c", "/t/bb").unwrap();
+        assert_eq!(fake.paths_under("/t"), ["/t", "/t/b"]);
+    }
+
+    #[test]
+    fn a_guarded_write_with_permissions_is_one_transaction() {
+        let (fake, mut client) = fake::FakeXenstored::start();
+        let read3 = [
+            Permission {
+                access: NodeAccess::None,
+                domid: 0,
+            },
+            Permission {
+                access: NodeAccess::Read,
+                domid: 3,
+            },
+        ];
+        assert!(!client
+            .write_with_perms_if_exists("/be/state", "/err/error", "why", &read3)
+            .unwrap());
+        assert!(fake.node("/err").is_none());
+        fake.write("/be/state", "2");
+        assert!(client
+            .write_with_perms_if_exists("/be/state", "/err/error", "why", &read3)
+            .unwrap());
+        let node = fake.node("/err/error").unwrap();
+        assert_eq!(
+            (node.value.as_slice(), node.perms),
+            (&b"why"[..], vec!["n0".to_string(), "r3".into()])
+        );
+        // The parent xenstored created keeps its parent's permissions.
+        assert_eq!(fake.node("/err").unwrap().perms, ["n0"]);
     }
 }
