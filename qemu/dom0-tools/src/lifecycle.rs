@@ -14,6 +14,13 @@
 //! backend at InitWait again. A strict backend (libxenbe's `close(XenbusStateInitWait)`) goes
 //! on to InitWait at once after a close the frontend started, and leaves a frontend that closes
 //! before connecting alone.
+//!
+//! A frontend whose nodes the backend refuses (a connector missing below a listed one, a
+//! protocol version it does not offer, a listed connector without its rings: see
+//! `frontend::DeviceRefusal`) is not closed: the backend stays at InitWait
+//! ([`Phase::Refused`]), says why in the device's xenbus error node, and looks at the nodes
+//! again only when the frontend changes them or its state ([`frontend_changed`]), so the
+//! frontend can put them right.
 
 use drivers::xen::xenbus::XenbusState;
 use std::time::{Duration, Instant};
@@ -25,6 +32,9 @@ pub enum Phase {
     New,
     /// `versions` published, state InitWait.
     InitWait,
+    /// State InitWait, the frontend's nodes refused: nothing is set up until the frontend
+    /// changes them ([`frontend_changed`]).
+    Refused,
     /// Rings mapped, event channels bound, state Connected.
     Connected,
     /// Nothing mapped, state Closed.
@@ -92,6 +102,12 @@ pub fn decide_as(
             _ if frontend_gone && !strict => Action::Close,
             _ => Action::Stay,
         },
+        // Refused nodes are read again only once the frontend changed (`frontend_changed`).
+        Phase::Refused => match frontend {
+            _ if !online || frontend.is_none() => Action::Close,
+            _ if frontend_gone && !strict => Action::Close,
+            _ => Action::Stay,
+        },
         Phase::Connected => {
             if frontend_gone || !online || frontend == Some(S::Initialising) {
                 Action::Close
@@ -103,6 +119,62 @@ pub fn decide_as(
             Some(S::Initialising) if online => Action::Reopen,
             _ => Action::Stay,
         },
+    }
+}
+
+/// The phase once the frontend changed its state or nodes: a refused device is looked at
+/// again as one at InitWait (so a frontend that is Initialised is connected if its nodes are
+/// good now); any other phase stays.
+pub fn frontend_changed(phase: Phase) -> Phase {
+    match phase {
+        Phase::Refused => Phase::InitWait,
+        phase => phase,
+    }
+}
+
+/// What the backend has said about a device's refused nodes, so that a refusal is logged once
+/// per attempt (not at every look) and its error node goes once the nodes are good.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefusalState {
+    /// The refusal logged since the backend last wrote the device's state.
+    logged: Option<String>,
+    /// A refusal of the whole device is what its error node says.
+    in_effect: bool,
+}
+
+impl RefusalState {
+    /// The frontend's nodes are refused with `message`: whether it is to be logged (it was not
+    /// since the backend last wrote the device's state).
+    pub fn refused(&mut self, message: &str) -> bool {
+        self.in_effect = true;
+        if self.logged.as_deref() == Some(message) {
+            return false;
+        }
+        self.logged = Some(message.to_string());
+        true
+    }
+
+    /// The backend wrote the device's state: a new attempt, whose refusal is said again.
+    pub fn state_written(&mut self) {
+        self.logged = None;
+    }
+
+    /// A look found the nodes good: whether a refusal was in effect (its error node is to
+    /// go).
+    pub fn nodes_good(&mut self) -> bool {
+        self.logged = None;
+        std::mem::take(&mut self.in_effect)
+    }
+
+    /// The error node says something else now (or nothing): no refusal of the whole device is
+    /// in effect.
+    pub fn replaced(&mut self) {
+        self.in_effect = false;
+    }
+
+    /// Whether a refusal of the whole device is in effect.
+    pub fn in_effect(&self) -> bool {
+        self.in_effect
     }
 }
 
@@ -277,7 +349,13 @@ mod tests {
 
     #[test]
     fn the_toolstack_removing_the_device_gets_closed_at_once() {
-        for phase in [Phase::New, Phase::InitWait, Phase::Connected, Phase::Closed] {
+        for phase in [
+            Phase::New,
+            Phase::InitWait,
+            Phase::Refused,
+            Phase::Connected,
+            Phase::Closed,
+        ] {
             assert_eq!(
                 decide(phase, Some(S::Closing), Some(S::Connected), false),
                 Action::Close,
@@ -409,6 +487,110 @@ mod tests {
             ),
             Action::Close
         );
+    }
+
+    #[test]
+    fn a_refused_device_waits_at_init_wait_until_the_frontend_changes() {
+        for strict in [false, true] {
+            // An Initialised frontend with refused nodes is not connected again and again...
+            for frontend in [S::Initialised, S::Connected, S::Initialising] {
+                assert_eq!(
+                    decide_as(
+                        strict,
+                        Phase::Refused,
+                        Some(S::InitWait),
+                        Some(frontend),
+                        true
+                    ),
+                    Action::Stay,
+                    "{frontend:?}"
+                );
+            }
+            // ...until it changes something: then its nodes are read again.
+            let phase = frontend_changed(Phase::Refused);
+            assert_eq!(phase, Phase::InitWait);
+            assert_eq!(
+                decide_as(strict, phase, Some(S::InitWait), Some(S::Initialised), true),
+                Action::Connect
+            );
+            // A frontend gone, an offline device or the toolstack removing it: closed.
+            assert_eq!(
+                decide_as(strict, Phase::Refused, Some(S::InitWait), None, true),
+                Action::Close
+            );
+            assert_eq!(
+                decide_as(
+                    strict,
+                    Phase::Refused,
+                    Some(S::InitWait),
+                    Some(S::Initialised),
+                    false
+                ),
+                Action::Close
+            );
+            assert_eq!(
+                decide_as(
+                    strict,
+                    Phase::Refused,
+                    Some(S::Closing),
+                    Some(S::Initialised),
+                    false
+                ),
+                Action::Close
+            );
+            assert_eq!(
+                decide_as(strict, Phase::Refused, None, None, false),
+                Action::Forget
+            );
+        }
+        // A frontend that gives up: the lenient backend closes, the strict one waits.
+        assert_eq!(
+            decide_as(
+                false,
+                Phase::Refused,
+                Some(S::InitWait),
+                Some(S::Closing),
+                true
+            ),
+            Action::Close
+        );
+        assert_eq!(
+            decide_as(
+                true,
+                Phase::Refused,
+                Some(S::InitWait),
+                Some(S::Closing),
+                true
+            ),
+            Action::Stay
+        );
+        // Other phases do not change with the frontend.
+        for phase in [Phase::New, Phase::InitWait, Phase::Connected, Phase::Closed] {
+            assert_eq!(frontend_changed(phase), phase);
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_said_once_per_attempt_and_its_error_node_goes_when_the_nodes_are_good() {
+        let mut refusal = RefusalState::default();
+        let gap = "/local/domain/3/device/vdispl/0/1 is missing but ... is listed";
+        assert!(refusal.refused(gap));
+        // Looking again (the frontend changed something else) finds the same: not said again.
+        assert!(!refusal.refused(gap));
+        assert!(refusal.in_effect());
+        // Another reason is said.
+        assert!(refusal.refused("/local/domain/3/device/vdispl/0/version asks for ..."));
+        // A new attempt (the backend wrote the state: closed, then InitWait again) says it
+        // again; the refusal stays in effect meanwhile.
+        refusal.state_written();
+        assert!(refusal.in_effect());
+        assert!(refusal.refused(gap));
+        // The nodes are good now: the error node goes, once.
+        assert!(refusal.nodes_good());
+        assert!(!refusal.nodes_good());
+        assert!(refusal.refused(gap));
+        refusal.replaced();
+        assert!(!refusal.in_effect() && !refusal.nodes_good());
     }
 
     #[test]
