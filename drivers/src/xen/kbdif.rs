@@ -465,6 +465,11 @@ impl KbdPage {
         core::sync::atomic::fence(Ordering::Release);
     }
 
+    /// Backend: the producer index it last published.
+    pub fn producer_index(&self) -> u32 {
+        self.in_prod.load(Ordering::Relaxed)
+    }
+
     /// Backend: sets the producer index (a hostile backend's overrun, in
     /// tests and fault injection).
     pub fn force_in_prod(&self, producer: u32) {

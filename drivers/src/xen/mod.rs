@@ -11,5 +11,6 @@ pub mod kbdif;
 pub mod ring;
 pub mod shared_info;
 pub mod vdispl;
+pub mod vkbd;
 pub mod xenbus;
 pub mod xenstore;

@@ -14,6 +14,7 @@ use drivers::xen::error::XenError;
 use drivers::xen::evtchn;
 use drivers::xen::gnttab::{GrantError, GrantRef};
 use drivers::xen::hypercall::ShutdownReason;
+use drivers::xen::kbdif::{KbdFrame, KbdPage};
 use drivers::xen::ring::{EventFrame, PageBox, RingPage};
 use drivers::xen::vdispl::env::{App, Env, Figures, PageMemory, Screen};
 use drivers::xen::vdispl::frontend;
@@ -48,6 +49,7 @@ impl Env for Guest {
     type Ring = PageBox<RingPage>;
     type Events = PageBox<EventFrame>;
     type Pages = PageBuffer;
+    type Input = PageBox<KbdFrame>;
 
     fn now_ns(&self) -> u64 {
         time::now_ns()
@@ -118,6 +120,12 @@ impl Env for Guest {
         let events = EventFrame::new_boxed();
         let frame = events.address() as u64 >> 12;
         Some((events, frame))
+    }
+
+    fn input_page(&mut self) -> Option<(Self::Input, u64)> {
+        let page = KbdPage::new_boxed();
+        let frame = page.address() as u64 >> 12;
+        Some((page, frame))
     }
 
     fn pages(&mut self, count: usize) -> Option<PageBuffer> {

@@ -8,6 +8,7 @@
 use crate::xen::error::XenError;
 use crate::xen::gnttab::{GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
+use crate::xen::kbdif::KbdPage;
 use crate::xen::ring::{EventPage, SharedRing};
 use crate::xen::xenstore::client::{Client, Transport};
 use core::fmt;
@@ -38,6 +39,8 @@ pub trait Env {
     type Events: Deref<Target = EventPage>;
     /// Pages for buffers.
     type Pages: PageMemory;
+    /// An input page the input frontend owns (io/kbdif.h).
+    type Input: Deref<Target = KbdPage>;
 
     /// Monotonic nanoseconds.
     fn now_ns(&self) -> u64;
@@ -66,6 +69,12 @@ pub trait Env {
     fn ring_page(&mut self) -> Option<(Self::Ring, u64)>;
     /// A zeroed event page and its frame number.
     fn event_page(&mut self) -> Option<(Self::Events, u64)>;
+    /// A zeroed input page and its frame number.
+    fn input_page(&mut self) -> Option<(Self::Input, u64)>;
+    /// Keeps an input page allocated for good: the backend still maps it.
+    fn leak_input(&mut self, page: Self::Input) {
+        core::mem::forget(page);
+    }
     /// `count` zeroed pages in a row, or `None` when memory runs short.
     fn pages(&mut self, count: usize) -> Option<Self::Pages>;
     /// Keeps `pages` allocated for good: the backend still maps them.

@@ -17,6 +17,7 @@ use crate::xen::displif::{field, Request};
 use crate::xen::error::XenError;
 use crate::xen::gnttab::{GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
+use crate::xen::kbdif::{KbdFrame, KbdPage, RawEvent};
 use crate::xen::ring::{EventFrame, EventPage, PageBox, RingPage, SharedRing, Slot};
 use crate::xen::xenbus::XenbusState;
 use crate::xen::xenstore::client::{Client, Transport};
@@ -45,6 +46,10 @@ pub const DOMID: u16 = 3;
 pub const DEVICE: &str = "device/vdispl/0";
 /// The device's backend path.
 pub const BACKEND: &str = "/local/domain/0/backend/vdispl/3/0";
+/// The input device of the fake domain, when a test adds one.
+pub const INPUT_DEVICE: &str = "device/vkbd/0";
+/// Its backend's directory.
+pub const INPUT_BACKEND: &str = "/local/domain/0/backend/vkbd/3/0";
 
 /// Memory, grants and channels, shared by the env and its backend.
 #[derive(Default)]
@@ -53,6 +58,7 @@ struct Memory {
     /// Buffers by first frame.
     buffers: BTreeMap<u64, alloc::rc::Weak<RefCell<Vec<[u8; 4096]>>>>,
     rings: BTreeMap<u64, Rc<PageBox<RingPage>>>,
+    inputs: BTreeMap<u64, Rc<PageBox<KbdFrame>>>,
     events: BTreeMap<u64, Rc<PageBox<EventFrame>>>,
     grants: BTreeMap<GrantRef, u64>,
     next_gref: GrantRef,
@@ -209,6 +215,24 @@ impl Served {
     }
 }
 
+/// The input backend of the fake world: connects when the frontend is
+/// Initialised (mapping the page its `page-gref` names), then puts the
+/// scripted events on the page as their time comes.
+#[derive(Default)]
+pub struct FakeInput {
+    /// Raw events and the time (ns) from which each may go out, in order
+    /// (raw, so that tests can send what no good backend would).
+    pub script: alloc::collections::VecDeque<(u64, RawEvent)>,
+    /// After this many events went out, the producer index is pushed this
+    /// far past the ring (a hostile backend's overrun), once.
+    pub overrun_after: Option<(usize, u32)>,
+    /// Events put on the page.
+    pub pushed: usize,
+    /// Connections made.
+    pub connections: usize,
+    page: Option<Rc<PageBox<KbdFrame>>>,
+}
+
 enum Phase {
     /// At InitWait, waiting for the frontend.
     Waiting,
@@ -241,6 +265,8 @@ pub struct FakeWorld {
     pub ended_while_mapped: Cell<usize>,
     /// The backend states written, in order, with their time.
     pub backend_states: Vec<(u64, XenbusState)>,
+    /// The input backend.
+    pub input: FakeInput,
 }
 
 impl FakeWorld {
@@ -254,6 +280,68 @@ impl FakeWorld {
         let value = (state as u32).to_string();
         self.xenstored
             .set(&format!("{BACKEND}/state"), value.as_bytes());
+    }
+
+    /// The input backend's xenbus side, then its script; whether it did
+    /// anything.
+    fn step_input(&mut self) -> bool {
+        let back_node = format!("{INPUT_BACKEND}/state");
+        let Some(back) = self.state_of(&back_node) else {
+            return false;
+        };
+        let front = self.state_of(&format!("{INPUT_DEVICE}/state"));
+        let set = |world: &mut FakeWorld, state: XenbusState| {
+            let value = (state as u32).to_string();
+            world.xenstored.set(&back_node, value.as_bytes());
+        };
+        if self.input.page.is_none() {
+            if front == Some(XenbusState::Initialised) && back == XenbusState::InitWait {
+                let gref = self
+                    .xenstored
+                    .get(&format!("{INPUT_DEVICE}/page-gref"))
+                    .and_then(|value| core::str::from_utf8(value).ok()?.trim().parse().ok());
+                let memory = self.memory.borrow();
+                let page = gref
+                    .and_then(|gref: GrantRef| memory.grants.get(&gref))
+                    .and_then(|frame| memory.inputs.get(frame))
+                    .cloned();
+                drop(memory);
+                if let Some(page) = page {
+                    self.input.page = Some(page);
+                    self.input.connections += 1;
+                    set(self, XenbusState::Connected);
+                    return true;
+                }
+            }
+            return false;
+        }
+        if matches!(
+            front,
+            Some(XenbusState::Closing | XenbusState::Closed) | None
+        ) {
+            self.input.page = None;
+            set(self, XenbusState::Closed);
+            return true;
+        }
+        let now = self.xenstored.now_ns();
+        let mut pushed = false;
+        while let Some(&(at, raw)) = self.input.script.front() {
+            let Some(page) = &self.input.page else { break };
+            if at > now || page.push_event(&raw).is_err() {
+                break;
+            }
+            self.input.script.pop_front();
+            self.input.pushed += 1;
+            pushed = true;
+            if let Some((after, ahead)) = self.input.overrun_after {
+                if self.input.pushed == after {
+                    let producer = page.producer_index();
+                    page.force_in_prod(producer.wrapping_add(ahead));
+                    self.input.overrun_after = None;
+                }
+            }
+        }
+        pushed
     }
 
     /// The frontend's grant `node` under connector `index`.
@@ -460,7 +548,7 @@ impl Transport for FakeWorld {
     }
 
     fn wait(&mut self, deadline_ns: u64) {
-        let active = self.step_backend();
+        let active = self.step_backend() | self.step_input();
         let now = self.xenstored.now_ns();
         let mut wake = deadline_ns.max(now + 1_000);
         if active {
@@ -469,9 +557,15 @@ impl Transport for FakeWorld {
         if let Some(due) = self.next_due() {
             wake = wake.min(due.max(now + 1_000));
         }
+        if let Some(&(at, _)) = self.input.script.front() {
+            if self.input.page.is_some() {
+                wake = wake.min(at.max(now + 1_000));
+            }
+        }
         self.xenstored.wait(wake);
         // What fell due meanwhile goes out before the frontend looks.
         self.step_backend();
+        self.step_input();
     }
 
     fn now_ns(&self) -> u64 {
@@ -536,6 +630,7 @@ impl FakeEnv {
             mapped: Vec::new(),
             ended_while_mapped: Cell::new(0),
             backend_states: Vec::new(),
+            input: FakeInput::default(),
         };
         FakeEnv {
             client: Client::new(world),
@@ -572,6 +667,19 @@ impl FakeEnv {
             .collect()
     }
 
+    /// Adds input device 0 with its backend at InitWait offering `nodes`
+    /// (features and limits, `unique-id`).
+    pub fn add_input(&mut self, nodes: &[(&str, &str)]) {
+        let store = &mut self.world().xenstored;
+        store.set(&format!("{INPUT_DEVICE}/backend"), INPUT_BACKEND.as_bytes());
+        store.set(&format!("{INPUT_DEVICE}/backend-id"), b"0");
+        store.set(&format!("{INPUT_DEVICE}/state"), b"1");
+        for (name, value) in nodes {
+            store.set(&format!("{INPUT_BACKEND}/{name}"), value.as_bytes());
+        }
+        store.set(&format!("{INPUT_BACKEND}/state"), b"2");
+    }
+
     /// Counts a resource call; whether [`FakeEnv::fail_calls`] fails it.
     fn fails_now(&mut self) -> bool {
         self.resource_calls += 1;
@@ -597,6 +705,7 @@ impl Env for FakeEnv {
     type Ring = SharedPage<RingPage>;
     type Events = SharedPage<EventFrame>;
     type Pages = FakePages;
+    type Input = SharedPage<KbdFrame>;
 
     fn now_ns(&self) -> u64 {
         self.client.now_ns()
@@ -704,6 +813,25 @@ impl Env for FakeEnv {
         let frame = memory.frames(1);
         let page = Rc::new(EventFrame::new_boxed());
         memory.events.insert(frame, Rc::clone(&page));
+        memory.live_pages += 1;
+        drop(memory);
+        Some((
+            SharedPage {
+                page,
+                memory: Rc::clone(&self.memory),
+            },
+            frame,
+        ))
+    }
+
+    fn input_page(&mut self) -> Option<(Self::Input, u64)> {
+        if self.fails_now() || !self.pages_fit(1) {
+            return None;
+        }
+        let mut memory = self.memory.borrow_mut();
+        let frame = memory.frames(1);
+        let page = Rc::new(KbdPage::new_boxed());
+        memory.inputs.insert(frame, Rc::clone(&page));
         memory.live_pages += 1;
         drop(memory);
         Some((
