@@ -17,26 +17,37 @@
 //! base block for the connector's resolution) only when the frontend asked for protocol
 //! version 2, or in strict mode (`--strict`, the xen-troops DRM backend's behaviour).
 //! Closing a device writes Closing, releases everything, then writes Closed. Every rejected request is logged with its reason.
+//!
+//! Bad frontend configuration is refused precisely, as xenbus does, and said in the device's
+//! xenbus error node (`/local/domain/0/error/backend/vdispl/<domid>/<dev>/error`, readable by
+//! the frontend's domain; see [`update_error_node`]). A connector whose `resolution` is refused
+//! ([`frontend::ResolutionRefusal`]) is set up like the others and every request on its own ring
+//! is answered -EINVAL, said in one line per connection; the device's other connectors are
+//! served and the device goes Connected. A device whose nodes are refused
+//! ([`frontend::DeviceRefusal`]) stays at InitWait, said once, until the frontend changes its
+//! nodes or state ([`lifecycle::Phase::Refused`], watched: no polling). The error node goes
+//! once the configuration is good, the frontend is gone or the device is removed.
 
 use crate::capture::{FrameLayout, FrameWriter, Submitted, WriterStats};
 use crate::drop_report;
 use crate::evtchn::Evtchn;
 use crate::frame_copy::{Completed, Copier, CopyOutcome, CopySource, JobId, JobStatus};
 use crate::frontend::{
-    self, ConnectorConfig, DeviceKey, NodeReader, Scope, BACKEND_ROOT, VERSIONS,
+    self, ConnectorConfig, DeviceKey, DeviceRefusal, FrontendError, NodeReader, Scope,
+    BACKEND_ROOT, VERSIONS,
 };
 use crate::grant_map::{Access, EventMapping, GrantMapper, GrantMapping, RingMapping};
-use crate::lifecycle::{self, Action, OwnWrites, Phase, Step};
-use crate::xenbus::{self, Xenbus};
+use crate::lifecycle::{self, Action, OwnWrites, Phase, RefusalState, Step};
+use crate::xenbus::{self, NodeAccess, Permission, Xenbus};
 use drivers::xen::displif::{self, field, Event, Operation, Request, Response};
 use drivers::xen::edid;
 use drivers::xen::gnttab::GrantRef;
-use drivers::xen::ring::{BackRing, RingError, Slot};
+use drivers::xen::ring::{BackRing, RingError, Slot, RING_SLOTS};
 use drivers::xen::vdispl::backend::{
-    read_directory, BackendModel, DirectoryReader, Effect, Rejection, Strictness, EINVAL,
+    read_directory, respond, BackendModel, DirectoryReader, Effect, Rejection, Strictness, EINVAL,
 };
 use drivers::xen::vdispl::fault::{garbage_event, FaultAction, FaultState, RSP_PROD_AHEAD};
-use drivers::xen::xenbus::XenbusState;
+use drivers::xen::xenbus::{error_node, XenbusState};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -48,6 +59,14 @@ use std::time::{Duration, Instant};
 const BACKEND_TOKEN: &str = "vdispl-backend";
 /// Prefix of the tokens of the watches on frontend `state` nodes (`frontend:<domid>/<dev>`).
 const FRONTEND_TOKEN: &str = "frontend:";
+/// Prefix of the tokens of the watches on the whole directory of a frontend whose nodes are
+/// refused (`frontend-nodes:<domid>/<dev>`): any change there is a reason to read them again.
+const FRONTEND_NODES_TOKEN: &str = "frontend-nodes:";
+/// Where Dom0's xenbus error nodes live: directories up to it that an error node of this
+/// backend leaves empty are removed with it.
+const ERROR_ROOT: &str = "/local/domain/0/error";
+/// The longest message an error node holds (cut at a character boundary).
+const ERROR_MESSAGE_MAX: usize = 2048;
 /// How long one poll(2) waits before the stop flag is looked at again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often every device is looked at again, watch events or not.
@@ -174,7 +193,16 @@ struct Device {
     frontend: Option<String>,
     /// The watch on the frontend's `state` node is set.
     watching: bool,
+    /// The watch on the frontend's whole directory is set (while its nodes are refused).
+    watching_nodes: bool,
     phase: Phase,
+    /// What the device's xenbus error node holds, as far as this backend knows.
+    error_node: ErrorNode,
+    /// What was said about the frontend's refused nodes.
+    refusal: RefusalState,
+    /// At InitWait: the device's shape (its connectors) is to be checked at the next look,
+    /// once after InitWait is written and again whenever the frontend changes.
+    check_shape: bool,
     link: Option<Link>,
     /// Flips captured per connector index over every connection so far: a frontend that
     /// reconnects carries on with its frame sequence numbers, and so do the file names.
@@ -185,15 +213,141 @@ impl Device {
     fn frontend_token(&self) -> String {
         format!("{FRONTEND_TOKEN}{}/{}", self.key.domid, self.key.device)
     }
+
+    fn frontend_nodes_token(&self) -> String {
+        format!(
+            "{FRONTEND_NODES_TOKEN}{}/{}",
+            self.key.domid, self.key.device
+        )
+    }
+}
+
+/// The device a frontend watch's token names (after its prefix: `<domid>/<dev>`).
+fn token_key(rest: &str) -> Option<DeviceKey> {
+    let (domid, device) = rest.split_once('/')?;
+    Some(DeviceKey {
+        domid: frontend::number(domid)?,
+        device: frontend::number(device)?,
+    })
 }
 
 /// Reads nodes through the xenstore connection for [`frontend::read_frontend`].
 struct StoreReader<'a>(&'a mut Xenbus);
 
 impl NodeReader for StoreReader<'_> {
-    fn read_node(&mut self, path: &str) -> Result<Option<String>, String> {
-        self.0.read(path).map_err(|error| error.to_string())
+    type Error = xenbus::Error;
+
+    fn read_node(&mut self, path: &str) -> Result<Option<String>, xenbus::Error> {
+        self.0.read(path)
     }
+
+    fn list_directory(&mut self, path: &str) -> Result<Vec<String>, xenbus::Error> {
+        self.0.directory(path)
+    }
+}
+
+/// Why a device could not be connected.
+#[derive(Debug)]
+enum ConnectError {
+    /// The frontend's nodes are refused: the device waits at InitWait for the frontend to
+    /// change them.
+    Refused(DeviceRefusal),
+    /// Reading the frontend's nodes failed.
+    Store(xenbus::Error),
+    /// A ring, an event page or an event channel could not be set up (or the backend's
+    /// `frontend` node is missing): the device is closed.
+    Setup(String),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(refusal) => refusal.fmt(f),
+            ConnectError::Store(error) => error.fmt(f),
+            ConnectError::Setup(error) => f.write_str(error),
+        }
+    }
+}
+
+impl From<FrontendError<xenbus::Error>> for ConnectError {
+    fn from(error: FrontendError<xenbus::Error>) -> Self {
+        match error {
+            FrontendError::Store(error) => ConnectError::Store(error),
+            FrontendError::Refused(refusal) => ConnectError::Refused(refusal),
+        }
+    }
+}
+
+/// What a device's xenbus error node holds, as far as this backend knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ErrorNode {
+    /// Not looked at: an earlier run of the backend may have left one.
+    Unknown,
+    /// None there.
+    Absent,
+    /// This message, readable by the frontend's domain.
+    Holds(String),
+}
+
+/// Makes the xenbus error node of device `key` hold `message`, or removes it (with the
+/// directories above it it leaves empty, up to [`ERROR_ROOT`]) for `None`, unless `known` says
+/// it is so already; returns what it holds now. The node is where Linux's `xenbus_dev_error`
+/// puts a device's errors ([`error_node`] of the backend directory); it is owned by Dom0 and
+/// readable by the frontend's domain (`n0`, `r<domid>`), written in one transaction with its
+/// permissions and only while the backend's `state` node exists, so a device the toolstack
+/// removed gets none.
+fn update_error_node(
+    store: &mut Xenbus,
+    key: DeviceKey,
+    known: &ErrorNode,
+    message: Option<&str>,
+) -> Result<ErrorNode, xenbus::Error> {
+    let backend = key.backend_path();
+    let Some(node) = error_node(&backend) else {
+        return Ok(ErrorNode::Absent);
+    };
+    match message {
+        Some(message) => {
+            let message = clip(message, ERROR_MESSAGE_MAX);
+            if *known == ErrorNode::Holds(message.to_string()) {
+                return Ok(known.clone());
+            }
+            let permissions = [
+                Permission {
+                    access: NodeAccess::None,
+                    domid: 0,
+                },
+                Permission {
+                    access: NodeAccess::Read,
+                    domid: key.domid,
+                },
+            ];
+            let written = store.write_with_perms_if_exists(
+                &format!("{backend}/state"),
+                &node,
+                message,
+                &permissions,
+            )?;
+            Ok(match written {
+                true => ErrorNode::Holds(message.to_string()),
+                false => known.clone(),
+            })
+        }
+        None if *known == ErrorNode::Absent => Ok(ErrorNode::Absent),
+        None => {
+            store.remove_with_empty_parents(&node, ERROR_ROOT)?;
+            Ok(ErrorNode::Absent)
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Reads page directory pages by mapping them one at a time.
@@ -454,6 +608,8 @@ impl Backend {
     /// Looks again at every device a queued watch event concerns (each once).
     fn handle_watch_events(&mut self) {
         let mut keys = BTreeSet::new();
+        // Devices whose frontend changed its state or (while refused) its nodes.
+        let mut changed = BTreeSet::new();
         let mut everything = false;
         let now = std::time::Instant::now();
         while let Some(event) = self.store.take_event() {
@@ -468,15 +624,21 @@ impl Backend {
                     }
                     Scope::Elsewhere => {}
                 }
-            } else if let Some(rest) = event.token.strip_prefix(FRONTEND_TOKEN) {
-                let key = rest.split_once('/').and_then(|(domid, device)| {
-                    Some(DeviceKey {
-                        domid: frontend::number(domid)?,
-                        device: frontend::number(device)?,
-                    })
-                });
-                keys.extend(key);
+            } else if let Some(key) = event
+                .token
+                .strip_prefix(FRONTEND_TOKEN)
+                .or_else(|| event.token.strip_prefix(FRONTEND_NODES_TOKEN))
+                .and_then(token_key)
+            {
+                keys.insert(key);
+                changed.insert(key);
             }
+        }
+        for key in changed {
+            self.set_device(key, |device| {
+                device.phase = lifecycle::frontend_changed(device.phase);
+                device.check_shape |= device.phase == Phase::InitWait;
+            });
         }
         self.look_at(keys, everything);
     }
@@ -543,7 +705,11 @@ impl Backend {
                         key,
                         frontend,
                         watching: false,
+                        watching_nodes: false,
                         phase: Phase::New,
+                        error_node: ErrorNode::Unknown,
+                        refusal: RefusalState::default(),
+                        check_shape: false,
                         link: None,
                         flips: BTreeMap::new(),
                     },
@@ -570,7 +736,17 @@ impl Backend {
                 (_, Some(state)) => format!("frontend {state}"),
             };
             match action {
-                Action::Stay => return Ok(()),
+                Action::Stay => {
+                    let check = phase == Phase::InitWait
+                        && self
+                            .devices
+                            .get(&key)
+                            .is_some_and(|device| device.check_shape);
+                    if check {
+                        self.check_shape(key)?;
+                    }
+                    return Ok(());
+                }
                 Action::Offer => {
                     let versions = match self.strict {
                         false => {
@@ -580,6 +756,7 @@ impl Backend {
                         true => "none written",
                     };
                     self.set_state(key, XenbusState::InitWait)?;
+                    self.set_device(key, |device| device.check_shape = true);
                     println!(
                         "vdispl-backend: {key}: InitWait (versions {versions}, uptime {} ms)",
                         uptime_ms()
@@ -588,13 +765,36 @@ impl Backend {
                 Action::Connect => match self.connect(key) {
                     Ok(link) => {
                         let described = describe_link(&link);
-                        self.set_device(key, |device| device.link = Some(link));
+                        let refused: Vec<(u32, String)> = link
+                            .connectors
+                            .iter()
+                            .filter_map(|connector| {
+                                let refusal = connector.config.resolution.as_ref().err()?;
+                                Some((connector.config.index, refusal.to_string()))
+                            })
+                            .collect();
+                        self.set_device(key, |device| {
+                            device.link = Some(link);
+                            device.refusal.replaced();
+                        });
                         self.set_state(key, XenbusState::Connected)?;
                         self.summary.connections += 1;
                         println!(
                             "vdispl-backend: {key}: Connected, {described} (uptime {} ms)",
                             uptime_ms()
                         );
+                        for (index, refusal) in &refused {
+                            eprintln_line!(
+                                "vdispl-backend: {key}: connector {index} refused: {refusal}; \
+                                 its requests get -EINVAL"
+                            );
+                        }
+                        let messages: Vec<&str> = refused
+                            .iter()
+                            .map(|(_, refusal)| refusal.as_str())
+                            .collect();
+                        let message = (!messages.is_empty()).then(|| messages.join("; "));
+                        self.set_error_node(key, message.as_deref());
                         let connectors = self.connector_count(key);
                         for index in 0..connectors {
                             self.service(key, index);
@@ -603,8 +803,18 @@ impl Backend {
                         // second look now: a change of its state comes as a watch event.
                         return Ok(());
                     }
+                    Err(ConnectError::Refused(refusal)) => {
+                        // Not closed: the frontend may put its nodes right, and says so by
+                        // changing them.
+                        self.refuse(key, &refusal);
+                        return Ok(());
+                    }
                     Err(error) => {
                         eprintln_line!("vdispl-backend: {key}: cannot connect: {error}");
+                        if let ConnectError::Setup(message) = &error {
+                            self.set_device(key, |device| device.refusal.replaced());
+                            self.set_error_node(key, Some(message));
+                        }
                         self.close_device(key, &lifecycle::BACKEND_CLOSE)?;
                     }
                 },
@@ -621,21 +831,36 @@ impl Backend {
                         why(),
                         uptime_ms()
                     );
+                    if frontend_state.is_none() {
+                        // Nobody is left to read why the device was refused.
+                        self.set_error_node(key, None);
+                    }
                 }
                 Action::Reopen => {
                     self.set_state(key, XenbusState::InitWait)?;
+                    self.set_device(key, |device| device.check_shape = true);
                     println!("vdispl-backend: {key}: InitWait again ({})", why());
                 }
                 Action::Forget => {
                     let flips = self.disconnect(key);
                     if let Some(device) = self.devices.remove(&key) {
-                        if device.watching {
-                            if let Some(frontend) = &device.frontend {
+                        if let Some(frontend) = &device.frontend {
+                            if device.watching {
                                 let _ = self.store.unwatch(
                                     &format!("{frontend}/state"),
                                     &device.frontend_token(),
                                 );
                             }
+                            if device.watching_nodes {
+                                let _ =
+                                    self.store.unwatch(frontend, &device.frontend_nodes_token());
+                            }
+                        }
+                        // Also one an earlier run of the backend left.
+                        if let Err(error) =
+                            update_error_node(&mut self.store, key, &device.error_node, None)
+                        {
+                            eprintln_line!("vdispl-backend: {key}: error node: {error}");
                         }
                     }
                     println!(
@@ -678,6 +903,111 @@ impl Backend {
         }
     }
 
+    /// Checks the connectors the frontend's directory lists while the device waits at InitWait
+    /// (the toolstack wrote them; the frontend may never get as far as Initialised with them):
+    /// a device of a shape this backend cannot serve is refused at once, and one that was
+    /// refused and is good now has its error node removed.
+    fn check_shape(&mut self, key: DeviceKey) -> Result<(), String> {
+        let Some(device) = self.devices.get_mut(&key) else {
+            return Ok(());
+        };
+        device.check_shape = false;
+        let Some(frontend_path) = device.frontend.clone() else {
+            return Ok(());
+        };
+        match frontend::connector_count(&mut StoreReader(&mut self.store), &frontend_path) {
+            Ok(_) => {
+                let refused_before = self
+                    .devices
+                    .get_mut(&key)
+                    .is_some_and(|device| device.refusal.nodes_good());
+                if refused_before {
+                    self.set_error_node(key, None);
+                    self.unwatch_frontend_nodes(key);
+                }
+                Ok(())
+            }
+            Err(FrontendError::Refused(refusal)) => {
+                self.refuse(key, &refusal);
+                Ok(())
+            }
+            Err(FrontendError::Store(error)) => Err(error.to_string()),
+        }
+    }
+
+    /// The frontend's nodes are refused: the device stays at InitWait ([`Phase::Refused`]) with
+    /// the refusal in its error node, said once, and is looked at again when the frontend
+    /// changes its directory (watched) or its state.
+    fn refuse(&mut self, key: DeviceKey, refusal: &DeviceRefusal) {
+        let message = refusal.to_string();
+        let say = self
+            .devices
+            .get_mut(&key)
+            .is_some_and(|device| device.refusal.refused(&message));
+        if say {
+            eprintln_line!(
+                "vdispl-backend: {key}: device refused: {message}; InitWait until the frontend \
+                 changes its nodes"
+            );
+        }
+        self.set_error_node(key, Some(&message));
+        self.set_device(key, |device| device.phase = Phase::Refused);
+        self.watch_frontend_nodes(key);
+    }
+
+    /// Watches the frontend's whole directory (a new watch fires once at once, so a change
+    /// made before it was set is not missed).
+    fn watch_frontend_nodes(&mut self, key: DeviceKey) {
+        let Some(device) = self.devices.get(&key) else {
+            return;
+        };
+        let (Some(frontend), false) = (device.frontend.clone(), device.watching_nodes) else {
+            return;
+        };
+        let token = device.frontend_nodes_token();
+        match self.store.watch(&frontend, &token) {
+            Ok(()) => self.set_device(key, |device| device.watching_nodes = true),
+            Err(error) => {
+                eprintln_line!("vdispl-backend: {key}: cannot watch the frontend's nodes: {error}")
+            }
+        }
+    }
+
+    fn unwatch_frontend_nodes(&mut self, key: DeviceKey) {
+        let Some(device) = self.devices.get(&key) else {
+            return;
+        };
+        let (Some(frontend), true) = (device.frontend.clone(), device.watching_nodes) else {
+            return;
+        };
+        let token = device.frontend_nodes_token();
+        if let Err(error) = self.store.unwatch(&frontend, &token) {
+            eprintln_line!("vdispl-backend: {key}: {error}");
+        }
+        self.set_device(key, |device| device.watching_nodes = false);
+    }
+
+    /// Makes device `key`'s error node hold `message`, or removes it (see
+    /// [`update_error_node`]); a failure is logged.
+    fn set_error_node(&mut self, key: DeviceKey, message: Option<&str>) {
+        let Some(known) = self
+            .devices
+            .get(&key)
+            .map(|device| device.error_node.clone())
+        else {
+            return;
+        };
+        match update_error_node(&mut self.store, key, &known, message) {
+            Ok(now) => self.set_device(key, |device| {
+                if now == ErrorNode::Absent {
+                    device.refusal.replaced();
+                }
+                device.error_node = now;
+            }),
+            Err(error) => eprintln_line!("vdispl-backend: {key}: error node: {error}"),
+        }
+    }
+
     /// Writes a node of the backend directory, unless the toolstack removed the directory.
     fn write_guarded(&mut self, key: DeviceKey, node: &str, value: &str) -> Result<bool, String> {
         let backend = key.backend_path();
@@ -712,17 +1042,25 @@ impl Backend {
             XenbusState::Connected => Phase::Connected,
             _ => Phase::Closed,
         };
-        self.set_device(key, |device| device.phase = phase);
+        self.set_device(key, |device| {
+            device.phase = phase;
+            device.refusal.state_written();
+        });
+        // Refused nodes are watched only while the device waits for them to change.
+        self.unwatch_frontend_nodes(key);
         Ok(())
     }
 
-    /// Maps every connector's ring and event page and binds its event channels.
-    fn connect(&mut self, key: DeviceKey) -> Result<Link, String> {
+    /// Reads the frontend's nodes, maps every connector's ring and event page and binds its
+    /// event channels (a refused connector's too).
+    fn connect(&mut self, key: DeviceKey) -> Result<Link, ConnectError> {
         let frontend_path = self
             .devices
             .get(&key)
             .and_then(|device| device.frontend.clone())
-            .ok_or_else(|| format!("{}/frontend is missing", key.backend_path()))?;
+            .ok_or_else(|| {
+                ConnectError::Setup(format!("{}/frontend is missing", key.backend_path()))
+            })?;
         let config = frontend::read_frontend(&mut StoreReader(&mut self.store), &frontend_path)?;
         let strictness = match self.strict {
             true => Strictness::strict(),
@@ -732,7 +1070,10 @@ impl Backend {
             .connectors
             .iter()
             .enumerate()
-            .map(|(index, connector)| (index, connector.width, connector.height));
+            .filter_map(|(index, connector)| {
+                let (width, height) = connector.mode()?;
+                Some((index, width, height))
+            });
         let mut link = Link {
             version: config.version,
             strict: self.strict,
@@ -748,7 +1089,7 @@ impl Backend {
                 Ok(connector) => link.connectors.push(connector),
                 Err(error) => {
                     self.release(key, link);
-                    return Err(error);
+                    return Err(ConnectError::Setup(error));
                 }
             }
         }
@@ -907,6 +1248,16 @@ impl Backend {
                 Err(error) => eprintln_line!("vdispl-backend: {key}: {error}"),
             }
         }
+        // This backend's error nodes go with it.
+        let written: Vec<DeviceKey> = self
+            .devices
+            .iter()
+            .filter(|(_, device)| matches!(device.error_node, ErrorNode::Holds(_)))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in written {
+            self.set_error_node(key, None);
+        }
         // Every copy was cancelled or withdrawn with its device; the finished ones' frames
         // still go to the workers.
         if let Some(copier) = self.copier.take() {
@@ -1021,11 +1372,12 @@ fn describe_link(link: &Link) -> String {
     let connectors: Vec<String> = link
         .connectors
         .iter()
-        .map(|c| {
-            format!(
-                "conn{} {} {}x{}",
-                c.config.index, c.config.unique_id, c.config.width, c.config.height
-            )
+        .map(|c| match c.config.mode() {
+            Some((width, height)) => format!(
+                "conn{} {} {width}x{height}",
+                c.config.index, c.config.unique_id
+            ),
+            None => format!("conn{} {} refused", c.config.index, c.config.unique_id),
         })
         .collect();
     format!(
@@ -1076,6 +1428,9 @@ fn serve_ring(
 ) -> Result<bool, RingError> {
     if index >= link.connectors.len() || link.connectors[index].poisoned {
         return Ok(false);
+    }
+    if link.connectors[index].config.resolution.is_err() {
+        return refuse_ring(rings, key, &mut link.connectors[index]);
     }
     loop {
         let mut garbage = false;
@@ -1171,6 +1526,31 @@ fn serve_ring(
             return Ok(true);
         }
     }
+}
+
+/// Answers every request on a refused connector's own ring with -EINVAL (`XEN_EINVAL`), at
+/// most a ring's worth per turn; whether requests are left. Each is counted as rejected; the
+/// connector's refusal was said once when the device connected.
+fn refuse_ring(
+    rings: &mut Rings,
+    key: DeviceKey,
+    connector: &mut Connector,
+) -> Result<bool, RingError> {
+    let mut answered = 0;
+    while answered < RING_SLOTS {
+        let Some(slot) = connector.ring.take_request()? else {
+            break;
+        };
+        connector
+            .ring
+            .push_response(&respond(&slot, EINVAL).encode())?;
+        answered += 1;
+    }
+    rings.summary.rejected += answered as u64;
+    if connector.ring.publish() {
+        rings.notifier.signal(key, connector.req_port);
+    }
+    connector.ring.final_check_for_requests()
 }
 
 /// Whether `slot` must wait for a copy to be over before it is answered: a flip on connector
@@ -1361,6 +1741,11 @@ fn answer(
     let operation = Operation::try_from(slot[2])
         .map(|operation| operation.to_string())
         .unwrap_or_else(|_| format!("operation {:#04x}", slot[2]));
+    // A refused connector's requests never get here (`refuse_ring`); answered the same way.
+    let Some((width, height)) = link.connectors[index].config.mode() else {
+        summary.rejected += 1;
+        return (respond(slot, EINVAL), None);
+    };
     let reject = |summary: &mut Summary, rejection: &Rejection, failure: &Option<String>| {
         summary.rejected += 1;
         let detail = failure
@@ -1382,13 +1767,12 @@ fn answer(
         true,
     ) = (decoded, link.version >= 2 || link.strict)
     {
-        let connector = &link.connectors[index].config;
-        let outcome = send_edid(connector, buffer_sz, gref_directory, &mut reader);
+        let outcome = send_edid((width, height), buffer_sz, gref_directory, &mut reader);
         let (status, edid_sz) = match outcome {
             Ok(size) => {
                 println!(
-                    "vdispl-backend: {key} conn{index}: EDID for {}x{} sent ({size} bytes)",
-                    connector.width, connector.height
+                    "vdispl-backend: {key} conn{index}: EDID for {width}x{height} sent ({size} \
+                     bytes)"
                 );
                 (0, size)
             }
@@ -1444,8 +1828,8 @@ fn answer(
             match shown {
                 Some(fb_cookie) => println!(
                     "vdispl-backend: {key} conn{index}: showing framebuffer {fb_cookie:#x} \
-                     ({} {}x{})",
-                    connector.unique_id, connector.width, connector.height
+                     ({} {width}x{height})",
+                    connector.unique_id
                 ),
                 None => println!("vdispl-backend: {key} conn{index}: disabled"),
             }
@@ -1500,15 +1884,15 @@ fn copy_source(
     Ok((source, framebuffer.dbuf_cookie))
 }
 
-/// GET_EDID (version 2): writes a base block for the connector's resolution into the first
-/// page of the frontend's buffer; returns the EDID's size.
+/// GET_EDID (version 2): writes a base block for the connector's resolution (`mode`) into the
+/// first page of the frontend's buffer; returns the EDID's size.
 fn send_edid(
-    connector: &ConnectorConfig,
+    (width, height): (u32, u32),
     buffer_sz: u32,
     gref_directory: GrantRef,
     reader: &mut GrantReader,
 ) -> Result<u32, Rejection> {
-    let block = edid::base_block(connector.width, connector.height);
+    let block = edid::base_block(width, height);
     if (buffer_sz as usize) < block.len() {
         return Err(Rejection {
             status: EINVAL,
@@ -1613,8 +1997,7 @@ mod tests {
         ConnectorConfig {
             index: 0,
             unique_id: "DP-1".into(),
-            width: WIDTH,
-            height: HEIGHT,
+            resolution: Ok((WIDTH, HEIGHT)),
             req_ring_ref: RING_REF,
             req_port: 5,
             evt_ring_ref: EVENT_REF,
@@ -1630,16 +2013,15 @@ mod tests {
     fn connect_link_of(grants: &GrantMapper, domid: u32) -> Link {
         let config = config();
         let (ring, events) = map_connector_pages(grants, domid, &config).unwrap();
-        let mut model =
-            BackendModel::for_connectors(Strictness::Lenient, [(0, config.width, config.height)]);
+        let mut model = BackendModel::for_connectors(Strictness::Lenient, [(0, WIDTH, HEIGHT)]);
         // The connector is on, as a SET_CONFIG of framebuffer 0xf0 leaves it: these tests
         // flip right after FB_ATTACH.
         model.shown.insert(
             0,
             Shown {
                 fb_cookie: 0xf0,
-                width: config.width,
-                height: config.height,
+                width: WIDTH,
+                height: HEIGHT,
             },
         );
         Link {
@@ -2187,5 +2569,232 @@ mod tests {
         drop(front);
         unmap_link(KEY, link, None, &mut summary);
         assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+    }
+    /// Connector 1's ring and event page, granted beside connector 0's.
+    const REFUSED_RING_REF: u32 = 12;
+    const REFUSED_EVENT_REF: u32 = 13;
+
+    /// `connect_link` with a second connector whose `resolution` is refused, as `connect`
+    /// builds it: its pages mapped and its ports bound like connector 0's.
+    fn connect_link_with_refused_connector(grants: &GrantMapper) -> Link {
+        let mut link = connect_link(grants);
+        let refused = ConnectorConfig {
+            index: 1,
+            unique_id: "HDMI-A-1".into(),
+            resolution: Err(frontend::ResolutionRefusal {
+                path: "/local/domain/1/device/vdispl/0/1/resolution".into(),
+                value: "0x0".into(),
+                reason: displif::ResolutionError::Zero,
+            }),
+            req_ring_ref: REFUSED_RING_REF,
+            req_port: 7,
+            evt_ring_ref: REFUSED_EVENT_REF,
+            evt_port: 8,
+        };
+        let (ring, events) = map_connector_pages(grants, DOMID, &refused).unwrap();
+        link.connectors
+            .push(Connector::new(refused, ring, events, 13, 14));
+        link
+    }
+
+    /// Serves connector `index` of `link` once, as the backend's loop does; whether requests
+    /// are left, and the ports notified.
+    fn serve_connector(
+        link: &mut Link,
+        index: usize,
+        grants: &GrantMapper,
+        summary: &mut Summary,
+    ) -> (bool, Vec<u32>) {
+        let notifier = Recorder::default();
+        let mut state_back = None;
+        let mut rings = Rings {
+            grants,
+            notifier: &notifier,
+            fault: None,
+            copier: None,
+            summary,
+            state_back: &mut state_back,
+        };
+        let left = serve_ring(&mut rings, KEY, index, link).unwrap();
+        (left, notifier.0.take())
+    }
+
+    #[test]
+    fn a_refused_connector_gets_einval_for_every_request_on_its_ring_and_the_other_flips() {
+        let fake = Arc::new(FakeGntdev::default());
+        let grants = GrantMapper::over(fake.clone());
+        grant_connection(&fake, 7);
+        fake.grant(DOMID, REFUSED_RING_REF, &[], false);
+        fake.grant(DOMID, REFUSED_EVENT_REF, &[], false);
+        let mut link = connect_link_with_refused_connector(&grants);
+        assert_eq!(
+            describe_link(&link),
+            "protocol version 2, 2 connectors (conn0 DP-1 64x48, conn1 HDMI-A-1 refused)"
+        );
+        let mut front = Frontend::of(&link);
+        let mut refused_front = FrontRing::new(link.connectors[1].ring_page.clone());
+        // SHARED_RING_INIT, so that the backend's answers come with a notification.
+        refused_front.shared().init();
+        let mut summary = Summary::default();
+
+        // Everything connector 1's frontend sends on its own ring, a request of an unknown
+        // operation too, is answered -EINVAL with its id and operation.
+        let mut sent: Vec<(u16, u8)> = Vec::new();
+        for (id, request) in [(1u16, create()), (2, attach()), (3, FLIP)] {
+            let slot = request.encode(id);
+            sent.push((id, slot[2]));
+            refused_front.push_request(&slot).unwrap();
+        }
+        let mut unknown = [0u8; 64];
+        unknown[..3].copy_from_slice(&[4, 0, 0x7f]);
+        refused_front.push_request(&unknown).unwrap();
+        sent.push((4, 0x7f));
+        refused_front.publish();
+        let (left, notified) = serve_connector(&mut link, 1, &grants, &mut summary);
+        assert!(!left);
+        assert_eq!(notified, [13], "its own request port");
+        let answers: Vec<Slot> =
+            std::iter::from_fn(|| refused_front.take_response().unwrap()).collect();
+        assert_eq!(answers.len(), 4);
+        for (slot, (id, operation)) in answers.iter().zip(&sent) {
+            // struct xendispl_resp: uint16_t id, uint8_t operation, uint8_t reserved,
+            // int32_t status (little-endian), then reserved bytes.
+            assert_eq!(slot[0..2], id.to_le_bytes());
+            assert_eq!(slot[2], *operation);
+            assert_eq!(slot[4..8], [0xea, 0xff, 0xff, 0xff], "-22, XEN_EINVAL");
+            assert!(slot[8..].iter().all(|&byte| byte == 0));
+        }
+        assert_eq!(summary.rejected, 4);
+        // Nothing was created for it, and no event went on its page.
+        assert!(link.model.buffers.is_empty() && link.buffers.is_empty());
+        assert!(link.connectors[1].events.take_event().unwrap().is_none());
+
+        // Connector 0 creates its buffer on its own ring and flips as usual.
+        front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
+        let (left, _) = serve_connector(&mut link, 0, &grants, &mut summary);
+        assert!(!left);
+        assert_eq!(front.answers(), [(1, 0), (2, 0), (3, 0)]);
+        assert_eq!(flip_events(&link), 1);
+        assert_eq!((summary.flips, summary.rejected), (1, 4));
+        // ...and a request it sends after them is still refused on connector 1's ring.
+        refused_front.push_request(&FLIP.encode(5)).unwrap();
+        refused_front.publish();
+        serve_connector(&mut link, 1, &grants, &mut summary);
+        let slot = refused_front.take_response().unwrap().unwrap();
+        assert_eq!(
+            (&slot[0..2], &slot[4..8]),
+            (&[5, 0][..], &[0xea, 0xff, 0xff, 0xff][..])
+        );
+        assert_eq!((summary.flips, summary.rejected), (1, 5));
+
+        drop((front, refused_front));
+        unmap_link(KEY, link, None, &mut summary);
+        assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
+        assert_eq!(end_connection(&fake), []);
+        assert_eq!(fake.end(DOMID, REFUSED_RING_REF), Ok(()));
+        assert_eq!(fake.end(DOMID, REFUSED_EVENT_REF), Ok(()));
+    }
+
+    #[test]
+    fn a_message_is_cut_at_a_character_boundary() {
+        assert_eq!(clip("abc", 8), "abc");
+        assert_eq!(clip("abcdef", 4), "abcd");
+        assert_eq!(clip("ab\u{e9}d", 3), "ab");
+    }
+
+    #[test]
+    fn the_error_node_is_readable_by_the_frontend_and_goes_with_the_directories_it_left() {
+        use crate::xenbus::fake::FakeXenstored;
+        let key = DeviceKey {
+            domid: 3,
+            device: 0,
+        };
+        let node = "/local/domain/0/error/backend/vdispl/3/0/error";
+        let (fake, mut store) = FakeXenstored::start();
+        fake.write(&format!("{}/state", key.backend_path()), "2");
+        // Another backend's error node, which stays.
+        fake.write(
+            "/local/domain/0/error/backend/vif/3/0/error",
+            "12 reading ring-ref",
+        );
+
+        let message = "/local/domain/3/device/vdispl/0/1/resolution holds \"0x0\" (a width or \
+                       height of 0)";
+        let known = update_error_node(&mut store, key, &ErrorNode::Unknown, Some(message)).unwrap();
+        assert_eq!(known, ErrorNode::Holds(message.into()));
+        let written = fake.node(node).unwrap();
+        assert_eq!(written.value, message.as_bytes());
+        assert_eq!(written.perms, ["n0", "r3"]);
+        // Written and given its permissions in one transaction, guarded by the backend's state.
+        let requests: Vec<String> = fake.take_requests().iter().map(|r| r.describe()).collect();
+        assert_eq!(
+            requests,
+            [
+                "TRANSACTION_START tx=0 |".to_string(),
+                "READ tx=1 /local/domain/0/backend/vdispl/3/0/state|".into(),
+                format!("WRITE tx=1 {node}|{message}"),
+                format!("SET_PERMS tx=1 {node}|n0|r3|"),
+                "TRANSACTION_END tx=1 T|".into(),
+            ]
+        );
+        // The same message again costs nothing.
+        let again = update_error_node(&mut store, key, &known, Some(message)).unwrap();
+        assert_eq!((again, fake.take_requests()), (known, vec![]));
+
+        // Several refused connectors: their messages joined, the node rewritten.
+        let both = format!("{message}; /local/domain/3/device/vdispl/0/2/resolution holds \"\" (not <width>x<height>)");
+        let known = update_error_node(
+            &mut store,
+            key,
+            &ErrorNode::Holds(message.into()),
+            Some(&both),
+        )
+        .unwrap();
+        assert_eq!(fake.node(node).unwrap().value, both.as_bytes());
+        assert_eq!(fake.node(node).unwrap().perms, ["n0", "r3"]);
+
+        // The configuration is good again: the node goes, and the directories it alone kept.
+        let gone = update_error_node(&mut store, key, &known, None).unwrap();
+        assert_eq!(gone, ErrorNode::Absent);
+        assert_eq!(
+            fake.paths_under("/local/domain/0/error"),
+            [
+                "/local/domain/0/error",
+                "/local/domain/0/error/backend",
+                "/local/domain/0/error/backend/vif",
+                "/local/domain/0/error/backend/vif/3",
+                "/local/domain/0/error/backend/vif/3/0",
+                "/local/domain/0/error/backend/vif/3/0/error",
+            ]
+        );
+        fake.take_requests();
+        assert_eq!(
+            update_error_node(&mut store, key, &gone, None).unwrap(),
+            ErrorNode::Absent
+        );
+        assert_eq!(fake.take_requests(), []);
+
+        // Without the other backend's node nothing of the error tree is left.
+        fake.remove("/local/domain/0/error/backend/vif");
+        let known = update_error_node(&mut store, key, &gone, Some(message)).unwrap();
+        update_error_node(&mut store, key, &known, None).unwrap();
+        assert_eq!(
+            fake.paths_under("/local/domain/0/error"),
+            Vec::<String>::new()
+        );
+        assert!(fake.node("/local/domain/0").is_some());
+
+        // A device the toolstack removed gets no node, and one left by an earlier run of the
+        // backend is removed when the device goes.
+        fake.remove(&key.backend_path());
+        let known = update_error_node(&mut store, key, &ErrorNode::Absent, Some(message)).unwrap();
+        assert_eq!(known, ErrorNode::Absent);
+        assert!(fake.node(node).is_none());
+        fake.write(node, "left by an earlier run");
+        update_error_node(&mut store, key, &ErrorNode::Unknown, None).unwrap();
+        assert_eq!(
+            fake.paths_under("/local/domain/0/error"),
+            Vec::<String>::new()
+        );
     }
 }
