@@ -777,6 +777,13 @@ impl Backend {
                             device.link = Some(link);
                             device.refusal.replaced();
                         });
+                        // Before Connected, so a frontend that reads it then finds it.
+                        let messages: Vec<&str> = refused
+                            .iter()
+                            .map(|(_, refusal)| refusal.as_str())
+                            .collect();
+                        let message = (!messages.is_empty()).then(|| messages.join("; "));
+                        self.set_error_node(key, message.as_deref());
                         self.set_state(key, XenbusState::Connected)?;
                         self.summary.connections += 1;
                         println!(
@@ -789,12 +796,6 @@ impl Backend {
                                  its requests get -EINVAL"
                             );
                         }
-                        let messages: Vec<&str> = refused
-                            .iter()
-                            .map(|(_, refusal)| refusal.as_str())
-                            .collect();
-                        let message = (!messages.is_empty()).then(|| messages.join("; "));
-                        self.set_error_node(key, message.as_deref());
                         let connectors = self.connector_count(key);
                         for index in 0..connectors {
                             self.service(key, index);
