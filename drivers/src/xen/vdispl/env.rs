@@ -8,7 +8,7 @@
 use crate::xen::error::XenError;
 use crate::xen::gnttab::{GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
-use crate::xen::kbdif::KbdPage;
+use crate::xen::kbdif::{InputEvent, KbdPage};
 use crate::xen::ring::{EventPage, SharedRing};
 use crate::xen::xenstore::client::{Client, Transport};
 use core::fmt;
@@ -148,4 +148,14 @@ pub trait App {
     /// A frame drawn earlier is on the screen (its flip completed or was
     /// released); `last` when it was the connector's last frame.
     fn shown(&mut self, shown: Self::Shown, last: bool);
+    /// An input event, for the display connector whose `unique-id` its
+    /// input device names (`None` when it names none of them). Events come
+    /// between frames, in the order the backend sent them.
+    fn input(&mut self, connector: Option<u32>, event: InputEvent) {
+        let _ = (connector, event);
+    }
+    /// Whether the application is done: no connector draws another frame.
+    fn finished(&self) -> bool {
+        false
+    }
 }

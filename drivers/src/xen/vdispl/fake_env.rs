@@ -17,7 +17,7 @@ use crate::xen::displif::{field, Request};
 use crate::xen::error::XenError;
 use crate::xen::gnttab::{GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
-use crate::xen::kbdif::{KbdFrame, KbdPage, RawEvent};
+use crate::xen::kbdif::{InputEvent, KbdFrame, KbdPage, RawEvent};
 use crate::xen::ring::{EventFrame, EventPage, PageBox, RingPage, SharedRing, Slot};
 use crate::xen::xenbus::XenbusState;
 use crate::xen::xenstore::client::{Client, Transport};
@@ -910,6 +910,10 @@ pub struct FakeApp {
     pub shown: BTreeMap<u32, Vec<u64>>,
     /// The depths frames were drawn at, per connector index.
     pub depths: BTreeMap<u32, Vec<u32>>,
+    /// Input events taken, with their connector, in order.
+    pub inputs: Vec<(Option<u32>, InputEvent)>,
+    /// Whether it stopped: Escape (`KEY_ESC`, 1) was pressed.
+    pub stopped: bool,
 }
 
 impl App for FakeApp {
@@ -943,6 +947,21 @@ impl App for FakeApp {
             .entry(shown.connector)
             .or_default()
             .push(shown.bpp);
+    }
+
+    fn input(&mut self, connector: Option<u32>, event: InputEvent) {
+        if let InputEvent::Key {
+            pressed: true,
+            keycode,
+        } = event
+        {
+            self.stopped |= keycode == 1;
+        }
+        self.inputs.push((connector, event));
+    }
+
+    fn finished(&self) -> bool {
+        self.stopped
     }
 }
 

@@ -31,6 +31,7 @@ use crate::framebuffer::{FormatRgb565, FormatXrgb8888, Framebuffer};
 use crate::xen::displif::{self, DbufCreate, Operation, Request};
 use crate::xen::gnttab::{GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
+use crate::xen::vkbd::{self, InputDevice};
 use crate::xen::xenbus::{self, StateWatch, XenbusError, XenbusState};
 use alloc::format;
 use alloc::string::String;
@@ -40,6 +41,8 @@ use embedded_graphics::draw_target::DrawTargetExt;
 use log::Level;
 
 const NS_PER_MS: u64 = 1_000_000;
+/// Input devices whose event channels wake the display loop.
+const MAX_INPUTS: usize = 8;
 /// How long the backend may take to reach InitWait, then Connected.
 pub const HANDSHAKE_TIMEOUT_NS: u64 = 10_000 * NS_PER_MS;
 /// How long one slice of a handshake wait lasts: between slices a shutdown
@@ -253,14 +256,60 @@ pub fn run<E: Env, A: App>(env: &mut E, app: &mut A, depths: &[u32]) -> Outcome 
         ));
         return Outcome { shutdown: None };
     }
+    let mut inputs = connect_inputs(env);
+    let mut shutdown = None;
     for id in ids {
-        if let Some(reason) = run_device(env, app, &id, depths) {
-            return Outcome {
-                shutdown: Some(reason),
-            };
+        shutdown = run_device(env, app, &id, depths, &mut inputs);
+        if shutdown.is_some() {
+            break;
         }
     }
-    Outcome { shutdown: None }
+    for input in inputs {
+        input.disconnect(env);
+    }
+    Outcome { shutdown }
+}
+
+/// Connects every input device of the domain; one that cannot be connected
+/// is named and left out.
+fn connect_inputs<E: Env>(env: &mut E) -> Vec<InputDevice<E>> {
+    let ids = match vkbd::enumerate(env) {
+        Ok(ids) => ids,
+        Err(error) => {
+            env.log(Level::Error, format_args!("input: {error}"));
+            return Vec::new();
+        }
+    };
+    let mut inputs = Vec::new();
+    for id in ids {
+        match InputDevice::connect(env, &id) {
+            Ok(input) => {
+                let config = input.config();
+                env.print(format_args!(
+                    "input: device {} connected (backend domain {}, connector {}{}{})",
+                    config.path,
+                    config.backend_id,
+                    config.unique_id.as_deref().unwrap_or("none"),
+                    if config.abs_pointer {
+                        ", absolute pointer"
+                    } else {
+                        ""
+                    },
+                    if config.multi_touch {
+                        ", multi-touch"
+                    } else {
+                        ""
+                    },
+                ));
+                inputs.push(input);
+            }
+            Err(error) => env.log(
+                Level::Error,
+                format_args!("input: device {}/{id}: {error}; not used", vkbd::DEVICES),
+            ),
+        }
+    }
+    inputs
 }
 
 /// Runs one device through as many connections as it takes.
@@ -269,6 +318,7 @@ fn run_device<E: Env, A: App>(
     app: &mut A,
     id: &str,
     depths: &[u32],
+    inputs: &mut [InputDevice<E>],
 ) -> Option<ShutdownReason> {
     let mut progress = [Progress::default(); MAX_CONNECTORS];
     let mut reconnects = Reconnects::default();
@@ -285,7 +335,7 @@ fn run_device<E: Env, A: App>(
     loop {
         generation += 1;
         let flips_before: u32 = progress.iter().map(|p| p.flips).sum();
-        let end = match Device::connect(env, app, id, depths, generation, &progress) {
+        let end = match Device::connect(env, app, inputs, id, depths, generation, &progress) {
             Err(ConnectError::Shutdown(reason)) => ShowEnd::Shutdown(reason),
             Err(ConnectError::Failed(error)) => ShowEnd::Lost(error),
             Ok(mut device) => {
@@ -428,6 +478,8 @@ impl<E: Env> Wait for EnvWait<'_, E> {
 struct Device<'r, E: Env, A: App> {
     env: &'r mut E,
     app: &'r mut A,
+    /// The domain's input devices, polled between frames.
+    inputs: &'r mut [InputDevice<E>],
     config: DeviceConfig,
     version: u32,
     outputs: Vec<Output<E, A::Shown>>,
@@ -458,6 +510,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
     fn connect(
         env: &'r mut E,
         app: &'r mut A,
+        inputs: &'r mut [InputDevice<E>],
         id: &str,
         depths: &[u32],
         generation: u64,
@@ -475,6 +528,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         let mut device = Device {
             env,
             app,
+            inputs,
             config,
             version: 1,
             outputs: Vec::new(),
@@ -1257,6 +1311,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             if let Some(gone) = self.gone.take() {
                 break ShowEnd::Lost(DeviceError::Gone(gone));
             }
+            self.poll_inputs();
             // The rings first: a flip that completed is not held up by the
             // xenstore round trips below.
             let mut busy = false;
@@ -1396,7 +1451,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
     /// shown or the output failed.
     fn render(&mut self, index: usize) -> Option<Drawn<A::Shown>> {
         let number = self.outputs[index].flipper.next_frame();
-        if number >= self.app.total_frames() {
+        if number >= self.app.total_frames() || self.app.finished() {
             return None;
         }
         if self.outputs[index].back >= self.outputs[index].buffers.len() {
@@ -1470,8 +1525,30 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
     /// Sleeps until an event channel of a connector (only working ones if
     /// `working_only`) or xenstore fires, or `deadline_ns`; then takes in
     /// what xenstore sent.
+    /// Hands every input event waiting on the input devices to the
+    /// application, with the connector its device names.
+    fn poll_inputs(&mut self) {
+        let Device {
+            env,
+            app,
+            inputs,
+            config,
+            ..
+        } = self;
+        for input in inputs.iter_mut() {
+            let connector = input.config().unique_id.as_ref().and_then(|id| {
+                config
+                    .connectors
+                    .iter()
+                    .find(|connector| connector.unique_id == *id)
+                    .map(|connector| connector.index)
+            });
+            input.poll(env, |event| app.input(connector, event));
+        }
+    }
+
     fn wait_on(&mut self, working_only: bool, deadline_ns: u64) {
-        let mut ports = [0u32; 2 * MAX_CONNECTORS];
+        let mut ports = [0u32; 2 * MAX_CONNECTORS + MAX_INPUTS];
         let mut count = 0;
         // A restart may await answers on another connector's ring (connector
         // 0's carries the buffers'): every ring then.
@@ -1482,6 +1559,10 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 ports[count + 1] = output.evt_port;
                 count += 2;
             }
+        }
+        for input in self.inputs.iter().take(MAX_INPUTS) {
+            ports[count] = input.port();
+            count += 1;
         }
         self.env.wait(&ports[..count], deadline_ns);
         service_store(self.env);

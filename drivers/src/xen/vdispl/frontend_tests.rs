@@ -351,3 +351,71 @@ fn a_buffer_sent_again_after_a_refusal_gets_a_new_cookie() {
         .all(|&cookie| cookie != 0 && cookie & 0x8 == 0));
     assert_eq!(super::env::Env::grants_in_use(&mut run.env), 0);
 }
+
+#[test]
+fn input_reaches_the_app_with_its_connector_between_frames_and_can_stop_it() {
+    use crate::xen::kbdif::{encode, InputEvent, Touch};
+    // The touch screen belongs to HDMI-A-1 (connector 1).
+    let touch = |contact, touch| InputEvent::Touch { contact, touch };
+    let events = [
+        touch(0, Touch::Down { x: 10, y: 20 }),
+        touch(0, Touch::Sync),
+        touch(0, Touch::Up),
+        InputEvent::Key {
+            pressed: true,
+            keycode: 28,
+        },
+    ];
+    let mut run = run_with(None, BackendFaults::default(), 1000, |env| {
+        env.add_input(&[
+            ("feature-multi-touch", "1"),
+            ("multi-touch-num-contacts", "1"),
+            ("unique-id", "HDMI-A-1"),
+        ]);
+        // After a few frames.
+        for (index, event) in events.iter().enumerate() {
+            let at = 50_000_000 + index as u64 * 1_000_000;
+            env.world().input.script.push_back((at, encode(event)));
+        }
+    });
+    let inputs: Vec<_> = run.app.inputs.clone();
+    let expected: Vec<_> = events.iter().map(|event| (Some(1), *event)).collect();
+    assert_eq!(inputs, expected);
+    assert!(run
+        .env
+        .lines
+        .iter()
+        .any(|line| line == "input: device device/vkbd/0 connected (backend domain 0, connector HDMI-A-1, multi-touch)"));
+    // Enter does not stop it: it runs its 1000 frames.
+    assert_eq!(shown(&run.app, 0).len(), 1000);
+    assert_eq!(run.env.world().input.connections, 1);
+}
+
+#[test]
+fn an_app_that_asks_to_stop_ends_the_run_early_and_everything_goes_back() {
+    use crate::xen::kbdif::{encode, InputEvent};
+    let escape = InputEvent::Key {
+        pressed: true,
+        keycode: 1,
+    };
+    let mut run = run_with(None, BackendFaults::default(), 100_000, |env| {
+        env.add_input(&[("unique-id", "DP-1")]);
+        env.world()
+            .input
+            .script
+            .push_back((80_000_000, encode(&escape)));
+    });
+    assert!(run.app.stopped);
+    let frames = shown(&run.app, 0).len();
+    assert!(frames > 0 && frames < 100_000, "{frames}");
+    assert_eq!(run.app.inputs, [(Some(0), escape)]);
+    assert_eq!(super::env::Env::grants_in_use(&mut run.env), 0);
+    // The input device was closed too.
+    let state = run
+        .env
+        .world()
+        .xenstored
+        .get("device/vkbd/0/state")
+        .map(<[u8]>::to_vec);
+    assert_eq!(state.as_deref(), Some(&b"6"[..]));
+}
