@@ -1430,9 +1430,6 @@ fn serve_ring(
     if index >= link.connectors.len() || link.connectors[index].poisoned {
         return Ok(false);
     }
-    if link.connectors[index].config.resolution.is_err() {
-        return refuse_ring(rings, key, &mut link.connectors[index]);
-    }
     loop {
         let mut garbage = false;
         let mut flipped = false;
@@ -1527,31 +1524,6 @@ fn serve_ring(
             return Ok(true);
         }
     }
-}
-
-/// Answers every request on a refused connector's own ring with -EINVAL (`XEN_EINVAL`), at
-/// most a ring's worth per turn; whether requests are left. Each is counted as rejected; the
-/// connector's refusal was said once when the device connected.
-fn refuse_ring(
-    rings: &mut Rings,
-    key: DeviceKey,
-    connector: &mut Connector,
-) -> Result<bool, RingError> {
-    let mut answered = 0;
-    while answered < RING_SLOTS {
-        let Some(slot) = connector.ring.take_request()? else {
-            break;
-        };
-        connector
-            .ring
-            .push_response(&respond(&slot, EINVAL).encode())?;
-        answered += 1;
-    }
-    rings.summary.rejected += answered as u64;
-    if connector.ring.publish() {
-        rings.notifier.signal(key, connector.req_port);
-    }
-    connector.ring.final_check_for_requests()
 }
 
 /// Whether `slot` must wait for a copy to be over before it is answered: a flip on connector
@@ -1742,10 +1714,29 @@ fn answer(
     let operation = Operation::try_from(slot[2])
         .map(|operation| operation.to_string())
         .unwrap_or_else(|_| format!("operation {:#04x}", slot[2]));
-    // A refused connector's requests never get here (`refuse_ring`); answered the same way.
-    let Some((width, height)) = link.connectors[index].config.mode() else {
-        summary.rejected += 1;
-        return (respond(slot, EINVAL), None);
+    // A refused connector (its `resolution` cannot be driven; said once when the device
+    // connected) gets -EINVAL for everything that concerns it: SET_CONFIG, PG_FLIP, GET_EDID,
+    // and whatever does not decode. The buffer and framebuffer requests displif.h puts on
+    // connector 0's ring serve every connector, so they are served there even when connector 0
+    // itself is refused.
+    let mode = link.connectors[index].config.mode();
+    let generic = matches!(
+        decoded,
+        Ok((
+            _,
+            Request::DbufCreate(_)
+                | Request::DbufDestroy { .. }
+                | Request::FbAttach { .. }
+                | Request::FbDetach { .. }
+        ))
+    );
+    let (width, height) = match mode {
+        Some(mode) => mode,
+        None if generic => (0, 0),
+        None => {
+            summary.rejected += 1;
+            return (respond(slot, EINVAL), None);
+        }
     };
     let reject = |summary: &mut Summary, rejection: &Rejection, failure: &Option<String>| {
         summary.rejected += 1;
@@ -2621,7 +2612,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_connector_gets_einval_for_every_request_on_its_ring_and_the_other_flips() {
+    fn a_refused_connector_gets_einval_for_its_own_requests_and_the_other_flips() {
         let fake = Arc::new(FakeGntdev::default());
         let grants = GrantMapper::over(fake.clone());
         grant_connection(&fake, 7);
@@ -2638,10 +2629,22 @@ mod tests {
         refused_front.shared().init();
         let mut summary = Summary::default();
 
-        // Everything connector 1's frontend sends on its own ring, a request of an unknown
-        // operation too, is answered -EINVAL with its id and operation.
+        // What concerns connector 1 itself, sent on its own ring (SET_CONFIG, PG_FLIP, GET_EDID,
+        // a request of an unknown operation), is answered -EINVAL with its id and operation.
         let mut sent: Vec<(u16, u8)> = Vec::new();
-        for (id, request) in [(1u16, create()), (2, attach()), (3, FLIP)] {
+        let config = Request::SetConfig {
+            fb_cookie: 0x21,
+            x: 0,
+            y: 0,
+            width: WIDTH,
+            height: HEIGHT,
+            bpp: 32,
+        };
+        let edid = Request::GetEdid {
+            buffer_sz: 4096,
+            gref_directory: 99,
+        };
+        for (id, request) in [(1u16, config), (2, edid), (3, FLIP)] {
             let slot = request.encode(id);
             sent.push((id, slot[2]));
             refused_front.push_request(&slot).unwrap();
@@ -2687,6 +2690,21 @@ mod tests {
             (&[5, 0][..], &[0xea, 0xff, 0xff, 0xff][..])
         );
         assert_eq!((summary.flips, summary.rejected), (1, 5));
+        // The buffer and framebuffer requests serve every connector (displif.h puts them on
+        // connector 0's ring, which may be the refused one): they are served on its ring too.
+        let buffers = link.model.buffers.len();
+        let Request::DbufCreate(mut second) = create() else {
+            unreachable!("create() is a DBUF_CREATE")
+        };
+        second.dbuf_cookie = 0x77;
+        refused_front
+            .push_request(&Request::DbufCreate(second).encode(6))
+            .unwrap();
+        refused_front.publish();
+        serve_connector(&mut link, 1, &grants, &mut summary);
+        let slot = refused_front.take_response().unwrap().unwrap();
+        assert_eq!((&slot[0..2], &slot[4..8]), (&[6, 0][..], &[0, 0, 0, 0][..]));
+        assert_eq!(link.model.buffers.len(), buffers + 1);
 
         drop((front, refused_front));
         unmap_link(KEY, link, None, &mut summary);
