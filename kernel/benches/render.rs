@@ -197,6 +197,7 @@ fn main() {
             number: 17,
             connector: "DP-1",
             status: Status::default(),
+            input: &[],
         };
         let mut framebuffer = Xrgb8888Framebuffer::packed(&mut buffer, WIDTH, HEIGHT).expect("fb");
         let fast = fastest(runs, || draw(black_box(&frame), &mut framebuffer).unwrap());

@@ -8,6 +8,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod app;
 pub mod memory;
 pub mod platform;
 pub mod report;

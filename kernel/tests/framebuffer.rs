@@ -260,6 +260,7 @@ fn full_hd_scenes_against_a_naive_target() {
             number: 17,
             connector: "0",
             status: Status::default(),
+            input: &[],
         };
         let mut framebuffer = Xrgb8888Framebuffer::packed(&mut buffer, width, height).unwrap();
         let fast = fastest(20, || draw(black_box(&frame), &mut framebuffer).unwrap());

@@ -29,6 +29,7 @@ fn frame(scene: Scene, number: u32) -> Frame<'static> {
         number,
         connector: "HDMI-A-1",
         status: STATUS,
+        input: &[],
     }
 }
 

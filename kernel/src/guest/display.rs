@@ -16,12 +16,11 @@ use drivers::xen::gnttab::{GrantError, GrantRef};
 use drivers::xen::hypercall::ShutdownReason;
 use drivers::xen::kbdif::{KbdFrame, KbdPage};
 use drivers::xen::ring::{EventFrame, PageBox, RingPage};
-use drivers::xen::vdispl::env::{App, Env, Figures, PageMemory, Screen};
+use drivers::xen::vdispl::env::{Env, PageMemory};
 use drivers::xen::vdispl::frontend;
 use drivers::xen::xenstore::client::Client;
-use embedded_graphics::draw_target::DrawTarget;
-use embedded_graphics::pixelcolor::Rgb888;
-use kernel::scenes::{self, FlipLine, Frame, Label, Scene, SceneSpec, Status};
+use kernel::app::{Demo, Paint, Runner};
+use kernel::scenes::{FlipLine, SceneSpec};
 
 extern crate alloc;
 
@@ -153,74 +152,33 @@ impl Env for Guest {
     }
 }
 
-/// The demo scenes as the frontend's application: each frame drawn from
-/// the scene spec, each shown flip printed as a flip line (one in
-/// `flip-lines=N`, and always a connector's last).
-struct Scenes<'s> {
-    spec: &'s SceneSpec,
-    every: u64,
-}
-
-impl App for Scenes<'_> {
-    type Shown = FlipLine;
-
-    fn total_frames(&self) -> u64 {
-        self.spec.total_frames()
-    }
-
-    fn draw<D: DrawTarget<Color = Rgb888>>(
-        &mut self,
-        screen: &Screen<'_>,
-        number: u64,
-        figures: Figures,
-        target: &mut D,
-    ) -> FlipLine {
-        let (scene, frame) = self.spec.frame_at(number).unwrap_or((Scene::Bars, 0));
-        let status = Status {
-            uptime_ms: figures.uptime_ms,
-            flips: figures.flips,
-            flip_rtt_us: figures.flip_rtt_us,
-            heap_bytes: figures.heap_bytes,
-            grants: figures.grants,
-        };
-        // Drawing into memory cannot fail (its error type is `Infallible`).
-        let _ = scenes::draw(
-            &Frame {
-                scene,
-                number: frame,
-                connector: screen.name,
-                status,
-            },
-            target,
-        );
-        FlipLine {
-            connector: screen.index,
-            seq: figures.flips,
-            scene,
-            frame,
-            width: screen.width,
-            height: screen.height,
-            bpp: screen.bpp,
-            name: Label::from_str_truncated(screen.name),
-            status,
+/// The app the bootargs choose (`app=demo`, the default, or `app=paint`)
+/// drives every vdispl device until it is done, or the toolstack asks for a
+/// shutdown (see [`frontend::run`]).
+pub fn run(spec: &SceneSpec, bootargs: &str, depths: &[u32]) -> Outcome {
+    let every = u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed));
+    let print = |line: &FlipLine| crate::println!("{line}");
+    match app_from_bootargs(bootargs) {
+        "paint" => {
+            let mut runner = Runner::new(Paint::new(spec.total_frames()), every, print);
+            frontend::run(&mut Guest, &mut runner, depths)
         }
-    }
-
-    fn shown(&mut self, line: FlipLine, last: bool) {
-        if last || line.seq.is_multiple_of(self.every) {
-            crate::println!("{line}");
+        name => {
+            if name != "demo" {
+                log::error!("app={name}: no such app (demo, paint); showing the demo");
+            }
+            let mut runner = Runner::new(Demo::new(spec), every, print);
+            frontend::run(&mut Guest, &mut runner, depths)
         }
     }
 }
 
-/// Drives every vdispl device until all scenes were shown, or the toolstack
-/// asks for a shutdown (see [`frontend::run`]).
-pub fn run(spec: &SceneSpec, depths: &[u32]) -> Outcome {
-    let mut app = Scenes {
-        spec,
-        every: u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed)),
-    };
-    frontend::run(&mut Guest, &mut app, depths)
+/// `app=NAME` from the bootargs; `demo` when absent.
+pub fn app_from_bootargs(bootargs: &str) -> &str {
+    bootargs
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("app="))
+        .unwrap_or("demo")
 }
 
 /// Print one flip line in this many (`flip-lines=N` in the bootargs; every

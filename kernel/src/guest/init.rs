@@ -261,7 +261,8 @@ fn bring_up(
             SceneSpec::default()
         });
         display::flip_lines_from_bootargs(platform.bootargs);
-        let outcome = display::run(&spec, &display::depths_from_bootargs(platform.bootargs));
+        let depths = display::depths_from_bootargs(platform.bootargs);
+        let outcome = display::run(&spec, platform.bootargs, &depths);
         return Ok(outcome.shutdown.unwrap_or(ShutdownReason::Poweroff));
     }
     selftest::report("evtchn loopback", selftest::evtchn_loopback());

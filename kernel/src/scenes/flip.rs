@@ -33,6 +33,10 @@ pub struct FlipLine {
     pub name: Label,
     /// The live figures the frame was drawn with.
     pub status: Status,
+    /// Input events the connector had received when the frame was drawn
+    /// (printed as `inputs=N` when not 0): the paint scene draws the first
+    /// `inputs` events of the connector's input.
+    pub inputs: u32,
 }
 
 /// Why a line is not a flip line.
@@ -68,13 +72,15 @@ impl fmt::Display for FlipLineError {
 }
 
 impl FlipLine {
-    /// The frame to draw to reproduce this one.
+    /// The frame to draw to reproduce this one, for scenes without input
+    /// (the paint scene needs its connector's events: see [`FlipLine::inputs`]).
     pub fn frame(&self) -> Frame<'_> {
         Frame {
             scene: self.scene,
             number: self.frame,
             connector: self.name.as_str(),
             status: self.status,
+            input: &[],
         }
     }
 
@@ -149,7 +155,11 @@ impl fmt::Display for FlipLine {
             self.status.flip_rtt_us,
             self.status.heap_bytes,
             self.status.grants,
-        )
+        )?;
+        if self.inputs > 0 {
+            write!(f, " inputs={}", self.inputs)?;
+        }
+        Ok(())
     }
 }
 
@@ -204,6 +214,7 @@ impl FromStr for FlipLine {
         let mut flip_rtt_us = None;
         let mut heap_bytes = None;
         let mut grants = None;
+        let mut inputs = None;
         for word in words {
             let unknown = || FlipLineError::Unknown(Label::from_str_truncated(word));
             let (key, value) = word.split_once('=').ok_or_else(unknown)?;
@@ -225,6 +236,7 @@ impl FromStr for FlipLine {
                 "rtt_us" => set(&mut flip_rtt_us, "rtt_us", value, number)?,
                 "heap" => set(&mut heap_bytes, "heap", value, number)?,
                 "grants" => set(&mut grants, "grants", value, number)?,
+                "inputs" => set(&mut inputs, "inputs", value, number)?,
                 _ => return Err(unknown()),
             }
         }
@@ -245,6 +257,7 @@ impl FromStr for FlipLine {
                 heap_bytes: required(heap_bytes, "heap")?,
                 grants: required(grants, "grants")?,
             },
+            inputs: inputs.unwrap_or(0),
         })
     }
 }
@@ -271,7 +284,22 @@ mod tests {
                 heap_bytes: 1_048_576,
                 grants: 24,
             },
+            inputs: 0,
         }
+    }
+
+    #[test]
+    fn a_paint_line_carries_its_input_count() {
+        let mut line = sample();
+        line.scene = Scene::Paint;
+        line.inputs = 17;
+        let text = line.to_string();
+        assert!(text.ends_with(" grants=24 inputs=17"), "{text}");
+        assert_eq!(text.parse::<FlipLine>(), Ok(line));
+        assert_eq!(
+            (text + " inputs=3").parse::<FlipLine>(),
+            Err(FlipLineError::Repeated("inputs"))
+        );
     }
 
     #[test]

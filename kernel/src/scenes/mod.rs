@@ -12,6 +12,7 @@ mod animation;
 mod bars;
 mod draw;
 mod flip;
+mod paint;
 mod primitives;
 mod scene;
 mod spec;
@@ -19,6 +20,9 @@ mod status;
 mod text;
 
 pub use flip::{FlipLine, FlipLineError};
-pub use scene::{connector_name, draw, Frame, Scene, Status, UnknownScene, MAX_CONNECTOR_NAME};
+pub use paint::KEY_CLEAR;
+pub use scene::{
+    connector_name, draw, Frame, Scene, Status, UnknownScene, MAX_CONNECTOR_NAME, MAX_PAINT_EVENTS,
+};
 pub use spec::{SceneSpec, SpecError, DEFAULT_FRAMES, MAX_SCENES};
 pub use text::{Label, TextBuf};

@@ -2,9 +2,10 @@
 //! draws it.
 
 use super::text::{truncate, Label};
-use super::{animation, bars, primitives, status};
+use super::{animation, bars, paint, primitives, status};
 use core::fmt;
 use core::str::FromStr;
+use drivers::xen::kbdif::InputEvent;
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::DrawTarget;
 
@@ -20,6 +21,9 @@ pub enum Scene {
     Animation,
     /// Uptime, frames flipped, flip round trip, heap and grants in use.
     Status,
+    /// Finger paint: what the connector's input drew (the paint app's
+    /// scene; not one of the demo's).
+    Paint,
 }
 
 impl Scene {
@@ -38,6 +42,7 @@ impl Scene {
             Scene::Primitives => "primitives",
             Scene::Animation => "animation",
             Scene::Status => "status",
+            Scene::Paint => "paint",
         }
     }
 }
@@ -55,7 +60,7 @@ pub struct UnknownScene(pub Label);
 impl fmt::Display for UnknownScene {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "unknown scene {:?} (known: ", self.0.as_str())?;
-        for (index, scene) in Scene::ALL.iter().enumerate() {
+        for (index, scene) in Scene::ALL.iter().chain(&[Scene::Paint]).enumerate() {
             let separator = if index == 0 { "" } else { ", " };
             write!(f, "{separator}{scene}")?;
         }
@@ -69,6 +74,7 @@ impl FromStr for Scene {
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Scene::ALL
             .into_iter()
+            .chain([Scene::Paint])
             .find(|scene| scene.name() == name)
             .ok_or(UnknownScene(Label::from_str_truncated(name)))
     }
@@ -116,7 +122,14 @@ pub struct Frame<'a> {
     pub connector: &'a str,
     /// Live figures (shown by [`Scene::Status`]).
     pub status: Status,
+    /// The input events this connector received before the frame, oldest
+    /// first (drawn by [`Scene::Paint`]; at most [`MAX_PAINT_EVENTS`] of
+    /// the newest are kept).
+    pub input: &'a [InputEvent],
 }
+
+/// Input events a [`Frame`] carries at most.
+pub const MAX_PAINT_EVENTS: usize = super::paint::MAX_EVENTS;
 
 /// Draws `frame` over the whole of `target`'s bounding box.
 ///
@@ -132,6 +145,7 @@ where
         Scene::Primitives => primitives::draw(frame, target),
         Scene::Animation => animation::draw(frame, target),
         Scene::Status => status::draw(frame, target),
+        Scene::Paint => paint::draw(frame, target),
     }
 }
 
@@ -149,7 +163,7 @@ mod tests {
         let error = "bar".parse::<Scene>().unwrap_err();
         assert_eq!(
             error.to_string(),
-            "unknown scene \"bar\" (known: bars, primitives, animation, status)"
+            "unknown scene \"bar\" (known: bars, primitives, animation, status, paint)"
         );
     }
 

@@ -217,7 +217,7 @@ mod tests {
         let error = SceneSpec::from_bootargs("scene=bars,clock").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "bootargs scene=: unknown scene \"clock\" (known: bars, primitives, animation, status)"
+            "bootargs scene=: unknown scene \"clock\" (known: bars, primitives, animation, status, paint)"
         );
         assert_eq!(
             SceneSpec::from_bootargs("scene=").unwrap_err(),
