@@ -264,8 +264,14 @@ pub fn run<E: Env, A: App>(env: &mut E, app: &mut A, depths: &[u32]) -> Outcome 
             break;
         }
     }
-    for input in inputs {
-        input.disconnect(env);
+    if !inputs.is_empty() {
+        for input in inputs {
+            input.disconnect(env);
+        }
+        match env.grants_in_use() {
+            0 => env.print(format_args!("input: all grants returned (0 in use)")),
+            in_use => env.print(format_args!("input: {in_use} grants still in use")),
+        }
     }
     Outcome { shutdown }
 }
@@ -1666,11 +1672,25 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             kept += release_output(self.env, output, deadline);
         }
         let in_use = self.env.grants_in_use();
+        // Each input device holds its page's grant until the end of the run.
+        let inputs = self.inputs.len() as u32;
         if kept == 0 {
             let heap = self.env.heap_in_use();
-            self.env.print(format_args!(
-                "display: all grants returned ({in_use} in use), heap in use {heap} bytes"
-            ));
+            if in_use == 0 {
+                self.env.print(format_args!(
+                    "display: all grants returned (0 in use), heap in use {heap} bytes"
+                ));
+            } else if in_use == inputs {
+                self.env.print(format_args!(
+                    "display: the connection's grants returned ({in_use} in use, the input \
+                     devices' pages), heap in use {heap} bytes"
+                ));
+            } else {
+                self.env.print(format_args!(
+                    "display: the connection's grants returned, but {in_use} grants are in \
+                     use ({inputs} by input devices), heap in use {heap} bytes"
+                ));
+            }
         } else {
             self.env.print(format_args!(
                 "display: {kept} pages are still mapped by the backend and stay allocated \

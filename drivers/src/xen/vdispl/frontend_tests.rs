@@ -389,6 +389,15 @@ fn input_reaches_the_app_with_its_connector_between_frames_and_can_stop_it() {
     // Enter does not stop it: it runs its 1000 frames.
     assert_eq!(shown(&run.app, 0).len(), 1000);
     assert_eq!(run.env.world().input.connections, 1);
+    // The accounting lines say who holds what.
+    assert_eq!(
+        run.lines_with("grants returned"),
+        [
+            "display: the connection's grants returned (1 in use, the input devices' pages), \
+             heap in use 4096 bytes",
+            "input: all grants returned (0 in use)"
+        ]
+    );
 }
 
 #[test]
