@@ -15,6 +15,8 @@
 
 extern crate alloc;
 
+pub mod script;
+
 use super::ring::{PageBox, RingError};
 use alloc::boxed::Box;
 use core::fmt;
