@@ -26,6 +26,10 @@ const FIRST_FRAME_TARGET: f64 = 50.0;
 const IMAGE_TARGET_BYTES: u64 = 512 * 1024;
 /// Target: 1920x1080 double-buffered in this much memory (MiB).
 const MEMORY_TARGET_MIB: u32 = 32;
+/// Target: with capture on, the flip round trip p50 at most this many times the one without.
+const CAPTURE_P50_TARGET: f64 = 1.2;
+/// Target: flips per second at 1280x720 with capture on.
+const CAPTURE_FPS_TARGET: f64 = 10.0;
 /// Teardown target: a flipping guest gone within this many milliseconds of `xl shutdown` or
 /// `xl destroy`, on an idle rig.
 const TEARDOWN_TARGET_MS: u64 = 2000;
@@ -166,6 +170,16 @@ struct Figures {
     memory_smallest: Option<u32>,
     /// Milliseconds from `xl shutdown` or `xl destroy` of a flipping guest to its end, per action.
     teardown_ms: Vec<(String, u64)>,
+    /// The capture runs: resolution, capture on, and the guest's figures (None: failed).
+    capture: Vec<(String, bool, Option<Capture>)>,
+}
+
+/// One capture run's figures, as the guest measured them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Capture {
+    fps: f64,
+    p50_us: u64,
+    p99_us: u64,
 }
 
 impl Figures {
@@ -213,6 +227,23 @@ impl Figures {
             {
                 if let Some(ms) = field("ms=") {
                     figures.teardown_ms.push((action.to_string(), ms));
+                }
+            } else if let Some(rest) = rest.strip_prefix("capture ") {
+                let word = |key: &str| {
+                    rest.split_whitespace()
+                        .find_map(|word| word.strip_prefix(key))
+                };
+                if let (Some(resolution), Some(capture)) = (word("res="), word("capture=")) {
+                    let figures_of = || {
+                        Some(Capture {
+                            fps: word("fps=")?.parse().ok()?,
+                            p50_us: word("p50_us=")?.parse().ok()?,
+                            p99_us: word("p99_us=")?.parse().ok()?,
+                        })
+                    };
+                    figures
+                        .capture
+                        .push((resolution.to_string(), capture == "on", figures_of()));
                 }
             } else if rest.starts_with("memory smallest ") {
                 figures.memory_smallest = field("mib=").map(|mib| mib as u32);
@@ -303,6 +334,7 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
                 .unwrap_or_default()
         );
     }
+    print_capture(&figures.capture);
     println!("teardown of a flipping guest, from the xl command to the guest gone:");
     if figures.teardown_ms.is_empty() {
         println!("  not measured");
@@ -335,6 +367,51 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
     }
 }
 
+/// The capture runs side by side: per resolution, off and on, and the ratio of their p50.
+fn print_capture(runs: &[(String, bool, Option<Capture>)]) {
+    println!(
+        "capture off and on (one connector, the animation scene; the guest's figures, the \
+         backend writing every frame as a PNG when on):"
+    );
+    if runs.is_empty() {
+        println!("  not measured");
+    }
+    let mut resolutions: Vec<&str> = runs.iter().map(|(res, _, _)| res.as_str()).collect();
+    resolutions.dedup();
+    for resolution in resolutions {
+        let of = |on: bool| {
+            runs.iter()
+                .find(|(res, capture, _)| res == resolution && *capture == on)
+                .and_then(|(_, _, figures)| *figures)
+        };
+        let show = |figures: Option<Capture>| match figures {
+            Some(c) => format!(
+                "{:>6.2} flips/s, p50 {:>6.1} ms, p99 {:>6.1} ms",
+                c.fps,
+                c.p50_us as f64 / 1000.0,
+                c.p99_us as f64 / 1000.0
+            ),
+            None => "failed".to_string(),
+        };
+        let (off, on) = (of(false), of(true));
+        let mut line = format!("  {resolution:<9} off: {}   on: {}", show(off), show(on));
+        if let (Some(off), Some(on)) = (off, on) {
+            let ratio = on.p50_us as f64 / off.p50_us.max(1) as f64;
+            line.push_str(&format!(
+                "; p50 on/off {ratio:.2}x, target <= {CAPTURE_P50_TARGET}x: {}",
+                met(ratio <= CAPTURE_P50_TARGET)
+            ));
+            if resolution == "1280x720" {
+                line.push_str(&format!(
+                    "; >= {CAPTURE_FPS_TARGET} flips/s with capture: {}",
+                    met(on.fps >= CAPTURE_FPS_TARGET)
+                ));
+            }
+        }
+        println!("{line}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,8 +429,35 @@ rig: bench: teardown action=shutdown ms=850\n\
 rig: bench: teardown action=destroy failed\n\
 rig: bench: memory try mib=16 failed\n\
 rig: bench: memory try mib=40 ok\n\
-rig: bench: memory smallest mib=40 (tried 16..64)\n";
+rig: bench: memory smallest mib=40 (tried 16..64)\n\
+rig: bench: capture res=1280x720 capture=off fps=14.5 p50_us=40000 p99_us=70000\n\
+rig: bench: capture res=1280x720 capture=on fps=12.25 p50_us=45000 p99_us=90000\n\
+rig: bench: capture res=1920x1080 capture=on failed\n";
         let figures = Figures::parse(log);
+        assert_eq!(
+            figures.capture,
+            [
+                (
+                    "1280x720".to_string(),
+                    false,
+                    Some(Capture {
+                        fps: 14.5,
+                        p50_us: 40000,
+                        p99_us: 70000
+                    })
+                ),
+                (
+                    "1280x720".to_string(),
+                    true,
+                    Some(Capture {
+                        fps: 12.25,
+                        p50_us: 45000,
+                        p99_us: 90000
+                    })
+                ),
+                ("1920x1080".to_string(), true, None),
+            ]
+        );
         assert_eq!(figures.guest_first_frame_ms, [900, 700]);
         assert_eq!(figures.linux_init_ms, [5000]);
         assert_eq!(figures.failures.len(), 2);

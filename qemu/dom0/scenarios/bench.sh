@@ -9,10 +9,14 @@
 #  3. teardown: a display guest ended by `xl shutdown`, another by `xl destroy`, each while
 #     flipping, from the xl command to the guest gone from `xl list` (end_guest in lib.sh);
 #  4. the smallest memory= with which the guest flips 1920x1080 double-buffered: bisection,
-#     each try a short run that must flip its frames and return every grant.
+#     each try a short run that must flip its frames and return every grant;
+#  5. capture off and on: the guest flipping the animation scene on one connector at 1280x720,
+#     then 1920x1080, against the backend without `--out` (answers only) and with it (every
+#     frame copied and written as a PNG to the share); the guest's summary line of each run
+#     (flips/s, flip round trip p50/p99) becomes a `rig: bench: capture ...` line.
 # Settings come from bench.conf on the share (written by `cargo xtask bench`): RUNS (boots of
 # each kind), MEMORY (MiB of both kinds' boots), FRAMES (per scene in the flipping run), LOW and
-# HIGH (the bisection's range).
+# HIGH (the bisection's range), CAPTURE_FRAMES (frames of each capture run).
 . /rig/lib.sh
 
 GUEST_CONFIG=/etc/xen/vdispl-os-bench.cfg
@@ -60,7 +64,7 @@ mount_frames || { say "bench: no share with the Linux peer"; exit 1; }
 if [ -f "$FRAMES_DIR/bench.conf" ]; then
     . "$FRAMES_DIR/bench.conf"
 fi
-: "${RUNS:=3}" "${MEMORY:=64}" "${FRAMES:=8}" "${LOW:=16}" "${HIGH:=64}"
+: "${RUNS:=3}" "${MEMORY:=64}" "${FRAMES:=8}" "${LOW:=16}" "${HIGH:=64}" "${CAPTURE_FRAMES:=60}"
 if ! start_backend; then
     exit 1
 fi
@@ -168,5 +172,38 @@ else
 fi
 say "bench: memory smallest mib=$high (tried $LOW..$HIGH)"
 
+# 5. Capture off and on.
 stop_backend
+CAPTURE_CONFIG=/tmp/vdispl-os-capture.cfg
+for resolution in 1280x720 1920x1080; do
+    sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:$resolution' ]/" \
+        "$GUEST_CONFIG" >"$CAPTURE_CONFIG"
+    for capture in off on; do
+        if [ "$capture" = on ]; then
+            mkdir -p "$FRAMES_DIR/capture-bench"
+            start_backend --out "$FRAMES_DIR/capture-bench" || continue
+        else
+            start_backend || continue
+        fi
+        clear_console_logs
+        say "xl create $CAPTURE_CONFIG memory=$MEMORY (capture $capture)"
+        start=$(uptime_ms)
+        if xl create "$CAPTURE_CONFIG" "memory=$MEMORY" \
+            "extra=\"log=info scene=animation frames=$CAPTURE_FRAMES\""; then
+            wait_gone "$GUEST_NAME" "$start" 300000
+        fi
+        sleep 0.2
+        summary=$(grep -o 'display: summary conn=0 .*' "$CONSOLE_LOGS/guest-$GUEST_NAME.log" | head -n 1)
+        fps=$(echo "$summary" | sed -n 's/.* fps=\([0-9.]*\).*/\1/p')
+        p50=$(echo "$summary" | sed -n 's/.* rtt_p50_us=\([0-9]*\).*/\1/p')
+        p99=$(echo "$summary" | sed -n 's/.* rtt_p99_us=\([0-9]*\).*/\1/p')
+        if [ -n "$fps" ] && [ -n "$p50" ] && [ -n "$p99" ]; then
+            say "bench: capture res=$resolution capture=$capture fps=$fps p50_us=$p50 p99_us=$p99"
+        else
+            say "bench: capture res=$resolution capture=$capture failed"
+        fi
+        stop_backend
+        rm -rf "$FRAMES_DIR/capture-bench"
+    done
+done
 say "bench: done"
