@@ -17,7 +17,7 @@ extern crate alloc;
 
 pub mod script;
 
-use super::ring::{PageBox, RingError};
+use super::ring::{InRing, PageBox, RingError};
 use alloc::boxed::Box;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -393,27 +393,24 @@ impl KbdPage {
         self.in_prod.store(0, Ordering::Release);
     }
 
+    fn indexes(&self) -> InRing<'_> {
+        InRing {
+            cons: &self.in_cons,
+            prod: &self.in_prod,
+            len: IN_RING_LEN,
+        }
+    }
+
     /// Frontend: takes the next in event, if any. A producer index more
     /// than a ring ahead is [`RingError::ProducerPastRing`]; the caller
     /// then skips what is there with [`KbdPage::skip_to_producer`].
     pub fn take_event(&self) -> Result<Option<RawEvent>, RingError> {
-        let producer = self.in_prod.load(Ordering::Acquire);
-        let consumer = self.in_cons.load(Ordering::Relaxed);
-        let available = producer.wrapping_sub(consumer);
-        if available as usize > IN_RING_LEN {
-            return Err(RingError::ProducerPastRing {
-                index: "in_prod",
-                consumer,
-                producer,
-            });
-        }
-        if available == 0 {
+        let ring = self.indexes();
+        let Some((slot, consumer)) = ring.next()? else {
             return Ok(None);
-        }
-        let event = self.in_ring[consumer as usize % IN_RING_LEN].load();
-        // Release: the backend may reuse the slot once it sees the index.
-        self.in_cons
-            .store(consumer.wrapping_add(1), Ordering::Release);
+        };
+        let event = self.in_ring[slot].load();
+        ring.consumed(consumer);
         Ok(Some(event))
     }
 
@@ -429,14 +426,10 @@ impl KbdPage {
     /// Backend: adds an in event; [`RingError::Full`] when the frontend has
     /// not consumed the last 51.
     pub fn push_event(&self, event: &RawEvent) -> Result<(), RingError> {
-        let producer = self.in_prod.load(Ordering::Relaxed);
-        let consumer = self.in_cons.load(Ordering::Acquire);
-        if producer.wrapping_sub(consumer) as usize >= IN_RING_LEN {
-            return Err(RingError::Full);
-        }
-        self.in_ring[producer as usize % IN_RING_LEN].store(event);
-        self.in_prod
-            .store(producer.wrapping_add(1), Ordering::Release);
+        let ring = self.indexes();
+        let (slot, producer) = ring.free_slot()?;
+        self.in_ring[slot].store(event);
+        ring.produced(producer);
         Ok(())
     }
 

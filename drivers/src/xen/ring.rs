@@ -439,20 +439,23 @@ impl<R: Deref<Target = SharedRing>> BackRing<R> {
     }
 }
 
-impl EventPage {
-    /// Empties the page (frontend, before publishing it).
-    pub fn init(&self) {
-        self.in_cons.store(0, Ordering::Relaxed);
-        self.in_prod.store(0, Ordering::Release);
-    }
+/// The indexes of an in ring whose slots are indexed with `%` (displif's
+/// event page, kbdif's input page): `in_prod` read with acquire ordering
+/// before a slot, `in_cons` published with release ordering after it, and a
+/// producer more than a ring ahead an error, never an out-of-bounds slot.
+pub(crate) struct InRing<'a> {
+    pub(crate) cons: &'a AtomicU32,
+    pub(crate) prod: &'a AtomicU32,
+    pub(crate) len: usize,
+}
 
-    /// Frontend: takes the next event, if any. Slots are indexed with `%`
-    /// as displif.h's `XENDISPL_IN_RING_REF` does.
-    pub fn take_event(&self) -> Result<Option<Slot>, RingError> {
-        let producer = self.in_prod.load(Ordering::Acquire);
-        let consumer = self.in_cons.load(Ordering::Relaxed);
+impl InRing<'_> {
+    /// Frontend: the slot of the next event and the consumer index, if any.
+    pub(crate) fn next(&self) -> Result<Option<(usize, u32)>, RingError> {
+        let producer = self.prod.load(Ordering::Acquire);
+        let consumer = self.cons.load(Ordering::Relaxed);
         let available = producer.wrapping_sub(consumer);
-        if available as usize > EVENT_SLOTS {
+        if available as usize > self.len {
             return Err(RingError::ProducerPastRing {
                 index: "in_prod",
                 consumer,
@@ -462,23 +465,67 @@ impl EventPage {
         if available == 0 {
             return Ok(None);
         }
-        let event = self.slots[consumer as usize % EVENT_SLOTS].load();
-        self.in_cons
-            .store(consumer.wrapping_add(1), Ordering::Release);
+        Ok(Some((consumer as usize % self.len, consumer)))
+    }
+
+    /// Frontend: the event at `consumer` was read; the backend may reuse
+    /// its slot.
+    pub(crate) fn consumed(&self, consumer: u32) {
+        self.cons.store(consumer.wrapping_add(1), Ordering::Release);
+    }
+
+    /// Backend: the slot for the next event and the producer index, or
+    /// [`RingError::Full`] while the frontend has a ring's worth to read.
+    pub(crate) fn free_slot(&self) -> Result<(usize, u32), RingError> {
+        let producer = self.prod.load(Ordering::Relaxed);
+        let consumer = self.cons.load(Ordering::Acquire);
+        if producer.wrapping_sub(consumer) as usize >= self.len {
+            return Err(RingError::Full);
+        }
+        Ok((producer as usize % self.len, producer))
+    }
+
+    /// Backend: the event at `producer` is written; the frontend may read
+    /// it.
+    pub(crate) fn produced(&self, producer: u32) {
+        self.prod.store(producer.wrapping_add(1), Ordering::Release);
+    }
+}
+
+impl EventPage {
+    /// Empties the page (frontend, before publishing it).
+    pub fn init(&self) {
+        self.in_cons.store(0, Ordering::Relaxed);
+        self.in_prod.store(0, Ordering::Release);
+    }
+
+    fn indexes(&self) -> InRing<'_> {
+        InRing {
+            cons: &self.in_cons,
+            prod: &self.in_prod,
+            len: EVENT_SLOTS,
+        }
+    }
+
+    /// Frontend: takes the next event, if any. Slots are indexed with `%`
+    /// as displif.h's `XENDISPL_IN_RING_REF` does.
+    pub fn take_event(&self) -> Result<Option<Slot>, RingError> {
+        let ring = self.indexes();
+        let Some((slot, consumer)) = ring.next()? else {
+            return Ok(None);
+        };
+        let event = self.slots[slot].load();
+        ring.consumed(consumer);
         Ok(Some(event))
     }
 
     /// Backend: adds an event; [`RingError::Full`] when the frontend has
     /// not consumed the last 63.
     pub fn push_event(&self, event: &Slot) -> Result<(), RingError> {
-        let producer = self.in_prod.load(Ordering::Relaxed);
-        let consumer = self.in_cons.load(Ordering::Acquire);
-        if producer.wrapping_sub(consumer) as usize >= EVENT_SLOTS {
-            return Err(RingError::Full);
-        }
-        self.slots[producer as usize % EVENT_SLOTS].store(event);
-        self.in_prod
-            .store(producer.wrapping_add(1), Ordering::Release);
+        let ring = self.indexes();
+        let (slot, producer) = ring.free_slot()?;
+        self.slots[slot].store(event);
+        ring.produced(producer);
         Ok(())
     }
 }

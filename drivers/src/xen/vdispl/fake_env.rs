@@ -688,6 +688,26 @@ impl FakeEnv {
         })
     }
 
+    /// A new page of the kind `pages` keeps, shared with the backend, and
+    /// its frame; `None` when a failure is scripted or memory is short.
+    fn shared_page<P>(
+        &mut self,
+        new: fn() -> PageBox<P>,
+        pages: fn(&mut Memory) -> &mut BTreeMap<u64, Rc<PageBox<P>>>,
+    ) -> Option<(SharedPage<P>, u64)> {
+        if self.fails_now() || !self.pages_fit(1) {
+            return None;
+        }
+        let mut memory = self.memory.borrow_mut();
+        let frame = memory.frames(1);
+        let page = Rc::new(new());
+        pages(&mut memory).insert(frame, Rc::clone(&page));
+        memory.live_pages += 1;
+        drop(memory);
+        let memory = Rc::clone(&self.memory);
+        Some((SharedPage { page, memory }, frame))
+    }
+
     /// Whether `count` more pages fit under [`FakeEnv::page_limit`].
     fn pages_fit(&self, count: usize) -> bool {
         self.page_limit
@@ -787,60 +807,15 @@ impl Env for FakeEnv {
     }
 
     fn ring_page(&mut self) -> Option<(Self::Ring, u64)> {
-        if self.fails_now() || !self.pages_fit(1) {
-            return None;
-        }
-        let mut memory = self.memory.borrow_mut();
-        let frame = memory.frames(1);
-        let page = Rc::new(RingPage::new_boxed());
-        memory.rings.insert(frame, Rc::clone(&page));
-        memory.live_pages += 1;
-        drop(memory);
-        Some((
-            SharedPage {
-                page,
-                memory: Rc::clone(&self.memory),
-            },
-            frame,
-        ))
+        self.shared_page(RingPage::new_boxed, |memory| &mut memory.rings)
     }
 
     fn event_page(&mut self) -> Option<(Self::Events, u64)> {
-        if self.fails_now() || !self.pages_fit(1) {
-            return None;
-        }
-        let mut memory = self.memory.borrow_mut();
-        let frame = memory.frames(1);
-        let page = Rc::new(EventFrame::new_boxed());
-        memory.events.insert(frame, Rc::clone(&page));
-        memory.live_pages += 1;
-        drop(memory);
-        Some((
-            SharedPage {
-                page,
-                memory: Rc::clone(&self.memory),
-            },
-            frame,
-        ))
+        self.shared_page(EventFrame::new_boxed, |memory| &mut memory.events)
     }
 
     fn input_page(&mut self) -> Option<(Self::Input, u64)> {
-        if self.fails_now() || !self.pages_fit(1) {
-            return None;
-        }
-        let mut memory = self.memory.borrow_mut();
-        let frame = memory.frames(1);
-        let page = Rc::new(KbdPage::new_boxed());
-        memory.inputs.insert(frame, Rc::clone(&page));
-        memory.live_pages += 1;
-        drop(memory);
-        Some((
-            SharedPage {
-                page,
-                memory: Rc::clone(&self.memory),
-            },
-            frame,
-        ))
+        self.shared_page(KbdPage::new_boxed, |memory| &mut memory.inputs)
     }
 
     fn pages(&mut self, count: usize) -> Option<FakePages> {
