@@ -19,7 +19,7 @@ use drivers::xen::ring::{EventFrame, PageBox, RingPage};
 use drivers::xen::vdispl::env::{Env, PageMemory};
 use drivers::xen::vdispl::frontend;
 use drivers::xen::xenstore::client::Client;
-use kernel::app::{Demo, Paint, Runner};
+use kernel::app::{App, Demo, Paint, Runner};
 use kernel::scenes::{FlipLine, SceneSpec};
 
 extern crate alloc;
@@ -156,21 +156,23 @@ impl Env for Guest {
 /// drives every vdispl device until it is done, or the toolstack asks for a
 /// shutdown (see [`frontend::run`]).
 pub fn run(spec: &SceneSpec, bootargs: &str, depths: &[u32]) -> Outcome {
-    let every = u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed));
-    let print = |line: &FlipLine| crate::println!("{line}");
     match app_from_bootargs(bootargs) {
-        "paint" => {
-            let mut runner = Runner::new(Paint::new(spec.total_frames()), every, print);
-            frontend::run(&mut Guest, &mut runner, depths)
-        }
+        "paint" => drive(Paint::new(spec.total_frames()), depths),
+        // Add an app of your own here: "name" => drive(YourApp::new(), depths),
         name => {
             if name != "demo" {
                 log::error!("app={name}: no such app (demo, paint); showing the demo");
             }
-            let mut runner = Runner::new(Demo::new(spec), every, print);
-            frontend::run(&mut Guest, &mut runner, depths)
+            drive(Demo::new(spec), depths)
         }
     }
+}
+
+/// Runs `app` on every vdispl device, its flip lines on the console.
+fn drive<A: App>(app: A, depths: &[u32]) -> Outcome {
+    let every = u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed));
+    let mut runner = Runner::new(app, every, |line: &FlipLine| crate::println!("{line}"));
+    frontend::run(&mut Guest, &mut runner, depths)
 }
 
 /// `app=NAME` from the bootargs; `demo` when absent.
