@@ -42,7 +42,7 @@ use crate::xenbus::{self, NodeAccess, Permission, Xenbus};
 use drivers::xen::displif::{self, field, Event, Operation, Request, Response};
 use drivers::xen::edid;
 use drivers::xen::gnttab::GrantRef;
-use drivers::xen::ring::{BackRing, RingError, Slot, RING_SLOTS};
+use drivers::xen::ring::{BackRing, RingError, Slot};
 use drivers::xen::vdispl::backend::{
     read_directory, respond, BackendModel, DirectoryReader, Effect, Rejection, Strictness, EINVAL,
 };
