@@ -51,7 +51,13 @@ pub enum Scope {
 
 /// Which device a changed path belongs to.
 pub fn scope_of(path: &str) -> Scope {
-    let Some(rest) = path.strip_prefix(BACKEND_ROOT) else {
+    scope_under(BACKEND_ROOT, path)
+}
+
+/// What a watch event at `path` concerns, for a backend whose devices are
+/// `<root>/<frontend domid>/<device id>` (as [`scope_of`] for [`BACKEND_ROOT`]).
+pub fn scope_under(root: &str, path: &str) -> Scope {
+    let Some(rest) = path.strip_prefix(root) else {
         return Scope::Elsewhere;
     };
     if rest.is_empty() {

@@ -8,6 +8,7 @@
 //! IOCTL_GNTDEV_UNMAP_GRANT_REF with the same offset and count.
 
 use crate::gntdev::{GRANT_SIZE, IOCTL_GNTDEV_MAP_GRANT_REF, IOCTL_GNTDEV_UNMAP_GRANT_REF};
+use drivers::xen::kbdif::KbdPage;
 use drivers::xen::ring::{EventPage, SharedRing};
 use std::fmt;
 use std::io;
@@ -391,6 +392,35 @@ impl EventMapping {
     /// Unmaps it, reporting errors.
     pub fn unmap(self) -> Result<(), Error> {
         self.0.unmap()
+    }
+}
+
+/// A mapped kbdif page (the input backend's shared page), seen as the page.
+pub struct KbdMapping(GrantMapping);
+
+impl KbdMapping {
+    /// Wraps a one-page writable mapping.
+    pub fn new(mapping: GrantMapping) -> Option<Self> {
+        (mapping.len() == GRANT_SIZE && mapping.address.is_some()).then_some(Self(mapping))
+    }
+
+    /// Unmaps it, reporting errors.
+    pub fn unmap(self) -> Result<(), Error> {
+        self.0.unmap()
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<KbdPage>() == GRANT_SIZE);
+const _: () = assert!(std::mem::align_of::<KbdPage>() <= GRANT_SIZE);
+
+impl Deref for KbdMapping {
+    type Target = KbdPage;
+    fn deref(&self) -> &KbdPage {
+        let address = self.0.address.expect("KbdMapping::new checked the mapping");
+        // SAFETY: one page-aligned page of KbdPage's size (asserted above), mapped while `self`
+        // lives (unmapped only by consuming `self`); KbdPage is atomics plus padding that is
+        // never read, so the frontend writing the page concurrently is well defined.
+        unsafe { &*address.as_ptr().cast::<KbdPage>() }
     }
 }
 

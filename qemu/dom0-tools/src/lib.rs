@@ -7,6 +7,10 @@
 //!   frontend whose device has Dom0 as its backend, captures each flipped frame as a PNG file
 //!   and a `frame conn=.. seq=.. crc32=..` line (`display_backend`, with `xenbus`, `evtchn`,
 //!   `grant_map`, `frontend`, `lifecycle`, `capture`).
+//! - `vkbd-backend --script FILE`: the kbdif (para-virtual keyboard, pointer and multi-touch)
+//!   backend. Serves every `backend-type=linux` vkb device whose backend is Dom0 and plays the
+//!   input event script FILE to each (`input_backend`, with `xenbus`, `evtchn`, `grant_map`,
+//!   `lifecycle`; the script format is `drivers::xen::kbdif::script`).
 //! - `vdispl-grant-check <domid> <gref> <seed>`: maps a page a domain granted to Dom0 and
 //!   compares it with the shared test pattern (`grant_check`, `gntdev`).
 //! - `vdispl-grant-offer <domid> <seed> [<seconds>]`: Dom0 grants a page of its own, filled
@@ -50,5 +54,6 @@ pub mod gntdev;
 pub mod grant_check;
 pub mod grant_map;
 pub mod grant_offer;
+pub mod input_backend;
 pub mod lifecycle;
 pub mod xenbus;
