@@ -11,12 +11,15 @@ use std::io::{self, Write};
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
+const S_IFCHR: u32 = 0o020000;
 
 /// Writes a newc archive entry by entry.
 pub struct Writer<W: Write> {
     out: W,
     written: u64,
     next_inode: u32,
+    /// The device number of the entry being written (only device nodes have one).
+    rdev: (u32, u32),
 }
 
 impl<W: Write> Writer<W> {
@@ -26,6 +29,7 @@ impl<W: Write> Writer<W> {
             out,
             written: 0,
             next_inode: 1,
+            rdev: (0, 0),
         }
     }
 
@@ -42,6 +46,15 @@ impl<W: Write> Writer<W> {
     /// Adds a symbolic link `name` pointing to `target`.
     pub fn symlink(&mut self, name: &str, target: &str) -> io::Result<()> {
         self.entry(name, S_IFLNK | 0o777, 1, target.as_bytes())
+    }
+
+    /// Adds a character device node `name` (major, minor), such as `dev/console` (5, 1), which
+    /// the kernel opens for init before any file system is mounted on /dev.
+    pub fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> io::Result<()> {
+        self.rdev = (major, minor);
+        let result = self.entry(name, S_IFCHR | (perm & 0o7777), 1, &[]);
+        self.rdev = (0, 0);
+        result
     }
 
     /// Writes the trailer and returns the output.
@@ -72,7 +85,10 @@ impl<W: Write> Writer<W> {
     ) -> io::Result<()> {
         let name_size = name.len() as u32 + 1;
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-        let fields = [inode, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, name_size, 0];
+        let (rdev_major, rdev_minor) = self.rdev;
+        let fields = [
+            inode, mode, 0, 0, nlink, 0, size, 0, 0, rdev_major, rdev_minor, name_size, 0,
+        ];
         let mut header = String::with_capacity(110);
         header.push_str("070701");
         for field in fields {
@@ -106,6 +122,8 @@ mod tests {
         cpio.directory("bin", 0o755).unwrap();
         cpio.file("/bin/hello", 0o755, b"hello\n").unwrap();
         cpio.symlink("bin/sh", "hello").unwrap();
+        cpio.directory("dev", 0o755).unwrap();
+        cpio.char_device("dev/console", 0o600, 5, 1).unwrap();
         cpio.finish().unwrap()
     }
 
@@ -152,8 +170,15 @@ mod tests {
             assert!(out.status.success(), "cpio {args:?} failed");
             String::from_utf8(out.stdout).unwrap()
         };
-        assert_eq!(run(&["-t"]), "bin\nbin/hello\nbin/sh\n");
-        run(&["-id", "--no-absolute-filenames"]);
+        assert_eq!(run(&["-t"]), "bin\nbin/hello\nbin/sh\ndev\ndev/console\n");
+        let listing = run(&["-tv"]);
+        assert!(
+            listing.lines().any(|line| line.starts_with("crw-------")
+                && line.contains("5,")
+                && line.ends_with("dev/console")),
+            "{listing}"
+        );
+        run(&["-id", "--no-absolute-filenames", "bin/*"]);
         assert_eq!(std::fs::read(dir.join("bin/hello")).unwrap(), b"hello\n");
         assert_eq!(
             std::fs::read_link(dir.join("bin/sh")).unwrap(),
