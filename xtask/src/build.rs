@@ -98,7 +98,7 @@ pub fn run() -> Result<Artifacts> {
     );
     let dom0_binaries = DOM0_BINARIES
         .iter()
-        .map(build_dom0_binary)
+        .map(|binary| build_static(binary, "Dom0 /usr/bin/"))
         .collect::<Result<_>>()?;
     Ok(Artifacts {
         guest_image,
@@ -106,23 +106,24 @@ pub fn run() -> Result<Artifacts> {
     })
 }
 
-/// Builds a Dom0 program and checks that it is static: the initramfs carries only the shared
-/// libraries of the Debian tools, none for our programs.
-fn build_dom0_binary(binary: &Binary) -> Result<PathBuf> {
+/// Builds a program for Linux (a Dom0 program, or the Linux peer's `/init`, for `destination`)
+/// and checks that it is static: the Dom0 initramfs carries only the shared libraries of the
+/// Debian tools, none for our programs, and the peer's carries no library at all.
+pub fn build_static(binary: &Binary, destination: &str) -> Result<PathBuf> {
     let path = binary.build()?;
     let data = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let needed = initramfs::needed_libraries(&data)
         .with_context(|| format!("cannot read the ELF dynamic section of {}", path.display()))?;
     ensure!(
         needed.is_empty(),
-        "{} needs shared libraries ({}): Dom0 programs must be linked statically \
+        "{} needs shared libraries ({}): programs for Linux must be linked statically \
          (see [target.{}] in .cargo/config.toml)",
         path.display(),
         needed.join(", "),
         binary.target
     );
     println!(
-        "build: {} ({} bytes, static, for Dom0 /usr/bin/)",
+        "build: {} ({} bytes, static, for {destination})",
         path.display(),
         data.len()
     );

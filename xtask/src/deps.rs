@@ -5,7 +5,7 @@
 //! arm64 and no root is needed for that part; they are unpacked with `dpkg-deb -x` into
 //! `target/rig/root/`. A stamp file skips the whole step while the package list is unchanged.
 
-use crate::{cmd, rig, toolchain};
+use crate::{cmd, linux_peer, rig, toolchain};
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,8 +23,25 @@ pub struct Args {
     pub host_only: bool,
 }
 
-/// Host (amd64) packages the rig runs: QEMU, dtc for the dom0less device tree, cpio (tests).
-const HOST_PACKAGES: &[&str] = &["qemu-system-arm", "device-tree-compiler", "cpio"];
+/// Host (amd64) packages the rig runs: QEMU, dtc for the dom0less device tree, cpio (tests);
+/// and what the Linux peer's kernel is built with (`linux_peer.rs`): its source, the arm64
+/// cross compiler and binutils, and the host tools Linux's build runs (make, a host C
+/// compiler and libc headers, flex, bison, bc, xz for the tarball).
+const HOST_PACKAGES: &[&str] = &[
+    "qemu-system-arm",
+    "device-tree-compiler",
+    "cpio",
+    linux_peer::SOURCE_PACKAGE,
+    "gcc-aarch64-linux-gnu",
+    "binutils-aarch64-linux-gnu",
+    "make",
+    "gcc",
+    "libc6-dev",
+    "flex",
+    "bison",
+    "bc",
+    "xz-utils",
+];
 
 /// The metapackage that names the current Debian arm64 kernel (its ABI number changes with
 /// security updates, so it is resolved, never pinned).

@@ -1,5 +1,6 @@
 //! The Dom0 initramfs: busybox, the Xen tools and their libraries, the Dom0 kernel's Xen modules,
-//! the guest Image, its xl configs and the rig's init and scenario scripts from `qemu/`.
+//! the guest Image (and the Linux peer's, when a scenario needs it), the xl configs and the rig's
+//! init and scenario scripts from `qemu/`.
 //!
 //! Shared libraries are found by following each ELF's `DT_NEEDED` entries recursively through the
 //! arm64 root. The archive (uncompressed newc, `cpio.rs`) is rewritten only when one of its inputs
@@ -175,6 +176,8 @@ pub struct Inputs<'a> {
     pub guest_image: &'a Path,
     /// Dom0 programs to install in /usr/bin.
     pub dom0_binaries: &'a [PathBuf],
+    /// The Linux peer's kernel (`linux_peer.rs`), when a linux-peer scenario is coming.
+    pub linux_peer: Option<&'a Path>,
 }
 
 /// Assembles `target/rig/dom0-initramfs.cpio` (if an input changed) and returns its path.
@@ -248,6 +251,9 @@ pub fn build(inputs: &Inputs) -> Result<PathBuf> {
     );
 
     tree.file_with_mode(GUEST_IMAGE, inputs.guest_image, 0o644)?;
+    if let Some(image) = inputs.linux_peer {
+        tree.file_with_mode(crate::linux_peer::DOM0_IMAGE, image, 0o644)?;
+    }
     for binary in inputs.dom0_binaries {
         let name = binary.file_name().unwrap_or_default().to_string_lossy();
         tree.file_with_mode(&format!("usr/bin/{name}"), binary, 0o755)?;

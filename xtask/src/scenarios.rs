@@ -7,7 +7,7 @@
 
 use crate::logmatch::{self, Expectations, Pattern};
 use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
-use crate::{build, cmd, deps, display, dtb, initramfs, rig};
+use crate::{build, cmd, deps, display, dtb, initramfs, linux_peer, peer_frames, rig};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -193,6 +193,56 @@ pub const HOSTILE: &[Pattern] = &[
     Pattern::start("vdispl-os: powering off"),
     Pattern::start("rig: hostile ok (6 of 6 fault modes"),
 ];
+
+/// `linux-peer.sh`: Linux's xen-drm-front in a DomU (`linux_peer.rs`), driven by
+/// `kms-client`, against the backend: one connector, two connectors, and a device with
+/// `be-alloc=1`, which the backend refuses cleanly (the client's first CREATE_DUMB fails with
+/// EOPNOTSUPP). Each case's frames, console and shutdown are checked by `peer_frames.rs`.
+pub const LINUX_PEER: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("rig: linux-peer case one start: "),
+    Pattern::start("kms-client: ok: conn 0 320x240 XR24 8 flips"),
+    Pattern::start("rig: linux-peer case two start: "),
+    Pattern::start("kms-client: ok: conn 1 256x192 XR24 8 flips"),
+    Pattern::start("rig: linux-peer case be-alloc start: "),
+    Pattern::start(
+        "kms-client: failed: DRM_IOCTL_MODE_CREATE_DUMB (conn 0 320x240 XR24): EOPNOTSUPP \
+         (errno 95: ",
+    ),
+    Pattern::start("rig: linux-peer ok (3 cases)"),
+    Pattern::start("vdispl-backend: stopped: "),
+];
+/// The cases of `linux-peer.sh`, as its start lines name them.
+pub const LINUX_PEER_CASES: &[&str] = &["one", "two", "be-alloc"];
+
+/// `linux-peer-formats.sh`: the Linux peer on one connector once per pixel format
+/// xen-drm-front offers besides XRGB8888 (which `linux-peer.sh` shows).
+pub const LINUX_PEER_FORMATS: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("kms-client: ok: conn 0 320x240 RG16 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 RG24 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 AR24 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 XR12 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 AR12 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 XR15 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 AR15 8 flips"),
+    Pattern::start("kms-client: ok: conn 0 320x240 YUYV 8 flips"),
+    Pattern::start("rig: linux-peer ok (8 cases)"),
+    Pattern::start("vdispl-backend: stopped: "),
+];
+/// The cases of `linux-peer-formats.sh`.
+pub const LINUX_PEER_FORMAT_CASES: &[&str] = &[
+    "rg16", "rg24", "ar24", "xr12", "ar12", "xr15", "ar15", "yuyv",
+];
+
+/// The cases a linux-peer script runs.
+fn peer_cases(script: &str) -> &'static [&'static str] {
+    if script == "linux-peer-formats" {
+        LINUX_PEER_FORMAT_CASES
+    } else {
+        LINUX_PEER_CASES
+    }
+}
 
 /// Connectors of the display xl config; the display scenarios check that each flipped.
 pub const DISPLAY_CONNECTORS: usize = 2;
@@ -536,6 +586,30 @@ pub const SCENARIOS: &[Scenario] = &[
         check_frames: 0,
         default: true,
     },
+    Scenario {
+        name: "linux-peer-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "linux-peer",
+        },
+        bootargs: None,
+        expect: &[LINUX_PEER],
+        timeout: Duration::from_secs(600),
+        check_frames: 0,
+        default: true,
+    },
+    Scenario {
+        name: "linux-peer-formats-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "linux-peer-formats",
+        },
+        bootargs: None,
+        expect: &[LINUX_PEER_FORMATS],
+        timeout: Duration::from_secs(900),
+        check_frames: 0,
+        default: true,
+    },
 ];
 
 impl Scenario {
@@ -635,14 +709,25 @@ pub struct Prepared {
     pub guest_image: PathBuf,
     /// The Dom0 initramfs, when a Dom0 boot is coming.
     pub initramfs: Option<PathBuf>,
+    /// The Linux peer's kernel, installed in the Dom0 initramfs (`linux_peer.rs`).
+    pub linux_peer: Option<PathBuf>,
 }
 
 impl Prepared {
     /// Builds the guest and, when a Dom0 boot is coming, the Dom0 initramfs.
     pub fn build(needs_dom0: bool) -> Result<Self> {
+        Self::build_with(needs_dom0, false)
+    }
+
+    /// [`Prepared::build`], with the Linux peer's kernel (built first when one of its inputs
+    /// changed) in the Dom0 initramfs when `linux_peer` is set.
+    pub fn build_with(needs_dom0: bool, linux_peer: bool) -> Result<Self> {
         rig::xen()?;
         let artifacts = build::run()?;
         let mut prepared = Self::with_image(&artifacts.guest_image);
+        if linux_peer {
+            prepared.linux_peer = Some(linux_peer::build()?);
+        }
         if needs_dom0 {
             prepared.add_initramfs(&artifacts.dom0_binaries)?;
         }
@@ -654,6 +739,7 @@ impl Prepared {
         Self {
             guest_image: guest_image.to_path_buf(),
             initramfs: None,
+            linux_peer: None,
         }
     }
 
@@ -663,6 +749,7 @@ impl Prepared {
         self.initramfs = Some(initramfs::build(&initramfs::Inputs {
             guest_image: &self.guest_image,
             dom0_binaries,
+            linux_peer: self.linux_peer.as_deref(),
         })?);
         Ok(())
     }
@@ -917,7 +1004,8 @@ pub fn run_expectations(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Patt
 /// Runs `cargo xtask run`.
 pub fn run(args: &RunArgs) -> Result<()> {
     deps::ensure()?;
-    let prepared = Prepared::build(!args.dom0less)?;
+    let peer = !args.dom0less && linux_peer::needed_by(&args.script);
+    let prepared = Prepared::build_with(!args.dom0less, peer)?;
     let (kind, label) = if args.dom0less {
         (Kind::Dom0less, format!("run-dom0less-gicv{}", args.gic))
     } else {
@@ -928,7 +1016,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             format!("run-gicv{}", args.gic),
         )
     };
-    let frames = matches!(kind, Kind::Dom0 { script: "display" }).then(frames_dir);
+    let frames = (matches!(kind, Kind::Dom0 { script: "display" }) || peer).then(frames_dir);
     let plan = Plan {
         label: &label,
         machine: Machine::new(args.gic),
@@ -1003,6 +1091,38 @@ fn check_scenario_frames(
     Ok((check.failures, matched))
 }
 
+/// The Dom0 script of a scenario that runs the Linux peer.
+fn peer_script(scenario: &Scenario) -> Option<&'static str> {
+    match scenario.kind {
+        Kind::Dom0 { script } if linux_peer::needed_by(script) => Some(script),
+        _ => None,
+    }
+}
+
+/// Holds a linux-peer scenario's cases against what each must show (`peer_frames.rs`): the
+/// failures (empty when all passed) and how many frames matched.
+fn check_peer(log: &Path, dir: &Path, cases: &[&str]) -> Result<(Vec<String>, usize)> {
+    let started = Instant::now();
+    let log = peer_frames::PeerLog::read(log)?;
+    let check = peer_frames::check(&log, dir, cases);
+    println!(
+        "test: {} Linux peer cases checked, {} frames held against their pattern in {:.1} s ({}){}",
+        check.cases,
+        check.matched,
+        started.elapsed().as_secs_f64(),
+        dir.display(),
+        if check.not_captured > 0 {
+            format!(
+                "; {} flips not captured (the backend's PNG writers were behind)",
+                check.not_captured
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok((check.failures, check.matched))
+}
+
 /// Runs `cargo xtask test`.
 pub fn test(args: &TestArgs) -> Result<()> {
     if args.list {
@@ -1059,7 +1179,10 @@ pub fn test(args: &TestArgs) -> Result<()> {
         let needs_dom0 = selected
             .iter()
             .any(|scenario| matches!(scenario.kind, Kind::Dom0 { .. }));
-        let prepared = Prepared::build(needs_dom0)?;
+        let needs_peer = selected
+            .iter()
+            .any(|scenario| peer_script(scenario).is_some());
+        let prepared = Prepared::build_with(needs_dom0, needs_peer)?;
         for scenario in selected {
             let plan = Plan {
                 label: scenario.name,
@@ -1072,11 +1195,23 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 expected: scenario.expected(),
                 timeout: scenario.timeout,
                 console: Console::Quiet,
-                frames: (scenario.check_frames > 0).then(|| frames_dir().join(scenario.name)),
+                frames: (scenario.check_frames > 0 || peer_script(scenario).is_some())
+                    .then(|| frames_dir().join(scenario.name)),
             };
             let mut outcome = boot(&plan, &prepared)?;
             let mut frames_note = String::new();
-            if let (Some(dir), true) = (&plan.frames, outcome.passed()) {
+            if let (Some(dir), true, Some(cases)) = (
+                &plan.frames,
+                outcome.passed(),
+                peer_script(scenario).map(peer_cases),
+            ) {
+                let (failures, matched) = check_peer(&outcome.log, dir, cases)?;
+                if failures.is_empty() {
+                    frames_note = format!(", {matched} frames match their pattern");
+                } else {
+                    outcome.problem = Some(failures.join("; "));
+                }
+            } else if let (Some(dir), true) = (&plan.frames, outcome.passed()) {
                 let (failures, matched) =
                     check_scenario_frames(&outcome.log, dir, scenario.check_frames)?;
                 if failures.is_empty() {
@@ -1211,12 +1346,13 @@ mod tests {
         }
     }
 
-    /// Every scenario but the Dom0-only grant loopback boots the guest.
+    /// Every scenario but the Dom0-only grant loopback and the Linux peer's boots the guest.
     fn boots_the_guest(scenario: &Scenario) -> bool {
         scenario.kind
             != (Kind::Dom0 {
                 script: "grant-loopback",
             })
+            && peer_script(scenario).is_none()
     }
 
     #[test]
