@@ -158,6 +158,266 @@ pub fn query_size(hv: &impl Hypervisor) -> Result<(u32, u32), GrantError> {
     Ok((arg.nr_frames, arg.max_nr_frames))
 }
 
+/// `GNTTABOP_map_grant_ref`.
+pub const GNTTABOP_MAP_GRANT_REF: u64 = 0;
+/// `GNTTABOP_unmap_grant_ref`.
+pub const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
+/// `GNTMAP_host_map`: map at `host_addr` (a guest physical address on Arm).
+pub const GNTMAP_HOST_MAP: u32 = 1 << 1;
+/// `GNTMAP_readonly`.
+pub const GNTMAP_READONLY: u32 = 1 << 2;
+/// Mappings per hypercall.
+const MAP_BATCH: usize = 32;
+
+/// `struct gnttab_map_grant_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapGrantRef {
+    /// Where to map the page (in): a guest physical address.
+    pub host_addr: u64,
+    /// `GNTMAP_*` (in).
+    pub flags: u32,
+    /// The peer's grant reference (in).
+    pub gref: u32,
+    /// The domain that granted it (in).
+    pub dom: u16,
+    /// `GNTST_*` (out).
+    pub status: i16,
+    /// The mapping's handle, for the unmap (out).
+    pub handle: u32,
+    /// Bus address (out; unused here).
+    pub dev_bus_addr: u64,
+}
+
+/// `struct gnttab_unmap_grant_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnmapGrantRef {
+    /// Where the page is mapped (in).
+    pub host_addr: u64,
+    /// Bus address (in; 0 here).
+    pub dev_bus_addr: u64,
+    /// The handle the map gave (in).
+    pub handle: u32,
+    /// `GNTST_*` (out).
+    pub status: i16,
+    _pad: u16,
+}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(MapGrantRef, flags) == 8);
+    assert!(offset_of!(MapGrantRef, gref) == 12);
+    assert!(offset_of!(MapGrantRef, dom) == 16);
+    assert!(offset_of!(MapGrantRef, status) == 18);
+    assert!(offset_of!(MapGrantRef, handle) == 20);
+    assert!(offset_of!(MapGrantRef, dev_bus_addr) == 24);
+    assert!(size_of::<MapGrantRef>() == 32);
+    assert!(offset_of!(UnmapGrantRef, dev_bus_addr) == 8);
+    assert!(offset_of!(UnmapGrantRef, handle) == 16);
+    assert!(offset_of!(UnmapGrantRef, status) == 20);
+    assert!(size_of::<UnmapGrantRef>() == 24);
+};
+
+/// Why pages another domain granted could not be mapped or unmapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignMapError {
+    /// The hypercall itself failed.
+    Xen(XenError),
+    /// Xen refused one page: its reference and `GNTST_*` status.
+    Status {
+        /// The page's index among those asked for.
+        index: usize,
+        /// Its grant reference.
+        gref: GrantRef,
+        /// `GNTST_*` (-1 general, -2 bad domain, -4 bad reference, ...).
+        status: i16,
+    },
+}
+
+impl fmt::Display for ForeignMapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ForeignMapError::Xen(error) => write!(f, "grant table hypercall failed: {error}"),
+            ForeignMapError::Status {
+                index,
+                gref,
+                status,
+            } => write!(
+                f,
+                "page {index} (grant {gref}) refused with status {status} ({})",
+                gnttab_status_name(status)
+            ),
+        }
+    }
+}
+
+/// The name of a `GNTST_*` status (grant_table.h).
+pub fn gnttab_status_name(status: i16) -> &'static str {
+    match status {
+        0 => "GNTST_okay",
+        -1 => "GNTST_general_error",
+        -2 => "GNTST_bad_domain",
+        -3 => "GNTST_bad_handle",
+        -4 => "GNTST_bad_gntref",
+        -5 => "GNTST_bad_dev_addr",
+        -6 => "GNTST_no_device_space",
+        -7 => "GNTST_permission_denied",
+        -8 => "GNTST_bad_page",
+        -9 => "GNTST_bad_copy_arg",
+        -10 => "GNTST_address_too_big",
+        -11 => "GNTST_eagain",
+        _ => "unknown",
+    }
+}
+
+/// Maps the pages `refs` of domain `dom` at consecutive guest frames from
+/// `first_gpa` (`GNTTABOP_map_grant_ref`, `GNTMAP_host_map`, in batches);
+/// returns their handles. When Xen refuses a page, what was mapped is
+/// unmapped again and the error names the page.
+///
+/// # Safety
+/// `first_gpa` .. `first_gpa + refs.len() * 4096` must be guest physical
+/// space that holds no RAM or other mapping (a window the device tree
+/// leaves free), for as long as the pages stay mapped.
+pub unsafe fn map_foreign(
+    hv: &impl Hypervisor,
+    dom: u16,
+    refs: &[GrantRef],
+    first_gpa: u64,
+    readonly: bool,
+) -> Result<Vec<u32>, ForeignMapError> {
+    let flags = GNTMAP_HOST_MAP | if readonly { GNTMAP_READONLY } else { 0 };
+    let mut handles = Vec::with_capacity(refs.len());
+    for (batch, chunk) in refs.chunks(MAP_BATCH).enumerate() {
+        let first = batch * MAP_BATCH;
+        let mut ops = [MapGrantRef::default(); MAP_BATCH];
+        for (slot, (op, &gref)) in ops.iter_mut().zip(chunk).enumerate() {
+            *op = MapGrantRef {
+                host_addr: first_gpa + ((first + slot) as u64) * 4096,
+                flags,
+                gref,
+                dom,
+                ..MapGrantRef::default()
+            };
+        }
+        // SAFETY: `ops` holds `chunk.len()` valid gnttab_map_grant_ref for
+        // the call; the caller vouches for the destination addresses.
+        let result = unsafe {
+            hv.hypercall(
+                Op::GrantTableOp,
+                [
+                    GNTTABOP_MAP_GRANT_REF,
+                    core::ptr::from_mut(&mut ops) as u64,
+                    chunk.len() as u64,
+                    0,
+                    0,
+                ],
+            )
+        };
+        let failed = match check(result) {
+            Err(error) => Some(ForeignMapError::Xen(error)),
+            Ok(_) => ops[..chunk.len()]
+                .iter()
+                .enumerate()
+                .find(|(_, op)| op.status != 0)
+                .map(|(slot, op)| ForeignMapError::Status {
+                    index: first + slot,
+                    gref: op.gref,
+                    status: op.status,
+                }),
+        };
+        // The pages of this batch that did map are kept, to be undone
+        // with the rest on a failure.
+        let mapped: Vec<(usize, u32)> = ops[..chunk.len()]
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| failed.is_none() || (op.status == 0 && result >= 0))
+            .map(|(slot, op)| (first + slot, op.handle))
+            .collect();
+        if let Some(error) = failed {
+            let mut undo: Vec<(u64, u32)> = handles
+                .iter()
+                .enumerate()
+                .map(|(index, &handle)| (first_gpa + index as u64 * 4096, handle))
+                .collect();
+            undo.extend(
+                mapped
+                    .iter()
+                    .map(|&(index, handle)| (first_gpa + index as u64 * 4096, handle)),
+            );
+            // SAFETY: these are the mappings just made, at their addresses.
+            let _ = unsafe { unmap_each(hv, &undo) };
+            return Err(error);
+        }
+        handles.extend(mapped.iter().map(|&(_, handle)| handle));
+    }
+    Ok(handles)
+}
+
+/// Unmaps pages mapped by [`map_foreign`] from `first_gpa` with their
+/// `handles` (`GNTTABOP_unmap_grant_ref`). Every page is tried; the first
+/// refusal is returned.
+///
+/// # Safety
+/// The pages must be mapped there with these handles, and nothing may use
+/// them any more.
+pub unsafe fn unmap_foreign(
+    hv: &impl Hypervisor,
+    first_gpa: u64,
+    handles: &[u32],
+) -> Result<(), ForeignMapError> {
+    let pages: Vec<(u64, u32)> = handles
+        .iter()
+        .enumerate()
+        .map(|(index, &handle)| (first_gpa + index as u64 * 4096, handle))
+        .collect();
+    // SAFETY: the caller vouches for the mappings.
+    unsafe { unmap_each(hv, &pages) }
+}
+
+/// Unmaps `(address, handle)` pairs in batches; every one is tried.
+unsafe fn unmap_each(hv: &impl Hypervisor, pages: &[(u64, u32)]) -> Result<(), ForeignMapError> {
+    let mut first_error = None;
+    for (batch, chunk) in pages.chunks(MAP_BATCH).enumerate() {
+        let mut ops = [UnmapGrantRef::default(); MAP_BATCH];
+        for (op, &(host_addr, handle)) in ops.iter_mut().zip(chunk) {
+            *op = UnmapGrantRef {
+                host_addr,
+                handle,
+                ..UnmapGrantRef::default()
+            };
+        }
+        // SAFETY: `ops` holds `chunk.len()` valid gnttab_unmap_grant_ref.
+        let result = unsafe {
+            hv.hypercall(
+                Op::GrantTableOp,
+                [
+                    GNTTABOP_UNMAP_GRANT_REF,
+                    core::ptr::from_mut(&mut ops) as u64,
+                    chunk.len() as u64,
+                    0,
+                    0,
+                ],
+            )
+        };
+        let error = match check(result) {
+            Err(error) => Some(ForeignMapError::Xen(error)),
+            Ok(_) => ops[..chunk.len()]
+                .iter()
+                .enumerate()
+                .find(|(_, op)| op.status != 0)
+                .map(|(slot, op)| ForeignMapError::Status {
+                    index: batch * MAP_BATCH + slot,
+                    gref: 0,
+                    status: op.status,
+                }),
+        };
+        first_error = first_error.or(error);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// Frames to map at start: enough for the rings and a small buffer or two
 /// (2040 references); the table grows one frame at a time after that.
 pub const INITIAL_FRAMES: u32 = 4;
@@ -400,6 +660,7 @@ mod tests {
     use super::super::hypercall::fake::FakeXen;
     use super::*;
     use std::boxed::Box;
+    use std::string::ToString;
     use std::vec;
 
     fn frame() -> &'static GrantFrame {
@@ -550,6 +811,139 @@ mod tests {
             Err(GrantError::RegionTooSmall { fits: 2, needed: 4 })
         );
         assert_eq!(plan_frames(0, 16 << 20), Err(GrantError::NoFramesAllowed));
+    }
+
+    /// A hypervisor that plays the map and unmap side for a peer (domain 0)
+    /// that granted references 100..100 + granted.
+    struct Peer {
+        granted: u32,
+        /// Mapped pages: address to (reference, handle).
+        mapped: std::cell::RefCell<std::collections::BTreeMap<u64, (u32, u32)>>,
+        next_handle: core::cell::Cell<u32>,
+        calls: core::cell::Cell<usize>,
+    }
+
+    impl Peer {
+        fn new(granted: u32) -> Self {
+            Peer {
+                granted,
+                mapped: Default::default(),
+                next_handle: core::cell::Cell::new(1),
+                calls: core::cell::Cell::new(0),
+            }
+        }
+    }
+
+    impl Hypervisor for Peer {
+        unsafe fn hypercall(&self, op: Op, args: [u64; 5]) -> i64 {
+            assert_eq!(op, Op::GrantTableOp);
+            self.calls.set(self.calls.get() + 1);
+            let count = args[2] as usize;
+            let mut mapped = self.mapped.borrow_mut();
+            match args[0] {
+                GNTTABOP_MAP_GRANT_REF => {
+                    // SAFETY: map_foreign passes `count` structures.
+                    let ops = unsafe {
+                        std::slice::from_raw_parts_mut(args[1] as *mut MapGrantRef, count)
+                    };
+                    for op in ops {
+                        op.status = if op.dom != 0 {
+                            -2
+                        } else if !(100..100 + self.granted).contains(&op.gref) {
+                            -4
+                        } else if op.flags & GNTMAP_HOST_MAP == 0
+                            || op.host_addr % 4096 != 0
+                            || mapped.contains_key(&op.host_addr)
+                        {
+                            -1
+                        } else {
+                            let handle = self.next_handle.get();
+                            self.next_handle.set(handle + 1);
+                            mapped.insert(op.host_addr, (op.gref, handle));
+                            op.handle = handle;
+                            0
+                        };
+                    }
+                }
+                GNTTABOP_UNMAP_GRANT_REF => {
+                    // SAFETY: unmap_each passes `count` structures.
+                    let ops = unsafe {
+                        std::slice::from_raw_parts_mut(args[1] as *mut UnmapGrantRef, count)
+                    };
+                    for op in ops {
+                        op.status = match mapped.get(&op.host_addr) {
+                            Some(&(_, handle)) if handle == op.handle => {
+                                mapped.remove(&op.host_addr);
+                                0
+                            }
+                            _ => -3,
+                        };
+                    }
+                }
+                other => panic!("unexpected GNTTABOP {other}"),
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn foreign_pages_map_at_consecutive_addresses_in_batches_and_unmap() {
+        let peer = Peer::new(100);
+        let refs: Vec<GrantRef> = (100..170).collect();
+        // SAFETY: the fake maps nothing.
+        let handles = unsafe { map_foreign(&peer, 0, &refs, 0x2_0000_0000, false) }.unwrap();
+        assert_eq!(handles.len(), 70);
+        // 70 pages in batches of 32: three calls.
+        assert_eq!(peer.calls.get(), 3);
+        let mapped = peer.mapped.borrow().clone();
+        assert_eq!(mapped.len(), 70);
+        assert_eq!(mapped.get(&0x2_0000_0000), Some(&(100, handles[0])));
+        assert_eq!(
+            mapped.get(&(0x2_0000_0000 + 69 * 4096)),
+            Some(&(169, handles[69]))
+        );
+        // SAFETY: as above.
+        unsafe { unmap_foreign(&peer, 0x2_0000_0000, &handles) }.unwrap();
+        assert!(peer.mapped.borrow().is_empty());
+        // A second unmap names the bad handle.
+        assert_eq!(
+            // SAFETY: as above.
+            unsafe { unmap_foreign(&peer, 0x2_0000_0000, &handles[..1]) },
+            Err(ForeignMapError::Status {
+                index: 0,
+                gref: 0,
+                status: -3
+            })
+        );
+    }
+
+    #[test]
+    fn a_refused_page_is_named_and_what_was_mapped_is_undone() {
+        let peer = Peer::new(40);
+        // Reference 140 was never granted: page 40 of 50, in the second batch.
+        let refs: Vec<GrantRef> = (100..150).collect();
+        // SAFETY: the fake maps nothing.
+        let error = unsafe { map_foreign(&peer, 0, &refs, 0x4200_0000, true) }.unwrap_err();
+        assert_eq!(
+            error,
+            ForeignMapError::Status {
+                index: 40,
+                gref: 140,
+                status: -4
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "page 40 (grant 140) refused with status -4 (GNTST_bad_gntref)"
+        );
+        assert!(peer.mapped.borrow().is_empty(), "every mapping undone");
+        // Another domain's references: bad domain.
+        // SAFETY: as above.
+        let error = unsafe { map_foreign(&peer, 7, &refs[..1], 0x4200_0000, false) };
+        assert!(matches!(
+            error,
+            Err(ForeignMapError::Status { status: -2, .. })
+        ));
     }
 
     #[test]
