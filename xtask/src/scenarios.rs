@@ -244,6 +244,41 @@ fn peer_cases(script: &str) -> &'static [&'static str] {
     }
 }
 
+/// `input.sh`: the paint app (`app=paint`) on the display guest with a vkb input device per
+/// connector (`qemu/xl/vdispl-os-input.cfg`), `vkbd-backend` playing [`INPUT_SCRIPT`] to both:
+/// the guest connects both devices to their connectors, the backend sends each device every
+/// event of its script (121 for DP-1, 60 for HDMI-A-1), the script's Escape stops the guest,
+/// which returns every grant and powers itself off. Each paint frame is then held against a
+/// golden drawn from the same script (`display::frame_input`).
+pub const INPUT: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("vkbd-backend: serving /local/domain/0/backend/vinput (script: "),
+    Pattern::start(
+        "input: device device/vkbd/0 connected (backend domain 0, connector DP-1, absolute \
+         pointer, multi-touch)",
+    ),
+    Pattern::start(
+        "input: device device/vkbd/1 connected (backend domain 0, connector HDMI-A-1, absolute \
+         pointer, multi-touch)",
+    ),
+    Pattern::anywhere(" dev0: script done: 121 of 121 events sent, 0 not sent, in "),
+    Pattern::anywhere(" dev1: script done: 60 of 60 events sent, 0 not sent, in "),
+    Pattern::start("display: summary conn=0 1280x720 "),
+    Pattern::start("display: summary conn=1 800x600 "),
+    Pattern::start("display: all grants returned (0 in use)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: guest vdispl-os gone after "),
+    Pattern::anywhere("has shut down, reason code 0 0x0"),
+    Pattern::start("vkbd-backend: stopped: "),
+    Pattern::start("vdispl-backend: stopped: "),
+];
+/// The input event script `input.sh` plays (`/rig/input/paint.script` in Dom0), relative to
+/// `qemu/`.
+pub const INPUT_SCRIPT: &str = "dom0/input/paint.script";
+/// The input scenario's guest: the paint app for far more frames than the script lasts, so
+/// its Escape is what stops the guest.
+pub const INPUT_BOOTARGS: &str = "log=info app=paint frames=1000";
+
 /// Connectors of the display xl config; the display scenarios check that each flipped.
 pub const DISPLAY_CONNECTORS: usize = 2;
 
@@ -552,6 +587,16 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: &[GUEST_REPORT, GICV3, DISPLAY_TEARDOWN],
         timeout: Duration::from_secs(300),
         check_frames: 0,
+        default: true,
+    },
+    Scenario {
+        name: "input-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "input" },
+        bootargs: Some(INPUT_BOOTARGS),
+        expect: &[GUEST_REPORT, GICV3, INPUT],
+        timeout: Duration::from_secs(300),
+        check_frames: DISPLAY_CONNECTORS,
         default: true,
     },
     Scenario {
@@ -1016,7 +1061,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
             format!("run-gicv{}", args.gic),
         )
     };
-    let frames = (matches!(kind, Kind::Dom0 { script: "display" }) || peer).then(frames_dir);
+    let frames =
+        (matches!(kind, Kind::Dom0 { script: "display" }) || input_script(kind).is_some() || peer)
+            .then(frames_dir);
     let plan = Plan {
         label: &label,
         machine: Machine::new(args.gic),
@@ -1049,7 +1096,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         println!("rig: not seen: {}", quote_all(&outcome.missing));
     }
-    if let Some(frames) = &frames {
+    if let (Some(frames), true) = (&frames, peer) {
+        let (failures, matched) = check_peer(&outcome.log, frames, &[])?;
+        println!(
+            "linux-peer: {matched} frames match their pattern (frames in {}/)",
+            frames.display()
+        );
+        for failure in failures {
+            println!("linux-peer: {failure}");
+        }
+    } else if let Some(frames) = &frames {
         let log = display::DisplayLog::read(&outcome.log)?;
         for line in display::summary_lines(&log, frames) {
             println!("{line}");
@@ -1072,10 +1128,12 @@ fn check_scenario_frames(
     log: &Path,
     dir: &Path,
     connectors: usize,
+    input: Option<&Path>,
 ) -> Result<(Vec<String>, usize)> {
     let started = Instant::now();
     let log = display::DisplayLog::read(log)?;
-    let check = display::check_frames(&log, dir, connectors);
+    let script = input.map(read_input_script).transpose()?;
+    let check = display::check_frames(&log, dir, connectors, script.as_ref());
     let matched = check.matched.values().sum();
     let not_captured: usize = check.not_captured.values().sum();
     println!(
@@ -1089,6 +1147,23 @@ fn check_scenario_frames(
         }
     );
     Ok((check.failures, matched))
+}
+
+/// The input event script a Dom0 scenario script plays to the guest (`vkbd-backend --script`),
+/// which its paint frames are redrawn from.
+fn input_script(kind: Kind) -> Option<PathBuf> {
+    match kind {
+        Kind::Dom0 { script: "input" } => Some(rig::qemu_dir().join(INPUT_SCRIPT)),
+        _ => None,
+    }
+}
+
+/// Reads and parses an input event script.
+fn read_input_script(path: &Path) -> Result<drivers::xen::kbdif::script::Script> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the input script {}", path.display()))?;
+    drivers::xen::kbdif::script::Script::parse(&text)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))
 }
 
 /// The Dom0 script of a scenario that runs the Linux peer.
@@ -1212,8 +1287,12 @@ pub fn test(args: &TestArgs) -> Result<()> {
                     outcome.problem = Some(failures.join("; "));
                 }
             } else if let (Some(dir), true) = (&plan.frames, outcome.passed()) {
-                let (failures, matched) =
-                    check_scenario_frames(&outcome.log, dir, scenario.check_frames)?;
+                let (failures, matched) = check_scenario_frames(
+                    &outcome.log,
+                    dir,
+                    scenario.check_frames,
+                    input_script(scenario.kind).as_deref(),
+                )?;
                 if failures.is_empty() {
                     frames_note = format!(", {matched} frames match their goldens");
                 } else {
@@ -1484,7 +1563,10 @@ mod tests {
         for scenario in SCENARIOS {
             let checked = match scenario.kind {
                 Kind::Dom0 { script }
-                    if script == "display" || script == "display-strict" || script == "config" =>
+                    if script == "display"
+                        || script == "display-strict"
+                        || script == "config"
+                        || script == "input" =>
                 {
                     DISPLAY_CONNECTORS
                 }
@@ -1498,6 +1580,34 @@ mod tests {
         check_bootargs(DISPLAY_TEST_BOOTARGS).unwrap();
         check_bootargs(DISPLAY_TEST_BOOTARGS_RGB565).unwrap();
         check_bootargs(DISPLAY_4K_BOOTARGS).unwrap();
+    }
+
+    #[test]
+    fn the_input_scenario_expects_what_its_script_sends_each_device() {
+        let path = input_script(Kind::Dom0 { script: "input" }).unwrap();
+        let script = read_input_script(&path).unwrap();
+        for (device, unique_id) in [(0, "DP-1"), (1, "HDMI-A-1")] {
+            let count = script.for_device(Some(unique_id)).count();
+            let done = format!(
+                "vkbd-backend: dom7 dev{device}: script done: {count} of {count} events sent, 0 \
+                 not sent, in 6000 ms from Connected; the ring was full 2 times"
+            );
+            assert!(INPUT.iter().any(|line| line.matches(&done)), "{done}");
+        }
+        // Its last event, to DP-1 only, is the Escape that stops the guest; HDMI-A-1's events
+        // are all sent well before it.
+        let last = script.events().last().unwrap();
+        assert_eq!(
+            last.event,
+            kernel::app::InputEvent::Key {
+                pressed: true,
+                keycode: kernel::app::KEY_ESC
+            }
+        );
+        let hdmi_end = script.for_device(Some("HDMI-A-1")).last().unwrap().at_ms;
+        assert!(last.at_ms >= hdmi_end + 1000);
+        check_bootargs(INPUT_BOOTARGS).unwrap();
+        assert!(input_script(Kind::Dom0 { script: "display" }).is_none());
     }
 
     #[test]
