@@ -330,3 +330,51 @@ stop_backend() {
     # Let tee copy the last lines.
     sleep 0.1
 }
+
+# The guest's xl config with the vdispl device and one vkb input device per connector, and
+# where the input event scripts are (qemu/dom0/input/ on the host).
+INPUT_CONFIG=/etc/xen/vdispl-os-input.cfg
+INPUT_SCRIPTS=/rig/input
+# The input backend's output, also copied to the console.
+INPUT_BACKEND_LOG=/tmp/vkbd-backend.log
+
+# start_input_backend SCRIPT: start vkbd-backend in the background, playing the input event
+# script SCRIPT to every vkb device, its output on the console and in $INPUT_BACKEND_LOG; sets
+# INPUT_BACKEND_PID. Fails if it does not start (a script it refuses makes it exit at once,
+# naming the line).
+start_input_backend() {
+    local waited
+    : >"$INPUT_BACKEND_LOG"
+    say "vkbd-backend --script $1"
+    vkbd-backend --script "$1" 2>&1 | tee -a "$INPUT_BACKEND_LOG" &
+    # $! is tee's pid; the backend is the other process of the pipeline.
+    waited=0
+    INPUT_BACKEND_PID=
+    while [ -z "$INPUT_BACKEND_PID" ]; do
+        if [ "$waited" -ge 20 ]; then
+            say "vkbd-backend did not start"
+            return 1
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+        INPUT_BACKEND_PID=$(pidof vkbd-backend)
+    done
+}
+
+# stop_input_backend: SIGTERM to the input backend, then wait (10 s at most) until it exited.
+stop_input_backend() {
+    local waited=0
+    [ -n "$INPUT_BACKEND_PID" ] || return 0
+    kill -TERM "$INPUT_BACKEND_PID" 2>/dev/null
+    while kill -0 "$INPUT_BACKEND_PID" 2>/dev/null; do
+        if [ "$waited" -ge 100 ]; then
+            say "vkbd-backend still running after 10 s, killing it"
+            kill -KILL "$INPUT_BACKEND_PID"
+            break
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    INPUT_BACKEND_PID=
+    sleep 0.1
+}

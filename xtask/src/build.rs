@@ -50,6 +50,11 @@ pub const DOM0_BINARIES: &[Binary] = &[
         bin: "vdispl-bench-time",
         target: "aarch64-unknown-linux-musl",
     },
+    Binary {
+        package: "dom0-tools",
+        bin: "vkbd-backend",
+        target: "aarch64-unknown-linux-musl",
+    },
 ];
 
 /// What `cargo xtask build` produced.

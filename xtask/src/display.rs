@@ -2,11 +2,14 @@
 //! (`flip conn=.. seq=..`, `kernel::scenes::FlipLine`) and summary lines (`display: summary
 //! conn=..`), the Dom0 backend's frame lines (`frame conn=.. seq=.. crc32=.. dom=.. png=..`),
 //! and the PNG files it wrote. [`check_frames`] holds every flipped frame against its golden
-//! (`golden.rs`); [`summary_lines`] is what `cargo xtask run` prints at the end.
+//! (`golden.rs`), a paint frame drawn from the input event script the rig played
+//! ([`frame_input`]); [`summary_lines`] is what `cargo xtask run` prints at the end.
 
 use crate::golden::{self, Comparison};
 use crate::logmatch;
 use anyhow::{Context, Result};
+use drivers::xen::kbdif::script::Script;
+use kernel::app::{paint_window, InputEvent};
 use kernel::scenes::FlipLine;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -232,11 +235,48 @@ pub struct FrameCheck {
 /// The guest's frame count a failure list shows before it says "and N more".
 const SHOWN_FAILURES: usize = 6;
 
+/// The input events the guest had handed the connector of `flip` when it drew it, as its scene
+/// draws them: the first [`FlipLine::inputs`] events of `script` that reach the input device
+/// whose unique-id is the connector's name (the guest gives a device's events to the connector
+/// its unique-id names, and the backend plays a device the events of its unique-id), cut to
+/// the paint scene's window ([`paint_window`]).
+pub fn frame_input(flip: &FlipLine, script: Option<&Script>) -> Result<Vec<InputEvent>, String> {
+    let wanted = flip.inputs as usize;
+    if wanted == 0 {
+        return Ok(Vec::new());
+    }
+    let what = format!("flip conn={} seq={}", flip.connector, flip.seq);
+    let Some(script) = script else {
+        return Err(format!(
+            "{what}: drawn after {wanted} input events, and the scenario names no input script \
+             to redraw them from"
+        ));
+    };
+    let name = flip.name.as_str();
+    let events: Vec<InputEvent> = script
+        .for_device(Some(name))
+        .take(wanted)
+        .map(|event| event.event)
+        .collect();
+    if events.len() < wanted {
+        return Err(format!(
+            "{what}: drawn after {wanted} input events, but the input script has {} for {name}",
+            events.len()
+        ));
+    }
+    Ok(paint_window(&events).to_vec())
+}
+
 /// Checks that every flip line has a frame line whose PNG in `dir` is pixel-identical to the
-/// golden drawn from the flip line (diff images go next to the PNGs), that every frame line
-/// has a flip line, and that at least `connectors` connectors with different resolutions
-/// flipped.
-pub fn check_frames(log: &DisplayLog, dir: &Path, connectors: usize) -> FrameCheck {
+/// golden drawn from the flip line (diff images go next to the PNGs; a paint frame is drawn from
+/// the input event `script` the rig played, see [`frame_input`]), that every frame line has a
+/// flip line, and that at least `connectors` connectors with different resolutions flipped.
+pub fn check_frames(
+    log: &DisplayLog,
+    dir: &Path,
+    connectors: usize,
+    script: Option<&Script>,
+) -> FrameCheck {
     let mut check = FrameCheck::default();
     check.failures.extend(
         log.bad_flip_lines
@@ -297,7 +337,7 @@ pub fn check_frames(log: &DisplayLog, dir: &Path, connectors: usize) -> FrameChe
                 scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|flip| (flip.connector, check_one(log, flip, dir)))
+                        .map(|flip| (flip.connector, check_one(log, flip, dir, script)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -340,8 +380,14 @@ fn diff_name(png: &str) -> String {
     }
 }
 
-fn check_one(log: &DisplayLog, flip: &FlipLine, dir: &Path) -> Result<(), String> {
+fn check_one(
+    log: &DisplayLog,
+    flip: &FlipLine,
+    dir: &Path,
+    script: Option<&Script>,
+) -> Result<(), String> {
     let what = format!("flip conn={} seq={}", flip.connector, flip.seq);
+    let input = frame_input(flip, script)?;
     let record = log
         .record(flip.connector, flip.seq, dir)
         .ok_or_else(|| format!("{what}: the backend printed no frame line for it"))?;
@@ -354,7 +400,7 @@ fn check_one(log: &DisplayLog, flip: &FlipLine, dir: &Path) -> Result<(), String
         return Err(format!("{what}: {} is missing", path.display()));
     }
     let diff = dir.join(diff_name(png));
-    match golden::check_frame(flip, &path, &diff) {
+    match golden::check_frame(flip, &input, &path, &diff) {
         Ok(Comparison::Match) => Ok(()),
         Ok(comparison @ Comparison::SizeDiffers { .. }) => {
             Err(format!("{what}: {} {comparison}", path.display()))
@@ -502,12 +548,26 @@ mod tests {
     /// A directory with the PNG the backend would write for `flip`, the frame drawn by the
     /// guest's code into an XRGB8888 buffer.
     fn captured(flip: &FlipLine, name: &str, tamper: bool) -> std::path::PathBuf {
+        captured_with_input(flip, &[], name, tamper)
+    }
+
+    /// [`captured`] of a frame the guest drew with `input`.
+    fn captured_with_input(
+        flip: &FlipLine,
+        input: &[InputEvent],
+        name: &str,
+        tamper: bool,
+    ) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("xtask-display-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let layout = Layout::packed(flip.width, flip.height, PixelFormat::Xrgb8888).unwrap();
         let mut buffer = vec![0u8; layout.size_bytes()];
         let mut target = Xrgb8888Framebuffer::with_layout(&mut buffer, layout).unwrap();
-        draw(&flip.frame(), &mut target).unwrap();
+        let frame = kernel::scenes::Frame {
+            input,
+            ..flip.frame()
+        };
+        draw(&frame, &mut target).unwrap();
         if tamper {
             buffer[4 * 70] ^= 0xff;
         }
@@ -570,17 +630,18 @@ mod tests {
             &log_with(&[&guest[0], &guest[1], backend, dropped]),
             &dir,
             1,
+            None,
         );
         assert!(check.failures.is_empty(), "{:?}", check.failures);
         assert_eq!(check.matched[&1], 1);
         assert_eq!(check.not_captured[&1], 1);
         // Without the backend's line, the missing frame is a failure.
-        let check = check_frames(&log_with(&[&guest[0], &guest[1], backend]), &dir, 1);
+        let check = check_frames(&log_with(&[&guest[0], &guest[1], backend]), &dir, 1, None);
         assert_eq!(check.failures.len(), 1, "{:?}", check.failures);
         assert_eq!(second.seq, 1);
         // A connector none of whose frames was captured fails.
         let none_captured = "vdispl-backend: dom2 dev0 conn1: frame seq 0 not captured (x)";
-        let check = check_frames(&log_with(&[&guest[0], none_captured]), &dir, 1);
+        let check = check_frames(&log_with(&[&guest[0], none_captured]), &dir, 1, None);
         assert!(
             check
                 .failures
@@ -599,14 +660,14 @@ mod tests {
         let log = log_with(&[&guest, backend]);
 
         let dir = captured(&flip, "match", false);
-        let check = check_frames(&log, &dir, 1);
+        let check = check_frames(&log, &dir, 1, None);
         assert!(check.failures.is_empty(), "{:?}", check.failures);
         assert_eq!(check.matched[&1], 1);
         let summary = summary_lines(&log, &dir);
         assert_eq!(summary.len(), 2, "{summary:?}");
 
         let dir = captured(&flip, "mismatch", true);
-        let check = check_frames(&log, &dir, 1);
+        let check = check_frames(&log, &dir, 1, None);
         assert_eq!(check.failures.len(), 1, "{:?}", check.failures);
         assert!(
             check.failures[0].contains("differs from its golden in 1 of 3072 pixels"),
@@ -619,7 +680,7 @@ mod tests {
         // Two connectors were asked for; a frame line without a flip line; a flip line
         // without a PNG.
         let orphan = "frame conn=0 seq=4 crc32=00000001 dom=2";
-        let check = check_frames(&log_with(&[&guest, backend, orphan]), &dir, 2);
+        let check = check_frames(&log_with(&[&guest, backend, orphan]), &dir, 2, None);
         assert!(check
             .failures
             .iter()
@@ -628,13 +689,13 @@ mod tests {
             .failures
             .iter()
             .any(|f| f == "backend frame conn=0 seq=4 has no guest flip line"));
-        let check = check_frames(&log_with(&[&guest]), &dir, 1);
+        let check = check_frames(&log_with(&[&guest]), &dir, 1, None);
         assert_eq!(
             check.failures,
             ["flip conn=1 seq=0: the backend printed no frame line for it"]
         );
         assert_eq!(
-            check_frames(&DisplayLog::default(), &dir, 1).failures,
+            check_frames(&DisplayLog::default(), &dir, 1, None).failures,
             ["the guest printed no flip line"]
         );
         std::fs::remove_dir_all(&dir).unwrap();
@@ -656,6 +717,91 @@ mod tests {
                  12.345 ms, p99 20.000 ms; 0 PNG files",
                 "display: frames in /nonexistent/frames/ (0 PNG files, dom<D>-conn<N>-seq<K>.png)"
             ]
+        );
+    }
+
+    const PAINT: &str = "flip conn=1 seq=0 scene=paint frame=0 size=64x48 bpp=32 name=DP-1 \
+                         uptime_ms=1000 flips=0 rtt_us=0 heap=65536 grants=40 inputs=3";
+
+    const PAINT_SCRIPT: &str = "device HDMI-A-1\n\
+                                0 touch 0 down 5 5\n\
+                                device DP-1\n\
+                                10 touch 0 down 10 10\n\
+                                10 touch 0 move 20 20\n\
+                                device *\n\
+                                10 abs 30 30\n\
+                                10 key KEY_ESC press\n";
+
+    #[test]
+    fn a_paint_frame_is_redrawn_from_its_connectors_first_events_of_the_script() {
+        let script = Script::parse(PAINT_SCRIPT).unwrap();
+        let flip: FlipLine = PAINT.parse().unwrap();
+        let input = frame_input(&flip, Some(&script)).unwrap();
+        // DP-1's events (its own and every device's), not HDMI-A-1's; the first three.
+        assert_eq!(
+            input,
+            [
+                InputEvent::Touch {
+                    contact: 0,
+                    touch: kernel::app::Touch::Down { x: 10, y: 10 }
+                },
+                InputEvent::Touch {
+                    contact: 0,
+                    touch: kernel::app::Touch::Motion { x: 20, y: 20 }
+                },
+                InputEvent::Position {
+                    x: 30,
+                    y: 30,
+                    rel_z: 0
+                },
+            ]
+        );
+        let backend = "frame conn=1 seq=0 crc32=00000001 dom=2 size=64x48 png=dom2-conn1-seq0.png";
+        let log = log_with(&[&format!("guest-console: {PAINT}"), backend]);
+        let dir = captured_with_input(&flip, &input, "paint", false);
+        let check = check_frames(&log, &dir, 1, Some(&script));
+        assert!(check.failures.is_empty(), "{:?}", check.failures);
+        // Without the events the dots are missing.
+        let dir = captured_with_input(&flip, &input[..2], "paint-short", false);
+        let check = check_frames(&log, &dir, 1, Some(&script));
+        assert!(
+            check.failures[0].contains("differs from its golden"),
+            "{:?}",
+            check.failures
+        );
+        // No script, or too short a one, is said.
+        let check = check_frames(&log, &dir, 1, None);
+        assert_eq!(
+            check.failures,
+            [
+                "flip conn=1 seq=0: drawn after 3 input events, and the scenario names no input \
+              script to redraw them from"
+            ]
+        );
+        let short = Script::parse("device DP-1\n0 abs 1 1\n").unwrap();
+        assert_eq!(
+            frame_input(&flip, Some(&short)).unwrap_err(),
+            "flip conn=1 seq=0: drawn after 3 input events, but the input script has 1 for DP-1"
+        );
+        // A frame drawn before any input needs no script.
+        let first: FlipLine = PAINT.replace(" inputs=3", "").parse().unwrap();
+        assert!(frame_input(&first, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_long_input_is_cut_to_the_paint_window() {
+        let text: String = (0..600).map(|x| format!("1 abs {x} 1\n")).collect();
+        let script = Script::parse(&text).unwrap();
+        let flip: FlipLine = PAINT.replace("inputs=3", "inputs=600").parse().unwrap();
+        let input = frame_input(&flip, Some(&script)).unwrap();
+        assert_eq!(input.len(), kernel::scenes::MAX_PAINT_EVENTS);
+        assert_eq!(
+            input[0],
+            InputEvent::Position {
+                x: 600 - kernel::scenes::MAX_PAINT_EVENTS as i32,
+                y: 1,
+                rel_z: 0
+            }
         );
     }
 }

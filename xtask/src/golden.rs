@@ -3,7 +3,9 @@
 //! independent target that stores one pixel at a time ([`PixelBuffer`], none
 //! of the framebuffer's fast paths), and compares it pixel for pixel with the
 //! PNG the Dom0 backend captured. On a mismatch it writes a diff image next to
-//! the capture.
+//! the capture. A paint frame is drawn from the input events its connector
+//! had taken ([`FlipLine::inputs`] of them), which the caller takes from the
+//! input event script the rig played (`display.rs`).
 //!
 //! Why not embedded-graphics-simulator: it pulls in the `image` crate, which
 //! turns on num-traits' `std` feature for the whole build, and with it
@@ -14,7 +16,8 @@
 use embedded_graphics::draw_target::DrawTarget;
 use embedded_graphics::pixelcolor::{Rgb565, Rgb888, RgbColor};
 use embedded_graphics::prelude::{OriginDimensions, Pixel, Size};
-use kernel::scenes::{draw, FlipLine};
+use kernel::app::InputEvent;
+use kernel::scenes::{draw, FlipLine, Frame};
 use std::convert::Infallible;
 use std::fmt;
 use std::io::Cursor;
@@ -165,7 +168,11 @@ impl DrawTarget for PixelBuffer {
 /// returns it as RGB8. A 16 bpp frame goes through RGB565 and back the way
 /// the guest's color conversion and [`drivers::framebuffer::FrameView`] do,
 /// so it compares exactly with what the backend read from the buffer.
-pub fn render_golden(line: &FlipLine) -> Result<RgbImage, GoldenError> {
+///
+/// `input` is the connector's input events as the frame's scene gets them
+/// (for the paint scene, the window `kernel::app::paint_window` cuts from the
+/// first [`FlipLine::inputs`]; empty for the other scenes).
+pub fn render_golden(line: &FlipLine, input: &[InputEvent]) -> Result<RgbImage, GoldenError> {
     let (width, height) = (line.width, line.height);
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
         return Err(GoldenError::BadSize { width, height });
@@ -177,7 +184,11 @@ pub fn render_golden(line: &FlipLine) -> Result<RgbImage, GoldenError> {
     };
     let mut buffer = PixelBuffer::new(width, height);
     // Storing pixels in memory never fails.
-    let Ok(()) = draw(&line.frame(), &mut buffer);
+    let frame = Frame {
+        input,
+        ..line.frame()
+    };
+    let Ok(()) = draw(&frame, &mut buffer);
     let mut image = buffer.into_image();
     if line.bpp != 32 {
         for pixel in image.pixels.chunks_exact_mut(3) {
@@ -360,15 +371,17 @@ pub fn diff_image(captured: &RgbImage, golden: &RgbImage) -> RgbImage {
     }
 }
 
-/// Checks the captured PNG at `captured_png` against the golden of `line`;
-/// on a pixel mismatch writes the diff image to `diff_png`.
+/// Checks the captured PNG at `captured_png` against the golden of `line`
+/// drawn with `input` (see [`render_golden`]); on a pixel mismatch writes the
+/// diff image to `diff_png`.
 pub fn check_frame(
     line: &FlipLine,
+    input: &[InputEvent],
     captured_png: &Path,
     diff_png: &Path,
 ) -> Result<Comparison, GoldenError> {
     let captured = read_png(captured_png)?;
-    let golden = render_golden(line)?;
+    let golden = render_golden(line, input)?;
     let comparison = compare(&captured, &golden);
     if let Comparison::Mismatch(_) = comparison {
         let bytes = encode_png(&diff_image(&captured, &golden))?;
@@ -435,7 +448,10 @@ mod tests {
                 let png = scratch(&format!("{scene}-{bpp}.png"));
                 std::fs::write(&png, encode_png(&captured).unwrap()).unwrap();
                 let diff = scratch(&format!("{scene}-{bpp}-diff.png"));
-                assert_eq!(check_frame(&line, &png, &diff).unwrap(), Comparison::Match);
+                assert_eq!(
+                    check_frame(&line, &[], &png, &diff).unwrap(),
+                    Comparison::Match
+                );
                 assert!(!diff.exists(), "no diff image for a match");
             }
         }
@@ -451,7 +467,7 @@ mod tests {
         let png = scratch("changed.png");
         std::fs::write(&png, encode_png(&captured).unwrap()).unwrap();
         let diff = scratch("changed-diff.png");
-        let golden = render_golden(&line).unwrap();
+        let golden = render_golden(&line, &[]).unwrap();
         let expected = Comparison::Mismatch(Mismatch {
             differing: 2,
             total: 64_000,
@@ -459,7 +475,7 @@ mod tests {
             captured: captured.pixel(11, 7).unwrap(),
             golden: golden.pixel(11, 7).unwrap(),
         });
-        let comparison = check_frame(&line, &png, &diff).unwrap();
+        let comparison = check_frame(&line, &[], &png, &diff).unwrap();
         assert_eq!(comparison, expected);
         assert!(comparison
             .to_string()
@@ -517,17 +533,18 @@ mod tests {
         let mut line: FlipLine = LINE.parse().unwrap();
         line.bpp = 24;
         assert!(matches!(
-            render_golden(&line),
+            render_golden(&line, &[]),
             Err(GoldenError::UnsupportedBpp(24))
         ));
         line.bpp = 32;
         line.width = 0;
         assert!(matches!(
-            render_golden(&line),
+            render_golden(&line, &[]),
             Err(GoldenError::BadSize { .. })
         ));
         let missing = scratch("missing.png");
-        let error = check_frame(&LINE.parse().unwrap(), &missing, &scratch("x.png")).unwrap_err();
+        let error =
+            check_frame(&LINE.parse().unwrap(), &[], &missing, &scratch("x.png")).unwrap_err();
         assert!(error.to_string().contains("missing.png"), "{error}");
     }
 }

@@ -266,6 +266,10 @@ pub fn build(inputs: &Inputs) -> Result<PathBuf> {
         let name = script.file_name().unwrap_or_default().to_string_lossy();
         tree.file_with_mode(&format!("rig/scenarios/{name}"), &script, 0o755)?;
     }
+    for script in read_dir_sorted(&qemu.join("dom0/input"))? {
+        let name = script.file_name().unwrap_or_default().to_string_lossy();
+        tree.file_with_mode(&format!("rig/input/{name}"), &script, 0o644)?;
+    }
     for config in read_dir_sorted(&qemu.join("xl"))? {
         let name = config.file_name().unwrap_or_default().to_string_lossy();
         tree.file_with_mode(&format!("etc/xen/{name}"), &config, 0o644)?;
