@@ -159,28 +159,56 @@ fn fragment(initramfs: &Path) -> String {
 /// it for init), and the mount points `/dev`, `/proc` and `/sys`. The file is rewritten only
 /// when its contents change, so the kernel's own dependency tracking sees no change otherwise.
 fn write_initramfs(client: &Path, dir: &Path) -> Result<PathBuf> {
-    let stripped = dir.join("kms-client");
-    cmd::run(
-        Command::new(format!("{CROSS_COMPILE}strip"))
-            .arg("-o")
-            .arg(&stripped)
-            .arg(client),
-    )
-    .context("stripping the KMS client failed (the strip of binutils-aarch64-linux-gnu)")?;
-    let init =
-        fs::read(&stripped).with_context(|| format!("cannot read {}", stripped.display()))?;
-    let mut archive = cpio::Writer::new(Vec::new());
-    for directory in ["dev", "proc", "sys"] {
-        archive.directory(directory, 0o755)?;
-    }
-    archive.char_device("dev/console", 0o600, 5, 1)?;
-    archive.file("init", 0o755, &init)?;
-    let bytes = archive.finish()?;
+    let bytes = init_initramfs(client, &dir.join("kms-client"), &[])?;
     let path = dir.join("initramfs.cpio");
     if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
         fs::write(&path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(path)
+}
+
+/// A Linux DomU's initramfs (newc) whose `/init` is the static program `init`, stripped into
+/// `stripped` first: `/init`, `/dev/console` (the kernel opens it for init), the mount points
+/// `/dev`, `/proc` and `/sys`, and `files` (path in the archive, contents; mode 0644) with the
+/// directories above them.
+pub fn init_initramfs(init: &Path, stripped: &Path, files: &[(&str, &[u8])]) -> Result<Vec<u8>> {
+    cmd::run(
+        Command::new(format!("{CROSS_COMPILE}strip"))
+            .arg("-o")
+            .arg(stripped)
+            .arg(init),
+    )
+    .with_context(|| {
+        format!(
+            "stripping {} failed (the strip of binutils-aarch64-linux-gnu)",
+            init.display()
+        )
+    })?;
+    let init = fs::read(stripped).with_context(|| format!("cannot read {}", stripped.display()))?;
+    let mut archive = cpio::Writer::new(Vec::new());
+    let mut directories = vec!["dev".to_string(), "proc".to_string(), "sys".to_string()];
+    for (path, _) in files {
+        let mut parent = Path::new(path).parent();
+        let mut above = Vec::new();
+        while let Some(directory) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            above.push(directory.to_string_lossy().into_owned());
+            parent = directory.parent();
+        }
+        for directory in above.into_iter().rev() {
+            if !directories.contains(&directory) {
+                directories.push(directory);
+            }
+        }
+    }
+    for directory in &directories {
+        archive.directory(directory, 0o755)?;
+    }
+    archive.char_device("dev/console", 0o600, 5, 1)?;
+    archive.file("init", 0o755, &init)?;
+    for (path, data) in files {
+        archive.file(path, 0o644, data)?;
+    }
+    Ok(archive.finish()?)
 }
 
 /// Unpacks the source tarball into `dir/src/` unless the same version is there already.

@@ -15,6 +15,7 @@ mod fuzz;
 mod golden;
 mod image;
 mod initramfs;
+mod linux_input;
 mod linux_peer;
 mod load;
 mod logmatch;

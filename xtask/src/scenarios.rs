@@ -7,7 +7,7 @@
 
 use crate::logmatch::{self, Expectations, Pattern};
 use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
-use crate::{build, cmd, deps, display, dtb, initramfs, linux_peer, peer_frames, rig};
+use crate::{build, cmd, deps, display, dtb, initramfs, linux_input, linux_peer, peer_frames, rig};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -234,6 +234,35 @@ pub const LINUX_PEER_FORMATS: &[Pattern] = &[
 pub const LINUX_PEER_FORMAT_CASES: &[&str] = &[
     "rg16", "rg24", "ar24", "xr12", "ar12", "xr15", "ar15", "yuyv",
 ];
+
+/// `linux-input.sh`: Linux's xen-kbdfront in a DomU (Debian's stock kernel, `evdev-reader` as
+/// its `/init`, `qemu/xl/linux-input.cfg`: two vkb devices, one with an absolute pointer and
+/// multi-touch, one with a relative pointer) against `vkbd-backend`, started once the reader
+/// has opened the five input devices and playing `qemu/dom0/input/linux-input.script` (37
+/// events to the first device, 10 to the second): every event sent, the reader powering the DomU off
+/// after KEY_ESC, the backend letting go of both devices. The reader's lines are then held
+/// against the evdev reports xen-kbdfront must give, and the DomU's console against errors
+/// (`linux_input.rs`).
+pub const LINUX_INPUT: &[Pattern] = &[
+    Pattern::start("rig: linux-input: domain "),
+    Pattern::start("vkbd-backend: serving /local/domain/0/backend/vinput (script: 45 events over "),
+    Pattern::anywhere(" dev0: script done: 37 of 37 events sent, 0 not sent, in "),
+    Pattern::anywhere(" dev1: script done: 10 of 10 events sent, 0 not sent, in "),
+    Pattern::start("rig: guest linux-input gone after "),
+    Pattern::start("rig: linux-input: the backend released both devices"),
+    Pattern::start(
+        "vkbd-backend: stopped: 2 connections, 47 events sent, 0 not sent, 2 scripts done, 0 \
+         devices could not be connected",
+    ),
+    Pattern::start("evdev: ready: 5 devices open"),
+    Pattern::start("evdev: summary: "),
+    Pattern::start("evdev: powering off"),
+    Pattern::anywhere("has shut down, reason code 0 0x0"),
+    Pattern::start("rig: linux-input ok"),
+];
+/// The events of `linux-input.script`: (unique-id, events its device gets).
+#[cfg(test)]
+const LINUX_INPUT_SCRIPT_EVENTS: &[(&str, usize)] = &[("touch", 37), ("mouse", 10)];
 
 /// The cases a linux-peer script runs.
 fn peer_cases(script: &str) -> &'static [&'static str] {
@@ -655,6 +684,18 @@ pub const SCENARIOS: &[Scenario] = &[
         check_frames: 0,
         default: true,
     },
+    Scenario {
+        name: "linux-input-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 {
+            script: "linux-input",
+        },
+        bootargs: None,
+        expect: &[LINUX_INPUT],
+        timeout: Duration::from_secs(600),
+        check_frames: 0,
+        default: false,
+    },
 ];
 
 impl Scenario {
@@ -1061,9 +1102,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
             format!("run-gicv{}", args.gic),
         )
     };
-    let frames =
-        (matches!(kind, Kind::Dom0 { script: "display" }) || input_script(kind).is_some() || peer)
-            .then(frames_dir);
+    let linux_input = runs_linux_input(kind);
+    let frames = (matches!(kind, Kind::Dom0 { script: "display" })
+        || input_script(kind).is_some()
+        || peer
+        || linux_input)
+        .then(frames_dir);
+    if let (Some(dir), true) = (&frames, linux_input) {
+        linux_input::prepare(dir)?;
+    }
     let plan = Plan {
         label: &label,
         machine: Machine::new(args.gic),
@@ -1096,7 +1143,16 @@ pub fn run(args: &RunArgs) -> Result<()> {
     } else {
         println!("rig: not seen: {}", quote_all(&outcome.missing));
     }
-    if let (Some(frames), true) = (&frames, peer) {
+    if linux_input {
+        match check_linux_input(&outcome.log)? {
+            Ok(note) => println!("linux-input: {}", note.trim_start_matches(", ")),
+            Err(failures) => {
+                for failure in failures {
+                    println!("linux-input: {failure}");
+                }
+            }
+        }
+    } else if let (Some(frames), true) = (&frames, peer) {
         let (failures, matched) = check_peer(&outcome.log, frames, &[])?;
         println!(
             "linux-peer: {matched} frames match their pattern (frames in {}/)",
@@ -1172,6 +1228,27 @@ fn peer_script(scenario: &Scenario) -> Option<&'static str> {
         Kind::Dom0 { script } if linux_peer::needed_by(script) => Some(script),
         _ => None,
     }
+}
+
+/// Whether a scenario runs the Linux input peer (`linux_input.rs`).
+fn runs_linux_input(kind: Kind) -> bool {
+    matches!(kind, Kind::Dom0 { script } if linux_input::needed_by(script))
+}
+
+/// Holds a Linux input peer run against the evdev reports xen-kbdfront must give and its
+/// console against errors (`linux_input.rs`): what matched, as a note for the PASS line, or the
+/// failures.
+fn check_linux_input(log: &Path) -> Result<std::result::Result<String, Vec<String>>> {
+    Ok(linux_input::check(log)?.map(|matched| {
+        let same_time = match matched.same_time {
+            0 => String::new(),
+            runs => format!(", {runs} runs with one timestamp"),
+        };
+        format!(
+            ", {} evdev reports ({} events) on {} devices match xen-kbdfront's{same_time}",
+            matched.reports, matched.events, matched.devices
+        )
+    }))
 }
 
 /// Holds a linux-peer scenario's cases against what each must show (`peer_frames.rs`): the
@@ -1270,12 +1347,24 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 expected: scenario.expected(),
                 timeout: scenario.timeout,
                 console: Console::Quiet,
-                frames: (scenario.check_frames > 0 || peer_script(scenario).is_some())
-                    .then(|| frames_dir().join(scenario.name)),
+                frames: (scenario.check_frames > 0
+                    || peer_script(scenario).is_some()
+                    || runs_linux_input(scenario.kind))
+                .then(|| frames_dir().join(scenario.name)),
             };
+            if let (Some(dir), true) = (&plan.frames, runs_linux_input(scenario.kind)) {
+                linux_input::prepare(dir)?;
+            }
             let mut outcome = boot(&plan, &prepared)?;
             let mut frames_note = String::new();
-            if let (Some(dir), true, Some(cases)) = (
+            if runs_linux_input(scenario.kind) {
+                if outcome.passed() {
+                    match check_linux_input(&outcome.log)? {
+                        Ok(note) => frames_note = note,
+                        Err(failures) => outcome.problem = Some(failures.join("; ")),
+                    }
+                }
+            } else if let (Some(dir), true, Some(cases)) = (
                 &plan.frames,
                 outcome.passed(),
                 peer_script(scenario).map(peer_cases),
@@ -1432,6 +1521,7 @@ mod tests {
                 script: "grant-loopback",
             })
             && peer_script(scenario).is_none()
+            && !runs_linux_input(scenario.kind)
     }
 
     #[test]
@@ -1608,6 +1698,45 @@ mod tests {
         assert!(last.at_ms >= hdmi_end + 1000);
         check_bootargs(INPUT_BOOTARGS).unwrap();
         assert!(input_script(Kind::Dom0 { script: "display" }).is_none());
+    }
+
+    #[test]
+    fn the_linux_input_scenario_expects_what_its_script_sends_each_device() {
+        let path = rig::qemu_dir().join(linux_input::INPUT_SCRIPT);
+        let script = read_input_script(&path).unwrap();
+        let mut total = 0;
+        for (device, &(unique_id, count)) in LINUX_INPUT_SCRIPT_EVENTS.iter().enumerate() {
+            assert_eq!(
+                script.for_device(Some(unique_id)).count(),
+                count,
+                "{unique_id}"
+            );
+            total += count;
+            let done = format!(
+                "vkbd-backend: dom3 dev{device}: script done: {count} of {count} events sent, 0 \
+                 not sent, in 2480 ms from Connected; the ring was full 0 times"
+            );
+            assert!(LINUX_INPUT.iter().any(|line| line.matches(&done)), "{done}");
+        }
+        // The lines for every device count once in the script and once per device sent.
+        let every = script.for_device(None).count();
+        assert_eq!(script.events().len() + every, total);
+        let stopped = format!(
+            "vkbd-backend: stopped: 2 connections, {total} events sent, 0 not sent, 2 scripts \
+             done, 0 devices could not be connected"
+        );
+        assert!(LINUX_INPUT.iter().any(|line| line.matches(&stopped)));
+        let serving = format!(
+            "vkbd-backend: serving /local/domain/0/backend/vinput (script: {} events over {} \
+             ms)",
+            script.events().len(),
+            script.duration_ms()
+        );
+        assert!(LINUX_INPUT.iter().any(|line| line.matches(&serving)));
+        assert!(runs_linux_input(Kind::Dom0 {
+            script: "linux-input"
+        }));
+        assert!(!runs_linux_input(Kind::Dom0 { script: "input" }));
     }
 
     #[test]
