@@ -237,14 +237,17 @@ pub const LINUX_PEER_FORMAT_CASES: &[&str] = &[
 
 /// `linux-input.sh`: Linux's xen-kbdfront in a DomU (Debian's stock kernel, `evdev-reader` as
 /// its `/init`, `qemu/xl/linux-input.cfg`: two vkb devices, one with an absolute pointer and
-/// multi-touch, one with a relative pointer) against `vkbd-backend`, started once the reader
-/// has opened the five input devices and playing `qemu/dom0/input/linux-input.script` (37
-/// events to the first device, 10 to the second): every event sent, the reader powering the DomU off
+/// multi-touch, one with a relative pointer) against `vkbd-backend`, held at InitWait until
+/// the reader has opened the five input devices, then playing
+/// `qemu/dom0/input/linux-input.script` (37 events to the first device, 10 to the second):
+/// every event sent, the reader powering the DomU off
 /// after KEY_ESC, the backend letting go of both devices. The reader's lines are then held
 /// against the evdev reports xen-kbdfront must give, and the DomU's console against errors
 /// (`linux_input.rs`).
 pub const LINUX_INPUT: &[Pattern] = &[
     Pattern::start("rig: linux-input: domain "),
+    Pattern::start("rig: linux-input: both devices at InitWait; vkbd-backend held (SIGSTOP) "),
+    Pattern::start("rig: linux-input: vkbd-backend goes on (SIGCONT)"),
     Pattern::start("vkbd-backend: serving /local/domain/0/backend/vinput (script: 45 events over "),
     Pattern::anywhere(" dev0: script done: 37 of 37 events sent, 0 not sent, in "),
     Pattern::anywhere(" dev1: script done: 10 of 10 events sent, 0 not sent, in "),
@@ -694,7 +697,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: &[LINUX_INPUT],
         timeout: Duration::from_secs(600),
         check_frames: 0,
-        default: false,
+        default: true,
     },
 ];
 
