@@ -280,7 +280,8 @@ fn peer_cases(script: &str) -> &'static [&'static str] {
 /// connector (`qemu/xl/vdispl-os-input.cfg`), `vkbd-backend` playing [`INPUT_SCRIPT`] to both:
 /// the guest connects both devices to their connectors, the backend sends each device every
 /// event of its script (121 for DP-1, 60 for HDMI-A-1), the script's Escape stops the guest,
-/// which returns every grant and powers itself off. Each paint frame is then held against a
+/// which returns every grant (the display's, then the input pages') and powers itself off, and
+/// the input backend stops. Each paint frame is then held against a
 /// golden drawn from the same script (`display::frame_input`).
 pub const INPUT: &[Pattern] = &[
     Pattern::start("vdispl-backend: serving "),
@@ -297,7 +298,11 @@ pub const INPUT: &[Pattern] = &[
     Pattern::anywhere(" dev1: script done: 60 of 60 events sent, 0 not sent, in "),
     Pattern::start("display: summary conn=0 1280x720 "),
     Pattern::start("display: summary conn=1 800x600 "),
-    Pattern::start("display: all grants returned (0 in use)"),
+    // The display's grants come back first, the input pages' once the input devices are closed.
+    Pattern::start(
+        "display: the connection's grants returned (2 in use, the input devices' pages)",
+    ),
+    Pattern::start("input: all grants returned (0 in use)"),
     Pattern::start("vdispl-os: powering off"),
     Pattern::start("rig: guest vdispl-os gone after "),
     Pattern::anywhere("has shut down, reason code 0 0x0"),
