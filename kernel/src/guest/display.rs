@@ -4,7 +4,7 @@
 //! xenstore connection) and the demo scenes above it (each frame drawn by
 //! [`kernel::scenes`], each shown flip printed as a [`FlipLine`]).
 
-use super::pages::PageBuffer;
+use super::pages::{ForeignPages, PageBuffer};
 use super::xen::Xen;
 use super::{control, heap, services, store, time};
 use alloc::vec::Vec;
@@ -16,7 +16,7 @@ use drivers::xen::gnttab::{GrantError, GrantRef};
 use drivers::xen::hypercall::ShutdownReason;
 use drivers::xen::kbdif::{KbdFrame, KbdPage};
 use drivers::xen::ring::{EventFrame, PageBox, RingPage};
-use drivers::xen::vdispl::env::{Env, PageMemory};
+use drivers::xen::vdispl::env::{Env, ForeignError, PageMemory};
 use drivers::xen::vdispl::frontend;
 use drivers::xen::xenstore::client::Client;
 use kernel::app::{App, Demo, Paint, Runner};
@@ -25,6 +25,20 @@ use kernel::scenes::{FlipLine, SceneSpec};
 extern crate alloc;
 
 pub use frontend::Outcome;
+
+impl PageMemory for ForeignPages {
+    fn pages(&self) -> usize {
+        ForeignPages::pages(self)
+    }
+
+    fn frame(&self, index: usize) -> u64 {
+        ForeignPages::frame(self, index)
+    }
+
+    fn with_pages<R>(&mut self, f: impl FnOnce(&mut [[u8; 4096]]) -> R) -> R {
+        f(self.pages_mut())
+    }
+}
 
 impl PageMemory for PageBuffer {
     fn pages(&self) -> usize {
@@ -49,6 +63,7 @@ impl Env for Guest {
     type Events = PageBox<EventFrame>;
     type Pages = PageBuffer;
     type Input = PageBox<KbdFrame>;
+    type Foreign = ForeignPages;
 
     fn now_ns(&self) -> u64 {
         time::now_ns()
@@ -119,6 +134,14 @@ impl Env for Guest {
         let events = EventFrame::new_boxed();
         let frame = events.address() as u64 >> 12;
         Some((events, frame))
+    }
+
+    fn map_foreign(&mut self, domid: u16, refs: &[GrantRef]) -> Result<ForeignPages, ForeignError> {
+        services::map_foreign(domid, refs)
+    }
+
+    fn unmap_foreign(&mut self, pages: ForeignPages) -> Result<(), ForeignError> {
+        services::unmap_foreign(pages)
     }
 
     fn input_page(&mut self) -> Option<(Self::Input, u64)> {

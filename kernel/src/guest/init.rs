@@ -201,6 +201,9 @@ fn bring_up(
         }
     }
     arch::cpu::unmask_irqs();
+    if services::init_foreign_window(platform.xen.extended_regions.as_slice()).is_none() {
+        log::info!("no extended region: buffers the backend allocates (be-alloc) cannot be mapped");
+    }
     let grants = match services::init_grants(platform.xen.grant_table) {
         Ok(setup) => Some(GrantFacts {
             frames: setup.frames,

@@ -57,3 +57,39 @@ impl Drop for PageBuffer {
         }
     }
 }
+
+/// Pages another domain granted, mapped into this domain's window for
+/// foreign pages ([`super::services::map_foreign`]); unmapped only through
+/// [`super::services::unmap_foreign`].
+pub struct ForeignPages {
+    /// Guest physical (and, identity-mapped, virtual) address of page 0.
+    pub(super) base: u64,
+    pub(super) pages: usize,
+    /// The handle of each page's mapping.
+    pub(super) handles: alloc::vec::Vec<u32>,
+}
+
+impl ForeignPages {
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Guest frame number of page `index`.
+    pub fn frame(&self, index: usize) -> u64 {
+        (self.base >> 12) + index as u64
+    }
+
+    /// The pages as page arrays.
+    pub fn pages_mut(&mut self) -> &mut [[u8; 4096]] {
+        // SAFETY: Xen maps the peer's pages at `base` for as long as this
+        // value lives (it is unmapped only when consumed by unmap_foreign),
+        // the range is mapped Normal in the page tables, and `&mut self`
+        // makes this the only borrow.
+        unsafe { core::slice::from_raw_parts_mut(self.base as *mut [u8; 4096], self.pages) }
+    }
+}
+
+// SAFETY: like a PageBuffer, the mapping is owned memory with nothing tied
+// to a context.
+unsafe impl Send for ForeignPages {}

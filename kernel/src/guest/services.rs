@@ -3,6 +3,7 @@
 
 extern crate alloc;
 
+use super::pages::ForeignPages;
 use super::xen::Xen;
 use super::{irq, mmu, time};
 use alloc::boxed::Box;
@@ -10,8 +11,9 @@ use alloc::vec::Vec;
 use arch::mmu::MemoryKind;
 use drivers::irq::{IrqContext, Trigger};
 use drivers::xen::evtchn::EventChannels;
-use drivers::xen::gnttab::{self, GrantError, GrantFrame, GrantTable};
+use drivers::xen::gnttab::{self, GrantError, GrantFrame, GrantRef, GrantTable};
 use drivers::xen::shared_info::SharedInfo;
+use drivers::xen::vdispl::env::ForeignError;
 use kernel::platform::{Interrupt, Region};
 
 static EVENTS: spin::Once<EventChannels<'static>> = spin::Once::new();
@@ -133,4 +135,101 @@ pub fn init_grants(region: Region) -> Result<GrantSetup, GrantSetupError> {
 /// Runs `f` on the grant table.
 pub fn with_grants<R>(f: impl FnOnce(&mut GrantTable<'static>) -> R) -> Option<R> {
     GRANTS.lock().as_mut().map(f)
+}
+
+/// The guest physical window where pages other domains grant are mapped
+/// (the largest extended region of the device tree's hypervisor node): free
+/// runs of pages, first fit.
+struct Window {
+    /// Free runs: (first address, pages), in address order.
+    free: Vec<(u64, usize)>,
+}
+
+static WINDOW: spin::Mutex<Option<Window>> = spin::Mutex::new(None);
+
+/// Takes the largest of `regions` as the window for foreign pages; returns
+/// it, or `None` when the device tree gives none.
+pub fn init_foreign_window(regions: &[Region]) -> Option<Region> {
+    let region = regions.iter().max_by_key(|region| region.size).copied()?;
+    let base = region.base.next_multiple_of(4096);
+    let pages = ((region.size - (base - region.base)) / 4096) as usize;
+    *WINDOW.lock() = Some(Window {
+        free: alloc::vec![(base, pages)],
+    });
+    Some(region)
+}
+
+/// Maps `refs` of domain `domid` at a free run of the window.
+pub fn map_foreign(domid: u16, refs: &[GrantRef]) -> Result<ForeignPages, ForeignError> {
+    let pages = refs.len();
+    let base = {
+        let mut window = WINDOW.lock();
+        let free = window.as_mut().map(|window| &mut window.free);
+        let Some(free) = free else {
+            return Err(ForeignError::Window { pages, free: 0 });
+        };
+        let longest = free.iter().map(|&(_, len)| len).max().unwrap_or(0);
+        let Some(run) = free.iter().position(|&(_, len)| len >= pages) else {
+            return Err(ForeignError::Window {
+                pages,
+                free: longest,
+            });
+        };
+        let (base, len) = free[run];
+        if len == pages {
+            free.remove(run);
+        } else {
+            free[run] = (base + pages as u64 * 4096, len - pages);
+        }
+        base
+    };
+    let give_back = |base| release_window(base, pages);
+    if let Err(error) = mmu::map(Region::new(base, pages as u64 * 4096), MemoryKind::Normal) {
+        log::error!("cannot map the window for foreign pages at {base:#x}: {error}");
+        give_back(base);
+        return Err(ForeignError::Window { pages, free: 0 });
+    }
+    // SAFETY: the run is part of the extended region, which holds no RAM
+    // and nothing else maps; it is ours until given back.
+    match unsafe { gnttab::map_foreign(&Xen, domid, refs, base, false) } {
+        Ok(handles) => Ok(ForeignPages {
+            base,
+            pages,
+            handles,
+        }),
+        Err(error) => {
+            give_back(base);
+            Err(ForeignError::Map(error))
+        }
+    }
+}
+
+/// Unmaps pages [`map_foreign`] mapped and gives their run back.
+pub fn unmap_foreign(pages: ForeignPages) -> Result<(), ForeignError> {
+    // SAFETY: the pages are mapped there with these handles, and consuming
+    // `pages` ends every use of them.
+    unsafe { gnttab::unmap_foreign(&Xen, pages.base, &pages.handles) }
+        .map_err(ForeignError::Map)?;
+    release_window(pages.base, pages.pages);
+    Ok(())
+}
+
+/// Puts a run back into the window's free list, merged with its
+/// neighbours.
+fn release_window(base: u64, pages: usize) {
+    let mut window = WINDOW.lock();
+    let Some(window) = window.as_mut() else {
+        return;
+    };
+    let free = &mut window.free;
+    let at = free.partition_point(|&(start, _)| start < base);
+    free.insert(at, (base, pages));
+    let mut merged: Vec<(u64, usize)> = Vec::with_capacity(free.len());
+    for &(start, len) in free.iter() {
+        match merged.last_mut() {
+            Some((last, last_len)) if *last + *last_len as u64 * 4096 == start => *last_len += len,
+            _ => merged.push((start, len)),
+        }
+    }
+    *free = merged;
 }

@@ -39,10 +39,31 @@ pub const EOPNOTSUPP: i32 = -95;
 /// `-XEN_ENOMEM`.
 pub const ENOMEM: i32 = -12;
 
-/// Reads the pages of a frontend's page directory.
+/// Reads the pages of a frontend's page directory, and allocates the pages
+/// of buffers the backend provides (`be-alloc`).
 pub trait DirectoryReader {
     /// The page granted as `gref`, or `None` if it cannot be mapped.
     fn read_page(&mut self, gref: GrantRef) -> Option<[u8; 4096]>;
+
+    /// Allocates `pages` pages for a buffer the frontend asked the backend
+    /// to allocate (XENDISPL_DBUF_FLG_REQ_ALLOC), grants them to the
+    /// frontend and writes their grants into the frontend's directory
+    /// chained from `directory`; their grants, or why not. `None`: this
+    /// backend allocates no buffers.
+    fn allocate(
+        &mut self,
+        directory: GrantRef,
+        pages: usize,
+    ) -> Option<Result<Vec<GrantRef>, String>> {
+        let _ = (directory, pages);
+        None
+    }
+
+    /// Gives back what [`DirectoryReader::allocate`] allocated (its buffer
+    /// was destroyed).
+    fn free(&mut self, refs: &[GrantRef]) {
+        let _ = refs;
+    }
 }
 
 /// A display buffer the backend knows.
@@ -61,6 +82,8 @@ pub struct DisplayBuffer {
     pub pitch: u32,
     /// Grants of its pages, in order.
     pub refs: Vec<GrantRef>,
+    /// Whether the backend allocated its pages (`be-alloc`).
+    pub backend_allocated: bool,
 }
 
 /// A framebuffer attached to a display buffer.
@@ -372,7 +395,11 @@ impl BackendModel {
                 // framebuffer it has not removed yet: the framebuffers go with it.
                 self.framebuffers
                     .retain(|_, framebuffer| framebuffer.dbuf_cookie != dbuf_cookie);
-                self.buffers.remove(&dbuf_cookie);
+                if let Some(buffer) = self.buffers.remove(&dbuf_cookie) {
+                    if buffer.backend_allocated {
+                        reader.free(&buffer.refs);
+                    }
+                }
                 Ok(Effect::Destroyed(dbuf_cookie))
             }
             Request::FbAttach {
@@ -572,13 +599,7 @@ impl BackendModel {
                 format!("display buffer cookie {cookie:#x} is already in use"),
             ));
         }
-        if create.flags & DBUF_FLAG_REQ_ALLOC != 0 {
-            // Buffers are always frontend-allocated here (be-alloc = 0).
-            return Err(Rejection::new(
-                EOPNOTSUPP,
-                "backend-allocated buffers (XENDISPL_DBUF_FLG_REQ_ALLOC) are not offered",
-            ));
-        }
+        let backend_allocated = create.flags & DBUF_FLAG_REQ_ALLOC != 0;
         match self.strictness {
             Strictness::Strict { .. } if create.bpp != 32 => {
                 return Err(Rejection::new(
@@ -644,11 +665,25 @@ impl BackendModel {
                 ),
             ));
         }
-        let refs = read_directory(
-            create.gref_directory,
-            buffer_pages(create.buffer_sz),
-            reader,
-        )?;
+        let pages = buffer_pages(create.buffer_sz);
+        let refs =
+            if backend_allocated {
+                match reader.allocate(create.gref_directory, pages) {
+                    None => return Err(Rejection::new(
+                        EOPNOTSUPP,
+                        "backend-allocated buffers (XENDISPL_DBUF_FLG_REQ_ALLOC) are not offered",
+                    )),
+                    Some(Err(why)) => {
+                        return Err(Rejection::new(
+                            ENOMEM,
+                            format!("cannot allocate {pages} pages: {why}"),
+                        ))
+                    }
+                    Some(Ok(refs)) => refs,
+                }
+            } else {
+                read_directory(create.gref_directory, pages, reader)?
+            };
         self.buffers.insert(
             cookie,
             DisplayBuffer {
@@ -658,6 +693,7 @@ impl BackendModel {
                 buffer_sz: create.buffer_sz,
                 pitch,
                 refs,
+                backend_allocated,
             },
         );
         Ok(Effect::Created(cookie))

@@ -6,7 +6,7 @@
 //! no policy, everything the frontend decides stays in the frontend.
 
 use crate::xen::error::XenError;
-use crate::xen::gnttab::{GrantError, GrantRef};
+use crate::xen::gnttab::{ForeignMapError, GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
 use crate::xen::kbdif::{InputEvent, KbdPage};
 use crate::xen::ring::{EventPage, SharedRing};
@@ -41,6 +41,9 @@ pub trait Env {
     type Pages: PageMemory;
     /// An input page the input frontend owns (io/kbdif.h).
     type Input: Deref<Target = KbdPage>;
+    /// Pages another domain granted, mapped where the frontend can draw
+    /// into them (a backend-allocated buffer).
+    type Foreign: PageMemory;
 
     /// Monotonic nanoseconds.
     fn now_ns(&self) -> u64;
@@ -71,6 +74,13 @@ pub trait Env {
     fn event_page(&mut self) -> Option<(Self::Events, u64)>;
     /// A zeroed input page and its frame number.
     fn input_page(&mut self) -> Option<(Self::Input, u64)>;
+    /// Maps the pages `refs` that domain `domid` granted, in order, into the
+    /// guest's window for foreign pages (`GNTTABOP_map_grant_ref`).
+    fn map_foreign(&mut self, domid: u16, refs: &[GrantRef])
+        -> Result<Self::Foreign, ForeignError>;
+    /// Unmaps pages [`Env::map_foreign`] mapped (`GNTTABOP_unmap_grant_ref`)
+    /// and gives their window back.
+    fn unmap_foreign(&mut self, pages: Self::Foreign) -> Result<(), ForeignError>;
     /// Keeps an input page allocated for good: the backend still maps it.
     fn leak_input(&mut self, page: Self::Input) {
         core::mem::forget(page);
@@ -96,6 +106,32 @@ pub trait Env {
     fn print(&mut self, line: fmt::Arguments<'_>);
     /// Logs a line at `level`.
     fn log(&mut self, level: log::Level, line: fmt::Arguments<'_>);
+}
+
+/// Why pages another domain granted could not be mapped or unmapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignError {
+    /// Xen refused (a page, or the hypercall).
+    Map(ForeignMapError),
+    /// The window for foreign pages has no free run this long.
+    Window {
+        /// Pages asked for.
+        pages: usize,
+        /// The longest free run, in pages.
+        free: usize,
+    },
+}
+
+impl fmt::Display for ForeignError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForeignError::Map(error) => write!(f, "{error}"),
+            ForeignError::Window { pages, free } => write!(
+                f,
+                "the window for foreign pages has {free} pages free in a row, {pages} are needed"
+            ),
+        }
+    }
 }
 
 /// A connector as the application draws it.

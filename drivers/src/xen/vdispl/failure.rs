@@ -12,6 +12,7 @@
 //!   needed the resource, saying how much was asked for and how much there
 //!   is; a retry would ask for the same again.
 
+use super::env::ForeignError;
 use super::flip::FlipError;
 use super::VdisplError;
 use crate::framebuffer::FramebufferError;
@@ -90,6 +91,8 @@ pub enum ConnectorError {
     },
     /// The buffer does not fit its size.
     Framebuffer(FramebufferError),
+    /// A buffer the backend allocated (`be-alloc`) cannot be used.
+    BackendBuffer(BackendBufferError),
     /// It has no buffer to draw into.
     NoBuffers,
     /// The backend refused display buffers of this depth (DBUF_CREATE
@@ -110,6 +113,7 @@ impl ConnectorError {
             ConnectorError::Config(_) => FailureClass::Configuration,
             ConnectorError::NoMemory { .. }
             | ConnectorError::Grants { .. }
+            | ConnectorError::BackendBuffer(_)
             | ConnectorError::Framebuffer(_)
             | ConnectorError::NoBuffers => FailureClass::Resource,
             ConnectorError::Request(_)
@@ -152,6 +156,9 @@ impl fmt::Display for ConnectorError {
                 write!(f, "{what} needs {asked} grant references: {error}")
             }
             ConnectorError::Framebuffer(error) => write!(f, "framebuffer: {error}"),
+            ConnectorError::BackendBuffer(error) => {
+                write!(f, "the backend's buffer: {error}")
+            }
             ConnectorError::NoBuffers => f.write_str("no buffers"),
             ConnectorError::DepthRefused { bpp, status } => write!(
                 f,
@@ -170,6 +177,33 @@ impl From<VdisplError> for ConnectorError {
 impl From<FlipError> for ConnectorError {
     fn from(error: FlipError) -> Self {
         ConnectorError::Flip(error)
+    }
+}
+
+/// Why a buffer the backend allocated cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendBufferError {
+    /// The directory lists fewer pages than the buffer has, or a reference
+    /// of 0.
+    ShortDirectory {
+        /// Pages listed.
+        listed: usize,
+        /// Pages the buffer has.
+        pages: usize,
+    },
+    /// Its pages cannot be mapped.
+    Map(ForeignError),
+}
+
+impl fmt::Display for BackendBufferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendBufferError::ShortDirectory { listed, pages } => write!(
+                f,
+                "the page directory lists {listed} usable references for {pages} pages"
+            ),
+            BackendBufferError::Map(error) => write!(f, "{error}"),
+        }
     }
 }
 

@@ -297,3 +297,65 @@ fn no_request_goes_to_a_refused_connector_across_reconnections() {
     assert_eq!(shown(&run.app, 0), [0, 1, 2, 3]);
     at_baseline(&mut run);
 }
+
+#[test]
+fn backend_allocated_buffers_are_mapped_drawn_and_unmapped() {
+    let mut run = run(|env| env.backend_allocates());
+    assert!(run.errors().is_empty(), "{:?}", run.errors());
+    assert_eq!(shown(&run.app, 0), [0, 1, 2, 3]);
+    assert_eq!(shown(&run.app, 1), [0, 1, 2, 3]);
+    let creates: Vec<_> = run.env.world().served[0]
+        .requests
+        .iter()
+        .filter_map(|(_, request)| match request {
+            Request::DbufCreate(create) => Some(*create),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(creates.len(), 4);
+    assert!(creates
+        .iter()
+        .all(|create| create.flags == crate::xen::displif::DBUF_FLAG_REQ_ALLOC));
+    // Every page the backend allocated was unmapped by the frontend and
+    // freed by the backend when its buffer was destroyed.
+    assert_eq!(run.env.backend_pages(), (0, 0));
+    at_baseline(&mut run);
+}
+
+#[test]
+fn a_window_too_small_for_the_backends_buffer_stops_that_connector_named() {
+    // Room for connector 1's buffers (16 pages each), not connector 0's 63.
+    let mut run = run(|env| {
+        env.backend_allocates();
+        env.foreign_window = Some(40);
+    });
+    assert_eq!(
+        run.errors(),
+        [
+            "display conn=0 (DP-1): the backend's buffer: the window for foreign pages has 40 \
+          pages free in a row, 63 are needed; this connector stops"
+        ]
+    );
+    assert_eq!(shown(&run.app, 1), [0, 1, 2, 3]);
+    assert!(shown(&run.app, 0).is_empty());
+    assert_eq!(run.env.backend_pages(), (0, 0));
+    at_baseline(&mut run);
+}
+
+#[test]
+fn a_backend_that_allocates_nothing_refuses_be_alloc_cleanly() {
+    // be-alloc = 1 written, but the backend offers no allocation: its
+    // DBUF_CREATE is refused with EOPNOTSUPP and the connectors stop.
+    let mut run = run(|env| {
+        env.world()
+            .xenstored
+            .set(&format!("{DEVICE}/be-alloc"), b"1");
+    });
+    assert!(!run.errors().is_empty());
+    assert!(run
+        .errors()
+        .iter()
+        .all(|line| line.contains("DBUF_CREATE failed with status -95")));
+    assert_eq!(run.env.backend_pages(), (0, 0));
+    at_baseline(&mut run);
+}

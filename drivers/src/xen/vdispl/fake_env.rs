@@ -10,12 +10,12 @@
 //! frontend's xenstore waits as well as its ring waits.
 
 use super::backend::{DirectoryReader, Strictness};
-use super::env::{App, Env, Figures, PageMemory, Screen};
+use super::env::{App, Env, Figures, ForeignError, PageMemory, Screen};
 use super::fake::{BackendFaults, FakeDisplayBackend};
 use super::fault::{FaultHit, FaultState};
 use crate::xen::displif::{field, Request};
 use crate::xen::error::XenError;
-use crate::xen::gnttab::{GrantError, GrantRef};
+use crate::xen::gnttab::{ForeignMapError, GrantError, GrantRef};
 use crate::xen::hypercall::ShutdownReason;
 use crate::xen::kbdif::{InputEvent, KbdFrame, KbdPage, RawEvent};
 use crate::xen::ring::{EventFrame, EventPage, PageBox, RingPage, SharedRing, Slot};
@@ -62,6 +62,14 @@ struct Memory {
     events: BTreeMap<u64, Rc<PageBox<EventFrame>>>,
     grants: BTreeMap<GrantRef, u64>,
     next_gref: GrantRef,
+    /// Pages the backend allocated and granted (`be-alloc`): its grant of
+    /// each, to the buffer's pages, their first frame and the page's index.
+    backend_grants: BTreeMap<GrantRef, (Storage, u64, usize)>,
+    next_backend_gref: GrantRef,
+    /// Pages of the backend's the frontend maps now.
+    foreign_mapped: usize,
+    /// Whether the backend allocates buffers when asked (`be-alloc`).
+    backend_allocates: bool,
     /// Pages the frontend holds (its heap, for the accounting lines).
     live_pages: usize,
     next_port: u32,
@@ -76,6 +84,24 @@ impl Memory {
         first
     }
 
+    /// Writes guest frame `frame` (the backend filling a frontend's page).
+    fn write_frame(&self, frame: u64, page: &[u8; 4096]) -> bool {
+        let Some((&first, pages)) = self.buffers.range(..=frame).next_back() else {
+            return false;
+        };
+        let Some(pages) = pages.upgrade() else {
+            return false;
+        };
+        let mut pages = pages.borrow_mut();
+        match pages.get_mut((frame - first) as usize) {
+            Some(slot) => {
+                *slot = *page;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The contents of guest frame `frame`.
     fn read_frame(&self, frame: u64) -> Option<[u8; 4096]> {
         let (&first, pages) = self.buffers.range(..=frame).next_back()?;
@@ -86,6 +112,8 @@ impl Memory {
 }
 
 type Shared = Rc<RefCell<Memory>>;
+/// The pages of one buffer, shared by whoever maps them.
+type Storage = Rc<RefCell<Vec<[u8; 4096]>>>;
 
 /// Pages of the fake env: shared with the backend, which reads them by
 /// frame number.
@@ -118,6 +146,34 @@ impl Drop for FakePages {
     }
 }
 
+/// The backend's pages, mapped by the fake env's frontend.
+pub struct FakeForeign {
+    first_frame: u64,
+    pages: Rc<RefCell<Vec<[u8; 4096]>>>,
+    count: usize,
+    memory: Shared,
+}
+
+impl PageMemory for FakeForeign {
+    fn pages(&self) -> usize {
+        self.count
+    }
+
+    fn frame(&self, index: usize) -> u64 {
+        self.first_frame + index as u64
+    }
+
+    fn with_pages<R>(&mut self, f: impl FnOnce(&mut [[u8; 4096]]) -> R) -> R {
+        f(&mut self.pages.borrow_mut()[..self.count])
+    }
+}
+
+impl Drop for FakeForeign {
+    fn drop(&mut self) {
+        self.memory.borrow_mut().foreign_mapped -= self.count;
+    }
+}
+
 /// A ring or event page of the fake env, which its backend maps too.
 pub struct SharedPage<P> {
     page: Rc<PageBox<P>>,
@@ -146,6 +202,60 @@ impl DirectoryReader for Reader {
         let memory = self.0.borrow();
         let frame = *memory.grants.get(&gref)?;
         memory.read_frame(frame)
+    }
+
+    fn allocate(
+        &mut self,
+        directory: GrantRef,
+        pages: usize,
+    ) -> Option<Result<Vec<GrantRef>, String>> {
+        let mut memory = self.0.borrow_mut();
+        if !memory.backend_allocates {
+            return None;
+        }
+        let first_frame = memory.frames(pages);
+        let storage = Rc::new(RefCell::new(vec![[0u8; 4096]; pages]));
+        memory.buffers.insert(first_frame, Rc::downgrade(&storage));
+        let refs: Vec<GrantRef> = (0..pages as u32)
+            .map(|index| memory.next_backend_gref + index)
+            .collect();
+        memory.next_backend_gref += pages as u32 + 1;
+        for (index, &gref) in refs.iter().enumerate() {
+            memory
+                .backend_grants
+                .insert(gref, (Rc::clone(&storage), first_frame, index));
+        }
+        // The grants go into the frontend's directory, whose pages it chained.
+        let mut next = directory;
+        let mut chunks = refs.chunks(crate::xen::displif::REFS_PER_DIRECTORY_PAGE);
+        let mut written = 0;
+        while written < pages {
+            let Some(&frame) = memory.grants.get(&next) else {
+                return Some(Err(format!("directory page grant {next} cannot be mapped")));
+            };
+            let Some(mut page) = memory.read_frame(frame) else {
+                return Some(Err(format!("directory page grant {next} cannot be mapped")));
+            };
+            let chunk = chunks.next().unwrap_or(&[]);
+            let link = u32::from_le_bytes([page[0], page[1], page[2], page[3]]);
+            crate::xen::displif::write_directory_page(&mut page, link, chunk);
+            memory.write_frame(frame, &page);
+            written += chunk.len();
+            next = link;
+            if written < pages && next == 0 {
+                return Some(Err(format!(
+                    "the directory ends after {written} of {pages} pages"
+                )));
+            }
+        }
+        Some(Ok(refs))
+    }
+
+    fn free(&mut self, refs: &[GrantRef]) {
+        let mut memory = self.0.borrow_mut();
+        for gref in refs {
+            memory.backend_grants.remove(gref);
+        }
     }
 }
 
@@ -515,6 +625,17 @@ impl FakeWorld {
                 backend.model.buffers.len(),
                 backend.model.framebuffers.len(),
             );
+            // A backend lets go of the buffers it allocated when the
+            // connection ends (the frontend has unmapped them by then).
+            let mut memory = self.memory.borrow_mut();
+            for buffer in backend.model.buffers.values() {
+                if buffer.backend_allocated {
+                    for gref in &buffer.refs {
+                        memory.backend_grants.remove(gref);
+                    }
+                }
+            }
+            drop(memory);
             served.closed_ns = self.xenstored.now_ns();
             self.fault = backend.fault.take();
         }
@@ -589,6 +710,8 @@ pub struct FakeEnv {
     pub grant_limit: Option<u32>,
     /// Pages the heap holds at most (None: no limit).
     pub page_limit: Option<usize>,
+    /// Pages the window for foreign pages holds (None: no limit).
+    pub foreign_window: Option<usize>,
     /// Fails resource calls (pages, grants, event channels) number
     /// `first..first + count`, counting from 1 (see [`FakeEnv::resource_calls`]).
     pub fail_calls: Option<(u32, u32)>,
@@ -616,6 +739,7 @@ impl FakeEnv {
         store.set(&format!("{BACKEND}/versions"), b"1,2");
         let memory = Shared::default();
         memory.borrow_mut().next_gref = 8;
+        memory.borrow_mut().next_backend_gref = 0x10_0000;
         memory.borrow_mut().next_port = 10;
         memory.borrow_mut().next_frame = 0x1000;
         let world = FakeWorld {
@@ -640,6 +764,7 @@ impl FakeEnv {
             shutdown_at: None,
             grant_limit: None,
             page_limit: None,
+            foreign_window: None,
             fail_calls: None,
             resource_calls: 0,
         }
@@ -714,6 +839,22 @@ impl FakeEnv {
             .is_none_or(|limit| self.memory.borrow().live_pages + count <= limit)
     }
 
+    /// Makes the backend allocate buffers when asked, and writes
+    /// `be-alloc = 1` for the frontend.
+    pub fn backend_allocates(&mut self) {
+        self.memory.borrow_mut().backend_allocates = true;
+        self.world()
+            .xenstored
+            .set(&format!("{DEVICE}/be-alloc"), b"1");
+    }
+
+    /// Pages the backend allocated and still holds, and pages of them the
+    /// frontend maps.
+    pub fn backend_pages(&self) -> (usize, usize) {
+        let memory = self.memory.borrow();
+        (memory.backend_grants.len(), memory.foreign_mapped)
+    }
+
     /// Event channels open.
     pub fn open_channels(&self) -> usize {
         self.memory.borrow().open_ports.len()
@@ -726,6 +867,7 @@ impl Env for FakeEnv {
     type Events = SharedPage<EventFrame>;
     type Pages = FakePages;
     type Input = SharedPage<KbdFrame>;
+    type Foreign = FakeForeign;
 
     fn now_ns(&self) -> u64 {
         self.client.now_ns()
@@ -816,6 +958,55 @@ impl Env for FakeEnv {
 
     fn input_page(&mut self) -> Option<(Self::Input, u64)> {
         self.shared_page(KbdPage::new_boxed, |memory| &mut memory.inputs)
+    }
+
+    fn map_foreign(&mut self, domid: u16, refs: &[GrantRef]) -> Result<FakeForeign, ForeignError> {
+        let mut memory = self.memory.borrow_mut();
+        if let Some(window) = self.foreign_window {
+            let free = window.saturating_sub(memory.foreign_mapped);
+            if refs.len() > free {
+                return Err(ForeignError::Window {
+                    pages: refs.len(),
+                    free,
+                });
+            }
+        }
+        let refused = |index: usize, gref: GrantRef, status: i16| {
+            ForeignError::Map(ForeignMapError::Status {
+                index,
+                gref,
+                status,
+            })
+        };
+        let mut first = None;
+        for (index, &gref) in refs.iter().enumerate() {
+            if domid != 0 {
+                return Err(refused(index, gref, -2));
+            }
+            let Some((storage, frame, at)) = memory.backend_grants.get(&gref) else {
+                return Err(refused(index, gref, -4));
+            };
+            // One buffer's pages, in order: what the fake backend hands out.
+            let (_, _, _, start) = *first.get_or_insert((Rc::clone(storage), *frame, *at, *at));
+            if *at != start + index {
+                return Err(refused(index, gref, -1));
+            }
+        }
+        let Some((pages, first_frame, _, _)) = first else {
+            return Err(ForeignError::Window { pages: 0, free: 0 });
+        };
+        memory.foreign_mapped += refs.len();
+        Ok(FakeForeign {
+            first_frame,
+            pages,
+            count: refs.len(),
+            memory: Rc::clone(&self.memory),
+        })
+    }
+
+    fn unmap_foreign(&mut self, pages: FakeForeign) -> Result<(), ForeignError> {
+        drop(pages);
+        Ok(())
     }
 
     fn pages(&mut self, count: usize) -> Option<FakePages> {

@@ -23,7 +23,7 @@ use super::backend::{EINVAL, EOPNOTSUPP};
 use super::config::{self, ConnectorConfig, ConnectorTransport, DeviceConfig};
 use super::connector::{self, write_directory, Connector, Wait, HANG_NS};
 use super::env::{App, Env, Figures, PageMemory, Screen};
-use super::failure::{Allocation, ConnectorError, DeviceError, Gone, Step};
+use super::failure::{Allocation, BackendBufferError, ConnectorError, DeviceError, Gone, Step};
 use super::flip::{FlipPoll, Flipper};
 use super::recovery::{self, BufferObjects, Health, Reconnects, Verdict};
 use super::{VdisplError, MAX_CONNECTORS};
@@ -73,9 +73,31 @@ pub struct Outcome {
     pub shutdown: Option<ShutdownReason>,
 }
 
+/// Where a display buffer's pixels are.
+enum BufferMemory<P, F> {
+    /// Pages of this domain, granted to the backend page by page.
+    Own(P),
+    /// Pages the backend allocated and granted (`be-alloc`), mapped here.
+    Foreign(F),
+    /// Not mapped (yet): a backend-allocated buffer before its DBUF_CREATE
+    /// answer, or after a failed mapping.
+    Unmapped,
+}
+
+impl<P: PageMemory, F: PageMemory> BufferMemory<P, F> {
+    /// Runs `f` on the pages, if there are any.
+    fn with_pages<R>(&mut self, f: impl FnOnce(&mut [[u8; 4096]]) -> R) -> Option<R> {
+        match self {
+            BufferMemory::Own(pages) => Some(pages.with_pages(f)),
+            BufferMemory::Foreign(pages) => Some(pages.with_pages(f)),
+            BufferMemory::Unmapped => None,
+        }
+    }
+}
+
 /// A double-buffered display buffer and framebuffer pair member.
-struct Buffer<P> {
-    memory: P,
+struct Buffer<P, F> {
+    memory: BufferMemory<P, F>,
     directory: P,
     refs: Vec<GrantRef>,
     directory_refs: Vec<GrantRef>,
@@ -95,7 +117,7 @@ struct Output<E: Env, T> {
     evt_port: u32,
     req_ref: GrantRef,
     evt_ref: GrantRef,
-    buffers: Vec<Buffer<E::Pages>>,
+    buffers: Vec<Buffer<E::Pages, E::Foreign>>,
     back: usize,
     /// The flip in flight, with what to report once it is shown.
     flipper: Flipper<T>,
@@ -1206,10 +1228,27 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
         all
     }
 
+    /// Cookies for output `index`'s buffer `slot`: connection, buffer
+    /// serial, connector and slot, so that a buffer sent again after a
+    /// retry never reuses the cookie of one the backend may yet create; bit
+    /// 3 marks the framebuffer's.
+    fn next_cookies(&mut self, index: usize, slot: usize) -> (u64, u64) {
+        self.buffers_sent += 1;
+        let dbuf_cookie = (self.generation << 40)
+            | (self.buffers_sent << 8)
+            | ((index as u64 + 1) << 4)
+            | (slot as u64 + 1);
+        (dbuf_cookie, dbuf_cookie | 0x8)
+    }
+
     /// One more display buffer and framebuffer for output `index`: its pages
     /// granted, then DBUF_CREATE and FB_ATTACH sent on connector 0's ring
     /// (displif.h wants them there), one after the other without waiting.
+    /// With `be-alloc`, [`Device::send_backend_buffer`] instead.
     fn send_buffer(&mut self, index: usize) -> Result<Vec<Pending>, ConnectorError> {
+        if self.config.be_alloc {
+            return self.send_backend_buffer(index);
+        }
         let output = &self.outputs[index];
         let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
         let slot = output.buffers.len();
@@ -1262,7 +1301,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             }
             // Never expected; kept for teardown to end like any buffer.
             self.outputs[index].buffers.push(Buffer {
-                memory,
+                memory: BufferMemory::Own(memory),
                 directory,
                 refs,
                 directory_refs,
@@ -1274,17 +1313,10 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             return Err(error);
         }
         directory.with_pages(|pages| write_directory(pages, &directory_refs, &refs));
-        self.buffers_sent += 1;
-        // Connection, buffer serial, connector and slot; bit 3 marks the
-        // framebuffer's cookie.
-        let dbuf_cookie = (self.generation << 40)
-            | (self.buffers_sent << 8)
-            | ((index as u64 + 1) << 4)
-            | (slot as u64 + 1);
-        let fb_cookie = dbuf_cookie | 0x8;
+        let (dbuf_cookie, fb_cookie) = self.next_cookies(index, slot);
         let complete = !directory_refs.is_empty();
         self.outputs[index].buffers.push(Buffer {
-            memory,
+            memory: BufferMemory::Own(memory),
             directory,
             refs,
             directory_refs,
@@ -1305,6 +1337,109 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             ],
         );
         Ok(sent)
+    }
+
+    /// A display buffer the backend allocates (`be-alloc`, displif.h's
+    /// XENDISPL_DBUF_FLG_REQ_ALLOC): the frontend grants only the page
+    /// directory, chained and empty; DBUF_CREATE asks the backend to fill it
+    /// with the grants of the pages it allocated; once answered, those
+    /// pages are mapped into the guest's window and FB_ATTACH is sent. A
+    /// directory short of references or pages that cannot be mapped stop
+    /// this connector, named.
+    fn send_backend_buffer(&mut self, index: usize) -> Result<Vec<Pending>, ConnectorError> {
+        let output = &self.outputs[index];
+        let (width, height, bpp) = (output.config.width, output.config.height, output.bpp);
+        let slot = output.buffers.len();
+        let pages = displif::buffer_pages(displif::stride(width, bpp) * height);
+        let directory_pages = displif::directory_pages(pages);
+        let backend = self.config.backend_id;
+        let env = &mut *self.env;
+        let Some(mut directory) = env.pages(directory_pages) else {
+            return Err(ConnectorError::NoMemory {
+                what: Allocation::Directory,
+                asked: directory_pages * 4096,
+                free: env.heap_free(),
+            });
+        };
+        let mut directory_refs = Vec::with_capacity(directory_pages);
+        for page in 0..directory_pages {
+            match env.grant(backend, directory.frame(page)) {
+                Ok(gref) => directory_refs.push(gref),
+                Err(error) => {
+                    if end_all(env, &directory_refs, env.now_ns()) {
+                        drop(directory);
+                    } else {
+                        env.leak(directory);
+                    }
+                    return Err(ConnectorError::Grants {
+                        what: Allocation::Directory,
+                        asked: directory_pages,
+                        error,
+                    });
+                }
+            }
+        }
+        directory.with_pages(|pages| write_directory(pages, &directory_refs, &[]));
+        let (dbuf_cookie, fb_cookie) = self.next_cookies(index, slot);
+        self.outputs[index].buffers.push(Buffer {
+            memory: BufferMemory::Unmapped,
+            directory,
+            refs: Vec::new(),
+            directory_refs,
+            dbuf_cookie,
+            fb_cookie,
+            created: false,
+            attached: false,
+        });
+        let (create, attach) = buffer_requests(&self.outputs[index], slot);
+        let create = match create {
+            Request::DbufCreate(create) => Request::DbufCreate(DbufCreate {
+                flags: displif::DBUF_FLAG_REQ_ALLOC,
+                ..create
+            }),
+            other => other,
+        };
+        let sent = self.send_all(Some(index), &[(0, create, Mark::Created(slot))]);
+        self.await_answers(sent, SETUP_TIMEOUT_NS);
+        if !self.outputs[index].working() || !self.outputs[index].buffers[slot].created {
+            // Its failure was said when the answer came.
+            return Ok(Vec::new());
+        }
+        self.map_backend_buffer(index, slot, pages)?;
+        Ok(self.send_all(Some(index), &[(0, attach, Mark::Attached(slot))]))
+    }
+
+    /// Reads the references the backend wrote into buffer `slot`'s
+    /// directory and maps the `pages` they grant.
+    fn map_backend_buffer(
+        &mut self,
+        index: usize,
+        slot: usize,
+        pages: usize,
+    ) -> Result<(), ConnectorError> {
+        let backend = self.config.backend_id;
+        let buffer = &mut self.outputs[index].buffers[slot];
+        let refs = buffer.directory.with_pages(|directory| {
+            let mut refs = Vec::with_capacity(pages);
+            for page in directory.iter() {
+                let want = (pages - refs.len()).min(displif::REFS_PER_DIRECTORY_PAGE);
+                let (_, page_refs) = displif::read_directory_page(page, want);
+                refs.extend(page_refs);
+            }
+            refs
+        });
+        let listed = refs.iter().take_while(|&&gref| gref != 0).count();
+        if listed < pages {
+            return Err(ConnectorError::BackendBuffer(
+                BackendBufferError::ShortDirectory { listed, pages },
+            ));
+        }
+        let mapped = self
+            .env
+            .map_foreign(backend, &refs)
+            .map_err(|error| ConnectorError::BackendBuffer(BackendBufferError::Map(error)))?;
+        self.outputs[index].buffers[slot].memory = BufferMemory::Foreign(mapped);
+        Ok(())
     }
 
     /// Renders and flips frames on every healthy connector until all are
@@ -1493,7 +1628,7 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
             return None;
         };
         let fb_cookie = buffer.fb_cookie;
-        let drawn = buffer.memory.with_pages(|pages| {
+        let Some(drawn) = buffer.memory.with_pages(|pages| {
             let bytes = pages.as_flattened_mut();
             let (width, height) = (screen.width, screen.height);
             if screen.bpp == 16 {
@@ -1504,7 +1639,10 @@ impl<'r, E: Env, A: App> Device<'r, E, A> {
                 Framebuffer::<FormatXrgb8888>::packed(bytes, width, height)
                     .map(|mut target| app.draw(&screen, number, figures, &mut target))
             }
-        });
+        }) else {
+            fail(self.env, output, ConnectorError::NoBuffers);
+            return None;
+        };
         match drawn {
             Ok(shown) => Some(Drawn { fb_cookie, shown }),
             Err(error) => {
@@ -1739,20 +1877,41 @@ fn release_output<E: Env, T>(env: &mut E, output: Output<E, T>, deadline: u64) -
     kept
 }
 
-/// Ends the grants of `buffer`, as [`release_output`] does; returns how
-/// many of its pages are kept.
-fn release_buffer<E: Env>(env: &mut E, buffer: Buffer<E::Pages>, deadline: u64) -> usize {
+/// Ends the grants of `buffer`, as [`release_output`] does, or unmaps the
+/// backend's pages of a backend-allocated one; returns how many of its pages
+/// are kept.
+fn release_buffer<E: Env>(
+    env: &mut E,
+    buffer: Buffer<E::Pages, E::Foreign>,
+    deadline: u64,
+) -> usize {
     let mut kept = 0;
-    for (refs, memory) in [
-        (buffer.refs, buffer.memory),
-        (buffer.directory_refs, buffer.directory),
-    ] {
-        if end_all(env, &refs, deadline) {
-            drop(memory);
-        } else {
-            kept += memory.pages();
-            env.leak(memory);
+    match buffer.memory {
+        BufferMemory::Own(memory) => {
+            if end_all(env, &buffer.refs, deadline) {
+                drop(memory);
+            } else {
+                kept += memory.pages();
+                env.leak(memory);
+            }
         }
+        BufferMemory::Foreign(mapped) => {
+            let pages = mapped.pages();
+            if let Err(error) = env.unmap_foreign(mapped) {
+                env.log(
+                    Level::Warn,
+                    format_args!("display: unmapping the backend's buffer: {error}"),
+                );
+                kept += pages;
+            }
+        }
+        BufferMemory::Unmapped => {}
+    }
+    if end_all(env, &buffer.directory_refs, deadline) {
+        drop(buffer.directory);
+    } else {
+        kept += buffer.directory.pages();
+        env.leak(buffer.directory);
     }
     kept
 }
