@@ -737,6 +737,11 @@ pub struct RunArgs {
     /// Guest bootargs (its /chosen/bootargs; default: the xl config's `extra`).
     #[arg(long)]
     pub bootargs: Option<String>,
+    /// The app the guest runs (`app=NAME` added to the bootargs): `demo` (the default) or
+    /// `paint`, or one of your own (README, "Write your own app"). `--script input` runs paint
+    /// with the demo input script.
+    #[arg(long)]
+    pub app: Option<String>,
     /// Boot the guest dom0less (Xen + guest only, no Dom0) instead of with `xl create`.
     #[arg(long)]
     pub dom0less: bool,
@@ -1096,8 +1101,19 @@ pub fn run_expectations(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Patt
 }
 
 /// Runs `cargo xtask run`.
+/// The run's bootargs: `--bootargs` (or the xl config's `log=info`) with `app=NAME` added for
+/// `--app NAME`.
+fn run_bootargs(args: &RunArgs) -> Option<String> {
+    match (&args.bootargs, &args.app) {
+        (bootargs, None) => bootargs.clone(),
+        (Some(bootargs), Some(app)) => Some(format!("{bootargs} app={app}")),
+        (None, Some(app)) => Some(format!("log=info app={app}")),
+    }
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
     deps::ensure()?;
+    let bootargs = run_bootargs(args);
     let peer = !args.dom0less && linux_peer::needed_by(&args.script);
     let prepared = Prepared::build_with(!args.dom0less, peer)?;
     let (kind, label) = if args.dom0less {
@@ -1126,9 +1142,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         frames: frames.clone(),
         guest: GuestOptions {
             memory_mib: args.memory,
-            bootargs: args.bootargs.clone(),
+            bootargs: bootargs.clone(),
         },
-        expected: run_expectations(args.gic, kind, args.bootargs.as_deref()),
+        expected: run_expectations(args.gic, kind, bootargs.as_deref()),
         timeout: match (args.timeout, args.shell) {
             (Some(seconds), _) => Duration::from_secs(seconds),
             (None, false) => Duration::from_secs(300),
@@ -1635,6 +1651,29 @@ mod tests {
         let unknown = run_expectations(3, Kind::Dom0 { script: "mine" }, None);
         assert!(unknown.contains(&GUEST_POWEROFF[0]));
         assert!(unknown.contains(&GICV3[0]));
+    }
+
+    #[test]
+    fn app_goes_into_the_run_bootargs() {
+        let args = |bootargs: Option<&str>, app: Option<&str>| RunArgs {
+            gic: 3,
+            memory: None,
+            bootargs: bootargs.map(String::from),
+            app: app.map(String::from),
+            dom0less: false,
+            script: "display".into(),
+            shell: false,
+            timeout: None,
+        };
+        assert_eq!(run_bootargs(&args(None, None)), None);
+        assert_eq!(
+            run_bootargs(&args(None, Some("paint"))).as_deref(),
+            Some("log=info app=paint")
+        );
+        assert_eq!(
+            run_bootargs(&args(Some("scene=bars"), Some("follow"))).as_deref(),
+            Some("scene=bars app=follow")
+        );
     }
 
     #[test]

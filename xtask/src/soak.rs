@@ -100,6 +100,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
             "log=info scene=animation frames={} flip-lines={every}",
             args.flips
         )),
+        app: None,
         dom0less: false,
         script: "soak".into(),
         shell: false,
