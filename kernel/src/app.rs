@@ -250,28 +250,168 @@ impl App for Paint {
     }
 }
 
+/// Touches per connector whose flip is still awaited, at most; when more
+/// arrive before a frame shows them, the oldest go unmeasured.
+pub const PENDING_TOUCHES: usize = 64;
+/// Touch-to-flip latencies kept per connector for the percentiles; newer
+/// ones replace the oldest.
+pub const LATENCY_SAMPLES: usize = 512;
+
+/// Whether `event` is a touch whose effect a frame shows: a multi-touch
+/// contact going down or moving, or an absolute pointer position.
+pub fn is_touch(event: &InputEvent) -> bool {
+    matches!(
+        event,
+        InputEvent::Position { .. }
+            | InputEvent::Touch {
+                touch: Touch::Down { .. } | Touch::Motion { .. },
+                ..
+            }
+    )
+}
+
+/// One connector's touch-to-flip figures: from a touch reaching the app to
+/// the flip of the first frame drawn with it completing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TouchToFlip {
+    /// The connector's index.
+    pub connector: u32,
+    /// Median latency, microseconds.
+    pub p50_us: u32,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: u32,
+    /// Touches measured in all (the percentiles cover the newest
+    /// [`LATENCY_SAMPLES`] of them).
+    pub touches: u64,
+}
+
+impl core::fmt::Display for TouchToFlip {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "input: conn={} touch to flip p50_us={} p99_us={} over {} touches",
+            self.connector, self.p50_us, self.p99_us, self.touches
+        )
+    }
+}
+
+/// A connector's touches on their way to the screen. Its buffers are
+/// allocated once, at their bounds; nothing grows in a long run.
+struct TouchLatency {
+    /// Events of the connector taken so far: the index of the next one.
+    taken: u32,
+    /// Touches no shown frame covers yet: (event index, arrival in
+    /// microseconds), oldest first.
+    pending: VecDeque<(u32, u64)>,
+    /// Latencies in microseconds, a ring of [`LATENCY_SAMPLES`].
+    samples: alloc::vec::Vec<u32>,
+    /// Latencies measured in all.
+    measured: u64,
+}
+
+impl TouchLatency {
+    fn new() -> Self {
+        TouchLatency {
+            taken: 0,
+            pending: VecDeque::with_capacity(PENDING_TOUCHES),
+            samples: alloc::vec::Vec::with_capacity(LATENCY_SAMPLES),
+            measured: 0,
+        }
+    }
+
+    /// An event of the connector arrived at `now_us`.
+    fn arrived(&mut self, event: &InputEvent, now_us: u64) {
+        if is_touch(event) {
+            if self.pending.len() == PENDING_TOUCHES {
+                self.pending.pop_front();
+            }
+            self.pending.push_back((self.taken, now_us));
+        }
+        self.taken = self.taken.saturating_add(1);
+    }
+
+    /// A frame drawn with the connector's first `inputs` events was shown
+    /// at `now_us`: the touches among them are measured.
+    fn shown(&mut self, inputs: u32, now_us: u64) {
+        while let Some(&(index, arrival)) = self.pending.front() {
+            if index >= inputs {
+                break;
+            }
+            self.pending.pop_front();
+            let latency = u32::try_from(now_us.saturating_sub(arrival)).unwrap_or(u32::MAX);
+            if self.samples.len() < LATENCY_SAMPLES {
+                self.samples.push(latency);
+            } else {
+                self.samples[(self.measured % LATENCY_SAMPLES as u64) as usize] = latency;
+            }
+            self.measured += 1;
+        }
+    }
+
+    /// The figures, when a touch was measured.
+    fn figures(&self, connector: u32) -> Option<TouchToFlip> {
+        if self.measured == 0 {
+            return None;
+        }
+        let mut sorted = [0u32; LATENCY_SAMPLES];
+        let sorted = &mut sorted[..self.samples.len()];
+        sorted.copy_from_slice(&self.samples);
+        sorted.sort_unstable();
+        Some(TouchToFlip {
+            connector,
+            p50_us: percentile(sorted, 50),
+            p99_us: percentile(sorted, 99),
+            touches: self.measured,
+        })
+    }
+}
+
+/// The `percent`th percentile of `sorted` (nearest rank), not empty.
+fn percentile(sorted: &[u32], percent: usize) -> u32 {
+    let rank = (sorted.len() * percent)
+        .div_ceil(100)
+        .clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
 /// Drives an [`App`] through the display frontend: each frame's
 /// [`Redraw`] becomes a [`FlipLine`], which `print` gets once the frame is
-/// on the screen (one in `every`, and always a connector's last).
+/// on the screen (one in `every`, and always a connector's last). With the
+/// clock it is given it times each touch from reaching the app to the flip
+/// showing it ([`Runner::touch_to_flip`]).
 pub struct Runner<A, P> {
     app: A,
     print: P,
     every: u64,
+    /// Monotonic microseconds.
+    clock: fn() -> u64,
+    touches: [TouchLatency; MAX_CONNECTORS],
 }
 
 impl<A: App, P: FnMut(&FlipLine)> Runner<A, P> {
-    /// Runs `app`, printing flip lines with `print`.
-    pub fn new(app: A, every: u64, print: P) -> Self {
+    /// Runs `app`, printing flip lines with `print`, timing touches with
+    /// `clock` (monotonic microseconds).
+    pub fn new(app: A, every: u64, clock: fn() -> u64, print: P) -> Self {
         Runner {
             app,
             print,
             every: every.max(1),
+            clock,
+            touches: core::array::from_fn(|_| TouchLatency::new()),
         }
     }
 
     /// The app.
     pub fn app(&self) -> &A {
         &self.app
+    }
+
+    /// Per connector that showed a touch: its touch-to-flip figures so far.
+    pub fn touch_to_flip(&self) -> impl Iterator<Item = TouchToFlip> + '_ {
+        self.touches
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(touches, connector)| touches.figures(connector))
     }
 }
 
@@ -313,6 +453,9 @@ impl<A: App, P: FnMut(&FlipLine)> env::App for Runner<A, P> {
     }
 
     fn shown(&mut self, (connector, seq, line): Self::Shown, last: bool) {
+        if let (Some(line), Some(touches)) = (&line, self.touches.get_mut(connector as usize)) {
+            touches.shown(line.inputs, (self.clock)());
+        }
         self.app.shown(connector, seq);
         if let Some(line) = line {
             if last || line.seq.is_multiple_of(self.every) {
@@ -322,6 +465,9 @@ impl<A: App, P: FnMut(&FlipLine)> env::App for Runner<A, P> {
     }
 
     fn input(&mut self, connector: Option<u32>, event: InputEvent) {
+        if let Some(touches) = connector.and_then(|index| self.touches.get_mut(index as usize)) {
+            touches.arrived(&event, (self.clock)());
+        }
         self.app.input(connector, event);
     }
 
@@ -386,5 +532,141 @@ mod tests {
         let all: alloc::vec::Vec<InputEvent> =
             (0..(MAX_PAINT_EVENTS as i32 + 10)).map(dot).collect();
         assert_eq!(paint_window(&all), paint.window.as_slice());
+    }
+
+    std::thread_local! {
+        /// The fake clock of the touch tests, microseconds.
+        static NOW_US: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+    }
+
+    fn fake_clock() -> u64 {
+        NOW_US.with(|now| now.get())
+    }
+
+    fn at(now_us: u64) {
+        NOW_US.with(|now| now.set(now_us));
+    }
+
+    fn touch(touch: Touch) -> InputEvent {
+        InputEvent::Touch { contact: 0, touch }
+    }
+
+    /// Draws the next frame of connector 0 with the runner.
+    fn draw_frame<P: FnMut(&FlipLine)>(
+        runner: &mut Runner<Paint, P>,
+        flips: u64,
+    ) -> (u32, u64, Option<FlipLine>) {
+        let mut display = MockDisplay::<Rgb888>::new();
+        display.set_allow_overdraw(true);
+        display.set_allow_out_of_bounds_drawing(true);
+        let figures = Figures {
+            flips,
+            ..Figures::default()
+        };
+        env::App::draw(runner, &screen(0), flips, figures, &mut display)
+    }
+
+    #[test]
+    fn touch_to_flip_runs_from_a_touch_reaching_the_app_to_the_flip_of_the_first_frame_drawn_with_it(
+    ) {
+        let mut lines = 0;
+        let mut runner = Runner::new(Paint::new(100), 1, fake_clock, |_: &FlipLine| lines += 1);
+        use env::App as _;
+        at(1_000);
+        runner.input(Some(0), touch(Touch::Down { x: 1, y: 1 })); // event 0: a touch
+        runner.input(Some(0), touch(Touch::Sync)); // event 1
+        runner.input(Some(1), touch(Touch::Down { x: 1, y: 1 })); // connector 1: never shown
+        runner.input(None, touch(Touch::Down { x: 1, y: 1 }));
+        at(2_000);
+        let a = draw_frame(&mut runner, 0); // drawn with events 0..2
+        at(3_000);
+        runner.input(Some(0), touch(Touch::Motion { x: 2, y: 2 })); // event 2
+        at(3_500);
+        runner.input(Some(0), touch(Touch::Up)); // event 3: not a touch that draws
+        at(5_000);
+        runner.shown(a, false); // event 0: 4000 us
+        at(6_000);
+        let b = draw_frame(&mut runner, 1); // drawn with events 0..4
+        at(7_000);
+        runner.input(
+            Some(0),
+            InputEvent::Position {
+                x: 3,
+                y: 3,
+                rel_z: 0,
+            },
+        ); // event 4
+        runner.input(
+            Some(0),
+            InputEvent::Key {
+                pressed: true,
+                keycode: 30,
+            },
+        ); // event 5
+        at(9_000);
+        runner.shown(b, false); // event 2: 6000 us
+        let c = draw_frame(&mut runner, 2); // drawn with events 0..6
+        at(12_000);
+        runner.shown(c, true); // event 4: 5000 us
+        let d = draw_frame(&mut runner, 3); // nothing new
+        at(20_000);
+        runner.shown(d, true);
+        let figures: alloc::vec::Vec<TouchToFlip> = runner.touch_to_flip().collect();
+        assert_eq!(
+            figures,
+            [TouchToFlip {
+                connector: 0,
+                p50_us: 5_000,
+                p99_us: 6_000,
+                touches: 3,
+            }]
+        );
+        assert_eq!(
+            alloc::format!("{}", figures[0]),
+            "input: conn=0 touch to flip p50_us=5000 p99_us=6000 over 3 touches"
+        );
+        drop(runner);
+        assert_eq!(lines, 4);
+    }
+
+    #[test]
+    fn touch_to_flip_keeps_bounded_buffers() {
+        let mut runner = Runner::new(Paint::new(u64::MAX), 1000, fake_clock, |_: &FlipLine| {});
+        use env::App as _;
+        // More touches than are kept pending before one frame shows them:
+        // the oldest go unmeasured.
+        at(0);
+        for x in 0..(PENDING_TOUCHES as i32 + 10) {
+            runner.input(Some(0), touch(Touch::Motion { x, y: 0 }));
+        }
+        let frame = draw_frame(&mut runner, 0);
+        at(100);
+        runner.shown(frame, false);
+        assert_eq!(runner.touches[0].measured, PENDING_TOUCHES as u64);
+        // A long run: one touch per frame, each 10 us older than the last.
+        let frames = 3 * LATENCY_SAMPLES as u64;
+        for flip in 1..=frames {
+            at(flip * 1_000);
+            runner.input(Some(0), touch(Touch::Motion { x: 0, y: 0 }));
+            let frame = draw_frame(&mut runner, flip);
+            at(flip * 1_000 + flip * 10);
+            runner.shown(frame, false);
+        }
+        let touches = &runner.touches[0];
+        assert_eq!(touches.samples.len(), LATENCY_SAMPLES);
+        assert_eq!(touches.samples.capacity(), LATENCY_SAMPLES);
+        assert!(touches.pending.capacity() <= PENDING_TOUCHES.next_power_of_two());
+        let figures = runner.touch_to_flip().next().unwrap();
+        assert_eq!(figures.touches, PENDING_TOUCHES as u64 + frames);
+        // The newest LATENCY_SAMPLES latencies: frames - 511 ..= frames, times 10 us.
+        let oldest = frames - LATENCY_SAMPLES as u64 + 1;
+        assert_eq!(
+            u64::from(figures.p50_us),
+            (oldest + LATENCY_SAMPLES as u64 / 2 - 1) * 10
+        );
+        assert_eq!(
+            u64::from(figures.p99_us),
+            (oldest + (LATENCY_SAMPLES as u64 * 99).div_ceil(100) - 1) * 10
+        );
     }
 }

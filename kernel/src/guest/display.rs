@@ -191,11 +191,24 @@ pub fn run(spec: &SceneSpec, bootargs: &str, depths: &[u32]) -> Outcome {
     }
 }
 
-/// Runs `app` on every vdispl device, its flip lines on the console.
+/// Runs `app` on every vdispl device, its flip lines on the console, then
+/// each connector's touch-to-flip line (`input: conn=N touch to flip ...`)
+/// when a touch was shown on it.
 fn drive<A: App>(app: A, depths: &[u32]) -> Outcome {
     let every = u64::from(FLIP_LINE_EVERY.load(Ordering::Relaxed));
-    let mut runner = Runner::new(app, every, |line: &FlipLine| crate::println!("{line}"));
-    frontend::run(&mut Guest, &mut runner, depths)
+    let mut runner = Runner::new(app, every, now_us, |line: &FlipLine| {
+        crate::println!("{line}")
+    });
+    let outcome = frontend::run(&mut Guest, &mut runner, depths);
+    for touches in runner.touch_to_flip() {
+        crate::println!("{touches}");
+    }
+    outcome
+}
+
+/// The guest's monotonic clock in microseconds, which times touches.
+fn now_us() -> u64 {
+    time::now_ns() / 1000
 }
 
 /// `app=NAME` from the bootargs; `demo` when absent.
