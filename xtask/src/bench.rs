@@ -6,7 +6,10 @@
 //! `flip conn=0 seq=0` line) and, as the peer, a Debian Linux DomU with the same memory
 //! (`xl create` returning to its `/init`); the guest flipping every scene at 1920x1080 (its
 //! `display: summary` lines: flips per second, flip round trip p50/p99); and the smallest
-//! `memory=` that runs 1920x1080 double-buffered, by bisection. The host adds the Image size.
+//! `memory=` that runs 1920x1080 double-buffered, by bisection; and, in the paint guest driven
+//! by `qemu/dom0/input/bench-touch.script` (100 touches), the time from a touch reaching the
+//! guest to the flip showing it done, p50/p99 as the guest measured them (a figure only, no
+//! target). The host adds the Image size.
 //! Figures come from the emulated rig (TCG); the bench never fails on timing, only when a
 //! measurement could not be made.
 
@@ -172,6 +175,16 @@ struct Figures {
     teardown_ms: Vec<(String, u64)>,
     /// The capture runs: resolution, capture on, and the guest's figures (None: failed).
     capture: Vec<(String, bool, Option<Capture>)>,
+    /// The touch-to-flip run: per connector, the guest's figures (None: failed).
+    touch_to_flip: Vec<(u32, Option<TouchToFlip>)>,
+}
+
+/// The touch-to-flip run's figures, as the guest measured them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct TouchToFlip {
+    p50_us: u64,
+    p99_us: u64,
+    touches: u64,
 }
 
 /// One capture run's figures, as the guest measured them.
@@ -245,6 +258,22 @@ impl Figures {
                         .capture
                         .push((resolution.to_string(), capture == "on", figures_of()));
                 }
+            } else if let Some(rest) = rest.strip_prefix("touch-to-flip conn=") {
+                let Some(connector) = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|word| word.parse().ok())
+                else {
+                    continue;
+                };
+                let measured = || {
+                    Some(TouchToFlip {
+                        p50_us: field("p50_us=")?,
+                        p99_us: field("p99_us=")?,
+                        touches: field("touches=")?,
+                    })
+                };
+                figures.touch_to_flip.push((connector, measured()));
             } else if rest.starts_with("memory smallest ") {
                 figures.memory_smallest = field("mib=").map(|mib| mib as u32);
             }
@@ -335,6 +364,7 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
         );
     }
     print_capture(&figures.capture);
+    print_touch_to_flip(&figures.touch_to_flip);
     println!("teardown of a flipping guest, from the xl command to the guest gone:");
     if figures.teardown_ms.is_empty() {
         println!("  not measured");
@@ -364,6 +394,25 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
             met(mib <= MEMORY_TARGET_MIB)
         ),
         None => println!("memory: not measured (tried {tries})"),
+    }
+}
+
+/// The touch-to-flip figures: no target, the figure only.
+fn print_touch_to_flip(runs: &[(u32, Option<TouchToFlip>)]) {
+    if runs.is_empty() {
+        println!("touch to flip: not measured");
+    }
+    for (connector, figures) in runs {
+        match figures {
+            Some(t) => println!(
+                "touch to flip (the touch reaching the guest to the flip showing it done), {} \
+                 touches: p50 {:.1} ms, p99 {:.1} ms (conn {connector}, the guest's clock)",
+                t.touches,
+                t.p50_us as f64 / 1000.0,
+                t.p99_us as f64 / 1000.0
+            ),
+            None => println!("touch to flip: conn {connector} failed"),
+        }
     }
 }
 
@@ -432,8 +481,24 @@ rig: bench: memory try mib=40 ok\n\
 rig: bench: memory smallest mib=40 (tried 16..64)\n\
 rig: bench: capture res=1280x720 capture=off fps=14.5 p50_us=40000 p99_us=70000\n\
 rig: bench: capture res=1280x720 capture=on fps=12.25 p50_us=45000 p99_us=90000\n\
-rig: bench: capture res=1920x1080 capture=on failed\n";
+rig: bench: capture res=1920x1080 capture=on failed\n\
+rig: bench: touch-to-flip conn=0 p50_us=61500 p99_us=98000 touches=100\n\
+rig: bench: touch-to-flip conn=1 failed (vkbd-backend)\n";
         let figures = Figures::parse(log);
+        assert_eq!(
+            figures.touch_to_flip,
+            [
+                (
+                    0,
+                    Some(TouchToFlip {
+                        p50_us: 61500,
+                        p99_us: 98000,
+                        touches: 100
+                    })
+                ),
+                (1, None),
+            ]
+        );
         assert_eq!(
             figures.capture,
             [
@@ -469,5 +534,24 @@ rig: bench: capture res=1920x1080 capture=on failed\n";
         assert_eq!(median(&figures.guest_first_frame_ms), Some(700));
         assert_eq!(median(&[3, 1, 2]), Some(2));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn the_touch_bench_script_sends_100_touches_then_escape() {
+        let path = crate::rig::qemu_dir().join("dom0/input/bench-touch.script");
+        let text = fs::read_to_string(&path).unwrap();
+        let script = drivers::xen::kbdif::script::Script::parse(&text).unwrap();
+        let touches = script
+            .for_device(Some("DP-1"))
+            .filter(|event| kernel::app::is_touch(&event.event))
+            .count();
+        assert_eq!(touches, 100);
+        assert_eq!(
+            script.events().last().map(|event| event.event),
+            Some(kernel::app::InputEvent::Key {
+                pressed: true,
+                keycode: kernel::app::KEY_ESC
+            })
+        );
     }
 }

@@ -14,6 +14,11 @@
 #     then 1920x1080, against the backend without `--out` (answers only) and with it (every
 #     frame copied and written as a PNG to the share); the guest's summary line of each run
 #     (flips/s, flip round trip p50/p99) becomes a `rig: bench: capture ...` line.
+#  6. touch to flip: the paint guest (vdispl-os-input.cfg cut to DP-1 and its vkb device)
+#     against the backend without `--out` and vkbd-backend playing /rig/input/bench-touch.script
+#     (100 touches 50 ms apart, then Escape); the guest times each touch from reaching the app
+#     to the flip of the first frame drawn with it, and its line (`input: conn=0 touch to flip
+#     ...`) becomes a `rig: bench: touch-to-flip ...` line.
 # Settings come from bench.conf on the share (written by `cargo xtask bench`): RUNS (boots of
 # each kind), MEMORY (MiB of both kinds' boots), FRAMES (per scene in the flipping run), LOW and
 # HIGH (the bisection's range), CAPTURE_FRAMES (frames of each capture run).
@@ -206,4 +211,37 @@ for resolution in 1280x720 1920x1080; do
         rm -rf "$FRAMES_DIR/capture-bench"
     done
 done
+# 6. Touch to flip.
+TOUCH_CONFIG=/tmp/vdispl-os-touch.cfg
+sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=0,connectors=DP-1:1280x720' ]/" \
+    -e "/unique-id=HDMI-A-1/d" -e "s/^\(vkb = \[ .*'\),\$/\1 ]/" \
+    "$INPUT_CONFIG" >"$TOUCH_CONFIG"
+if start_backend; then
+    if start_input_backend "$INPUT_SCRIPTS/bench-touch.script"; then
+        clear_console_logs
+        say "xl create $TOUCH_CONFIG (touch to flip)"
+        start=$(uptime_ms)
+        # Escape ends the guest: far more frames than the script lasts, few flip lines.
+        if xl create "$TOUCH_CONFIG" "extra=\"log=info app=paint frames=100000 flip-lines=1000\""; then
+            wait_gone "$GUEST_NAME" "$start" 300000
+        fi
+        stop_input_backend
+        sleep 0.2
+        line=$(grep -o 'input: conn=0 touch to flip .*' "$CONSOLE_LOGS/guest-$GUEST_NAME.log" | head -n 1)
+        p50=$(echo "$line" | sed -n 's/.* p50_us=\([0-9]*\).*/\1/p')
+        p99=$(echo "$line" | sed -n 's/.* p99_us=\([0-9]*\).*/\1/p')
+        touches=$(echo "$line" | sed -n 's/.* over \([0-9]*\) touches.*/\1/p')
+        if [ -n "$p50" ] && [ -n "$p99" ] && [ -n "$touches" ]; then
+            say "bench: touch-to-flip conn=0 p50_us=$p50 p99_us=$p99 touches=$touches"
+        else
+            say "bench: touch-to-flip conn=0 failed"
+            show_console_logs
+        fi
+    else
+        say "bench: touch-to-flip conn=0 failed (vkbd-backend)"
+    fi
+    stop_backend
+else
+    say "bench: touch-to-flip conn=0 failed (vdispl-backend)"
+fi
 say "bench: done"
