@@ -221,6 +221,43 @@ impl DisplayLog {
     }
 }
 
+/// The start of the line `multi.sh` prints before a guest's console log.
+const SECTION_BEGINS: &str = "rig: multi: console of domain ";
+
+/// A log of several guests at once (`multi.sh`), one [`DisplayLog`] per domain: a guest's flip
+/// and summary lines come from its console section (between `rig: multi: console of domain <D>
+/// begins` and `... ends`), its frames from the backend's lines for `dom=<D>` (and its
+/// `vdispl-backend: dom<D> ...` not-captured lines).
+pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut logs: BTreeMap<u32, DisplayLog> = BTreeMap::new();
+    let mut section = None;
+    for raw in String::from_utf8_lossy(&bytes).lines() {
+        let text = logmatch::strip_prefixes(raw);
+        if let Some(rest) = text.strip_prefix(SECTION_BEGINS) {
+            let (domain, what) = rest.split_once(' ').unwrap_or((rest, ""));
+            section = match (domain.parse::<u32>(), what) {
+                (Ok(domain), "begins") => Some(domain),
+                _ => None,
+            };
+            continue;
+        }
+        let domain = if let Some(record) = parse_frame_line(text) {
+            record.domid
+        } else if let Some(rest) = text.strip_prefix("vdispl-backend: dom") {
+            rest.split(' ')
+                .next()
+                .and_then(|domain| domain.parse().ok())
+        } else {
+            section
+        };
+        if let Some(domain) = domain {
+            logs.entry(domain).or_default().feed(raw);
+        }
+    }
+    Ok(logs)
+}
+
 /// What [`check_frames`] found.
 #[derive(Debug, Default)]
 pub struct FrameCheck {
@@ -803,5 +840,42 @@ mod tests {
                 rel_z: 0
             }
         );
+    }
+
+    #[test]
+    fn a_multi_guest_log_splits_by_domain() {
+        let flip = |conn: u32, seq: u64| {
+            format!(
+                "guest-console: flip conn={conn} seq={seq} scene=bars frame={seq} size=320x240 \
+                 bpp=32 name=DP-1 uptime_ms=1 flips={seq} rtt_us=1 heap=1 grants=1"
+            )
+        };
+        let log = [
+            "frame conn=0 seq=0 crc32=1 dom=3 size=320x240 png=dom3-conn0-seq0.png".to_string(),
+            "frame conn=0 seq=0 crc32=2 dom=4 size=320x240 png=dom4-conn0-seq0.png".to_string(),
+            "vdispl-backend: dom4 dev0 conn0: frame seq 1 not captured (the writers were behind)"
+                .to_string(),
+            "rig: multi: console of domain 3 begins".to_string(),
+            flip(0, 0),
+            "rig: multi: console of domain 3 ends".to_string(),
+            "rig: multi: console of domain 4 begins".to_string(),
+            flip(0, 0),
+            flip(0, 1),
+            "rig: multi: console of domain 4 ends".to_string(),
+            flip(0, 7),
+        ]
+        .join("\n");
+        let path = std::env::temp_dir().join(format!("xtask-multi-{}.log", std::process::id()));
+        std::fs::write(&path, log).unwrap();
+        let logs = per_domain(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(logs.keys().copied().collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(logs[&3].flips.len(), 1);
+        assert_eq!(logs[&4].flips.len(), 2);
+        assert_eq!(logs[&3].frames.len(), 1);
+        assert_eq!(logs[&3].frames[0].crc32, 1);
+        assert_eq!(logs[&4].frames[0].crc32, 2);
+        assert!(logs[&4].is_not_captured(0, 1));
+        assert!(!logs[&3].is_not_captured(0, 1));
     }
 }

@@ -139,6 +139,15 @@ pub const CONFIG: &[Pattern] = &[
     Pattern::start("rig: config ok (4 cases)"),
 ];
 
+/// `multi.sh`: four display guests on one backend at once, one destroyed while they flip; the
+/// others flip on and power off with every grant back.
+pub const MULTI: &[Pattern] = &[
+    Pattern::start("vdispl-backend: serving "),
+    Pattern::start("rig: multi: guest vdispl-os-4 is domain "),
+    Pattern::start("rig: multi: xl destroy vdispl-os-4 "),
+    Pattern::start("rig: multi ok (4 guests on one backend"),
+];
+
 /// `display-teardown.sh`: a guest ended by `xl shutdown` and one ended by `xl destroy`, both
 /// while flipping; the first returns every grant and powers off, and the backend releases each
 /// guest's device. How long each took is a figure in the log, not a check.
@@ -610,6 +619,16 @@ pub const SCENARIOS: &[Scenario] = &[
         kind: Kind::Dom0 { script: "config" },
         bootargs: Some(DISPLAY_TEST_BOOTARGS),
         expect: &[GUEST_REPORT, GICV3, GUEST_POWEROFF, CONFIG],
+        timeout: Duration::from_secs(900),
+        check_frames: DISPLAY_CONNECTORS,
+        default: true,
+    },
+    Scenario {
+        name: "multi-gicv3",
+        gic: 3,
+        kind: Kind::Dom0 { script: "multi" },
+        bootargs: None,
+        expect: &[GUEST_REPORT, GICV3, GUEST_POWEROFF, MULTI],
         timeout: Duration::from_secs(900),
         check_frames: DISPLAY_CONNECTORS,
         default: true,
@@ -1229,6 +1248,51 @@ fn check_scenario_frames(
     Ok((check.failures, matched))
 }
 
+/// Holds each guest's frames of `multi.sh` against their goldens, per domain (no frame of one
+/// guest may answer another's flip), and prints each guest's round trips.
+fn check_guests_frames(log: &Path, dir: &Path) -> Result<(Vec<String>, usize)> {
+    let started = Instant::now();
+    let logs = display::per_domain(log)?;
+    let mut failures = Vec::new();
+    let mut matched = 0;
+    let guests = logs.values().filter(|log| !log.flips.is_empty()).count();
+    if guests < 4 {
+        failures.push(format!("flips of {guests} guests in the log, 4 expected"));
+    }
+    for (domain, log) in &logs {
+        if log.flips.is_empty() {
+            continue;
+        }
+        let check = display::check_frames(log, dir, DISPLAY_CONNECTORS, None);
+        matched += check.matched.values().sum::<usize>();
+        failures.extend(
+            check
+                .failures
+                .iter()
+                .map(|failure| format!("domain {domain}: {failure}")),
+        );
+        for summary in log.summaries.values() {
+            println!(
+                "test: multi: domain {domain} conn {} {}x{}: {} frames, {} fps, flip round trip \
+                 p50 {:.1} ms, p99 {:.1} ms",
+                summary.connector,
+                summary.width,
+                summary.height,
+                summary.frames,
+                summary.fps,
+                summary.rtt_p50_us as f64 / 1000.0,
+                summary.rtt_p99_us as f64 / 1000.0
+            );
+        }
+    }
+    println!(
+        "test: {matched} frames of {guests} guests checked against their goldens in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    Ok((failures, matched))
+}
+
 /// The input event script a Dom0 scenario script plays to the guest (`vkbd-backend --script`),
 /// which its paint frames are redrawn from.
 fn input_script(kind: Kind) -> Option<PathBuf> {
@@ -1396,6 +1460,15 @@ pub fn test(args: &TestArgs) -> Result<()> {
                 let (failures, matched) = check_peer(&outcome.log, dir, cases)?;
                 if failures.is_empty() {
                     frames_note = format!(", {matched} frames match their pattern");
+                } else {
+                    outcome.problem = Some(failures.join("; "));
+                }
+            } else if let (Some(dir), true, Kind::Dom0 { script: "multi" }) =
+                (&plan.frames, outcome.passed(), scenario.kind)
+            {
+                let (failures, matched) = check_guests_frames(&outcome.log, dir)?;
+                if failures.is_empty() {
+                    frames_note = format!(", {matched} frames of 4 guests match their goldens");
                 } else {
                     outcome.problem = Some(failures.join("; "));
                 }
@@ -1703,7 +1776,8 @@ mod tests {
                     if script == "display"
                         || script == "display-strict"
                         || script == "config"
-                        || script == "input" =>
+                        || script == "input"
+                        || script == "multi" =>
                 {
                     DISPLAY_CONNECTORS
                 }
