@@ -7,7 +7,8 @@
 //! installs) is unpacked into `target/linux-peer/src/`; the kernel is configured in
 //! `target/linux-peer/build/` from `tinyconfig` plus [`CONFIG_FRAGMENT`] (then `olddefconfig`,
 //! and every option of the fragment checked in the result), and built with the Debian cross
-//! compiler (`aarch64-linux-gnu-`), `nice`d, two jobs. The Image is kept as
+//! compiler (`aarch64-linux-gnu-`), two jobs, at the normal priority (niced, it starved on a busy
+//! machine). The Image is kept as
 //! `target/linux-peer/Image` with a stamp of its inputs (package version, fragment, initramfs
 //! contents): it is built again only when one of them changes. A first build takes about four
 //! minutes on two cores; make's output goes to `target/linux-peer/build.log`.
@@ -230,11 +231,7 @@ fn unpack(dir: &Path, version: &str) -> Result<PathBuf> {
     fs::create_dir_all(&src)?;
     let started = Instant::now();
     println!("linux-peer: unpacking {TARBALL} ({SOURCE_PACKAGE} {version})");
-    cmd::run(
-        Command::new("nice")
-            .args(["-n", "19", "tar", "-xJf", TARBALL, "-C"])
-            .arg(&src),
-    )?;
+    cmd::run(Command::new("tar").args(["-xJf", TARBALL, "-C"]).arg(&src))?;
     println!(
         "linux-peer: unpacked in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -243,11 +240,12 @@ fn unpack(dir: &Path, version: &str) -> Result<PathBuf> {
     Ok(source)
 }
 
-/// `make` in the source tree with the build directory, arm64 and the cross compiler, niced.
+/// `make` in the source tree with the build directory, arm64 and the cross compiler, at the
+/// normal priority: niced, a build on a busy machine starves (a first CI run waits for it).
 fn make(source: &Path, objects: &Path) -> Command {
-    let mut command = Command::new("nice");
+    let mut command = Command::new("make");
     command
-        .args(["-n", "19", "make", "-C"])
+        .arg("-C")
         .arg(source)
         .arg(format!("O={}", objects.display()))
         .args(["ARCH=arm64", &format!("CROSS_COMPILE={CROSS_COMPILE}")]);
@@ -332,7 +330,7 @@ fn missing_options(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
-/// Builds the Image (two jobs, niced), make's output in `log`, a progress line every
+/// Builds the Image (two jobs), make's output in `log`, a progress line every
 /// [`PROGRESS_EVERY`].
 fn make_image(source: &Path, objects: &Path, log: &Path) -> Result<()> {
     let mut command = make(source, objects);
