@@ -91,6 +91,10 @@ pub enum Boot<'a> {
         /// A host directory shared with Dom0 as 9p mount tag [`FRAMES_TAG`] (virtio-mmio),
         /// where the display backend writes its PNG files.
         frames: Option<&'a Path>,
+        /// The board's tree as [`dom0_tree`] made it (virtio-mmio interrupts level-triggered,
+        /// Dom0's modules in `/chosen`): booted with it, the kernel and initramfs are loaded raw
+        /// where its module nodes say.
+        dtb: Option<&'a Path>,
     },
     /// Xen and one guest described in the device tree's `/chosen` (no Dom0).
     Dom0less {
@@ -122,17 +126,28 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
             kernel_args,
             initramfs,
             frames,
+            dtb,
         } => {
             cmd.arg("-kernel").arg(xen).args(["-append", XEN_ARGS]);
-            cmd.arg("-device").arg(format!(
-                "guest-loader,addr={KERNEL_ADDR:#x},kernel={},bootargs={}",
-                property(&kernel.to_string_lossy()),
-                property(kernel_args)
-            ));
-            cmd.arg("-device").arg(format!(
-                "guest-loader,addr={INITRD_ADDR:#x},initrd={}",
-                property(&initramfs.to_string_lossy())
-            ));
+            if let Some(dtb) = dtb {
+                cmd.arg("-dtb").arg(dtb);
+                for (file, addr) in [(kernel, KERNEL_ADDR), (initramfs, INITRD_ADDR)] {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={addr:#x},force-raw=on",
+                        property(&file.to_string_lossy())
+                    ));
+                }
+            } else {
+                cmd.arg("-device").arg(format!(
+                    "guest-loader,addr={KERNEL_ADDR:#x},kernel={},bootargs={}",
+                    property(&kernel.to_string_lossy()),
+                    property(kernel_args)
+                ));
+                cmd.arg("-device").arg(format!(
+                    "guest-loader,addr={INITRD_ADDR:#x},initrd={}",
+                    property(&initramfs.to_string_lossy())
+                ));
+            }
             if let Some(frames) = frames {
                 // A virtio-mmio 9p device (the virt board's PCI bus is not Dom0's under Xen);
                 // security_model=none: files are created as the user running QEMU.
@@ -154,6 +169,80 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
         }
     }
     cmd
+}
+
+/// Makes every `virtio,mmio` node's interrupt level-triggered (type 4 instead of QEMU's 1) in
+/// a device tree source. QEMU's virtio-mmio line stays high while the interrupt status is
+/// non-zero, which is a level interrupt; configured as an edge, a completion that comes while
+/// the line is still high raises no new edge, and under Xen's GICv2 emulation the frames
+/// share's requests then wait for ever.
+pub fn virtio_interrupts_level(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut in_virtio = false;
+    for line in source.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("virtio_mmio@") && trimmed.ends_with('{') {
+            in_virtio = true;
+        } else if trimmed == "};" {
+            in_virtio = false;
+        }
+        match (in_virtio, trimmed.strip_prefix("interrupts = <")) {
+            (true, Some(cells)) if cells.ends_with(" 0x01>;") => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                let cells = &cells[..cells.len() - " 0x01>;".len()];
+                out.push_str(&format!("{indent}interrupts = <{cells} 0x04>;"));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Dumps the tree QEMU builds for booting `boot` (Dom0 with its guest-loader modules) into
+/// `dir`, makes its virtio-mmio interrupts level-triggered ([`virtio_interrupts_level`]) and
+/// compiles it: the tree to boot `boot` with (`dtb` of [`Boot::Dom0`]).
+pub fn dom0_tree(machine: &Machine, boot: &Boot, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::{bail, Context};
+    std::fs::create_dir_all(dir)?;
+    let dumped = dir.join(format!("dom0-gicv{}.dtb", machine.gic));
+    let mut dump = command(machine, boot);
+    let mut args: Vec<std::ffi::OsString> = dump.get_args().map(|arg| arg.to_os_string()).collect();
+    if let Some(machine_arg) = args
+        .iter_mut()
+        .find(|arg| arg.to_string_lossy().starts_with("virt,"))
+    {
+        machine_arg.push(format!(",dumpdtb={}", dumped.display()));
+    }
+    dump = Command::new("qemu-system-aarch64");
+    dump.args(&args);
+    let out = dump
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot start qemu-system-aarch64 (install it with `cargo xtask deps`)")?;
+    if !out.status.success() || !dumped.is_file() {
+        bail!(
+            "dumping QEMU's device tree failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let source = crate::cmd::output(
+        Command::new("dtc")
+            .args(["-q", "-I", "dtb", "-O", "dts"])
+            .arg(&dumped),
+    )?;
+    let dts = dir.join(format!("dom0-gicv{}.dts", machine.gic));
+    let dtb = dir.join(format!("dom0-level-gicv{}.dtb", machine.gic));
+    std::fs::write(&dts, virtio_interrupts_level(&source))?;
+    crate::cmd::run(
+        Command::new("dtc")
+            .args(["-q", "-I", "dts", "-O", "dtb", "-o"])
+            .arg(&dtb)
+            .arg(&dts),
+    )
+    .context("compiling Dom0's device tree failed")?;
+    Ok(dtb)
 }
 
 /// How long [`probe`] lets QEMU run: a QEMU that cannot build the board exits at once.
@@ -466,6 +555,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn virtio_mmio_interrupts_become_level_and_nothing_else_changes() {
+        let source = "\t/ {\n\tvirtio_mmio@a003e00 {\n\t\tdma-coherent;\n\t\tinterrupts = <0x00 0x2f 0x01>;\n\t};\n\tpl011@9000000 {\n\t\tinterrupts = <0x00 0x01 0x04>;\n\t};\n\tgpio-keys {\n\t\tinterrupts = <0x00 0x07 0x01>;\n\t};\n";
+        let level = virtio_interrupts_level(source);
+        assert!(
+            level.contains("\t\tinterrupts = <0x00 0x2f 0x04>;\n"),
+            "{level}"
+        );
+        assert!(level.contains("interrupts = <0x00 0x07 0x01>;"), "{level}");
+        assert_eq!(level.lines().count(), source.lines().count());
+    }
+
+    #[test]
     fn dom0_command_line_matches_the_rig() {
         let cmd = command(
             &Machine::new(2),
@@ -475,6 +576,7 @@ mod tests {
                 kernel_args: "console=hvc0 rig.bootargs=\"a,b\"",
                 initramfs: Path::new("/r/dom0.cpio"),
                 frames: Some(Path::new("/t/frames,1")),
+                dtb: None,
             },
         );
         let line = cmd::display(&cmd);

@@ -946,13 +946,27 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
             if let Some(frames) = &plan.frames {
                 prepare_frames_dir(frames)?;
             }
-            let boot = Boot::Dom0 {
+            let mut boot = Boot::Dom0 {
                 xen: &xen,
                 kernel: &kernel,
                 kernel_args: &kernel_args,
                 initramfs,
                 frames: plan.frames.as_deref(),
+                dtb: None,
             };
+            // With the frames share, QEMU's tree with level-triggered virtio-mmio interrupts
+            // (see qemu::virtio_interrupts_level).
+            let tree = match plan.frames {
+                Some(_) => Some(qemu::dom0_tree(
+                    &plan.machine,
+                    &boot,
+                    &rig::dir().join("dom0-tree"),
+                )?),
+                None => None,
+            };
+            if let (Boot::Dom0 { dtb, .. }, Some(tree)) = (&mut boot, &tree) {
+                *dtb = Some(tree);
+            }
             (qemu::command(&plan.machine, &boot), false)
         }
         Kind::Dom0less => {
