@@ -1,9 +1,10 @@
 #!/bin/sh
 # Four display guests at once on one backend: vdispl-os-1 .. vdispl-os-4, each with two small
 # connectors (320x240 and 256x192), created one after the other and flipping at the same time.
-# Once every guest has shown frames on both connectors, guest 4 is destroyed (`xl destroy`) in
-# the middle of flipping; each of the other three must then show more frames on both connectors,
-# and power off by itself with every grant back. Each guest's console log is printed between
+# Each runs until it is ended. Once every guest has shown frames on both connectors, guest 4 is
+# destroyed (`xl destroy`) in the middle of flipping; each of the other three must then show more
+# frames on both connectors, and is then ended by `xl shutdown` and must power off with every
+# grant back. Each guest's console log is printed between
 # `rig: multi: console of domain <D> begins` and `... ends` lines, so that the host holds each
 # guest's flips against the frames the backend captured for that domain (`dom=<D>`), and its
 # round trips are reported per guest. Ends with `rig: multi ok (...)` or `rig: multi failed: ...`.
@@ -26,10 +27,11 @@ flipping() {
 
 # wait_for SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds or SECONDS pass.
 wait_for() {
-    local began
+    local began seconds=$1
+    shift
     began=$(uptime_ms)
     while ! "$@"; do
-        if [ $(($(uptime_ms) - began)) -ge $(($1 * 1000)) ]; then
+        if [ $(($(uptime_ms) - began)) -ge $((seconds * 1000)) ]; then
             return 1
         fi
         sleep 0.2
@@ -46,7 +48,7 @@ for guest in $GUESTS; do
     rm -f "$CONSOLE_LOGS/guest-$name.log" "$CONSOLE_LOGS/guest-$name-vuart0.log"
     say "xl create $GUEST_CONFIG name=$name"
     if ! xl create "$GUEST_CONFIG" "name=\"$name\"" \
-        "extra=\"log=info scene=bars,animation,status frames=30 flip-lines=1\""; then
+        "extra=\"log=info scene=animation,status frames=100000 flip-lines=1\""; then
         fail "guest $guest: xl create failed"
         continue
     fi
@@ -86,8 +88,8 @@ for entry in $before; do
 done
 for guest in $GUESTS; do
     [ "$guest" = "$DESTROYED" ] && continue
-    name="vdispl-os-$guest"
-    wait_gone "$name" "$(uptime_ms)" 300000 || fail "$name did not power off"
+    GUEST_NAME="vdispl-os-$guest"
+    end_guest shutdown || fail "$GUEST_NAME did not power off on xl shutdown"
 done
 stop_backend
 sleep 0.2
