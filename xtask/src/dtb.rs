@@ -4,6 +4,7 @@
 
 use crate::logmatch::Pattern;
 use crate::qemu::{Console, Machine, KERNEL_ADDR, XEN_ARGS};
+use crate::release::{self, Release};
 use crate::scenarios::{self, GuestOptions, Kind, Plan, Prepared};
 use crate::{build, cmd, deps, image, rig};
 use anyhow::{bail, ensure, Context, Result};
@@ -15,6 +16,10 @@ use std::time::Duration;
 /// Options of `cargo xtask dump-dtbs`.
 #[derive(clap::Args)]
 pub struct DumpArgs {
+    /// The Xen release whose libxl builds the trees: 4.17 (fixtures `xl-gicv<N>.dtb`) or 4.20
+    /// (`xl-4.20-gicv<N>.dtb`).
+    #[arg(long = "xen", value_name = "RELEASE", default_value = "4.17", value_parser = release::parse_release)]
+    pub xen: Release,
     /// Use a placeholder guest (an Image header and `b .`) instead of building the real one: the
     /// tree is built by libxl at create time, so any valid Image gives the same result.
     #[arg(long)]
@@ -134,7 +139,7 @@ pub fn dom0less(machine: &Machine, guest_image: &Path, guest: &GuestOptions) -> 
 
 /// Runs `cargo xtask dump-dtbs`.
 pub fn dump(args: &DumpArgs) -> Result<()> {
-    deps::ensure()?;
+    deps::ensure(&[args.xen])?;
     let guest_image = if args.placeholder_guest {
         let path = rig::dir().join("placeholder.Image");
         fs::create_dir_all(rig::dir())?;
@@ -144,15 +149,15 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
     } else {
         build::run()?.guest_image
     };
-    rig::xen()?;
     let mut prepared = Prepared::with_image(&guest_image);
-    prepared.add_initramfs(&[])?;
+    prepared.add_initramfs(args.xen, &[])?;
     let out_dir = rig::workspace().join(&args.out_dir);
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     for gic in [2u8, 3] {
         let label = format!("dump-dtb-gicv{gic}");
         let plan = Plan {
             label: &label,
+            release: args.xen,
             machine: Machine::new(gic),
             kind: Kind::Dom0 { script: "dump-dtb" },
             guest: GuestOptions::default(),
@@ -165,7 +170,7 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
         let log = fs::read_to_string(&outcome.log)?;
         let dtb = extract_dtb(&log)
             .with_context(|| format!("no guest DTB in {}", outcome.log.display()))?;
-        let path = out_dir.join(format!("xl-gicv{gic}.dtb"));
+        let path = out_dir.join(fixture_name(args.xen, gic));
         fs::write(&path, &dtb).with_context(|| format!("cannot write {}", path.display()))?;
         println!(
             "dump-dtbs: wrote {} ({} bytes, {:.1} s, log: {})",
@@ -176,6 +181,16 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The file name of the fixture libxl of `release` built on GICv`gic`: `xl-gicv3.dtb` for the
+/// default release, `xl-4.20-gicv3.dtb` for another.
+pub fn fixture_name(release: Release, gic: u8) -> String {
+    if release == Release::DEFAULT {
+        format!("xl-gicv{gic}.dtb")
+    } else {
+        format!("xl-{}-gicv{gic}.dtb", release.version())
+    }
 }
 
 /// The DTB printed in base64 between `rig: dtb-begin` and `rig: dtb-end`; lines that are not

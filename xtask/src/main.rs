@@ -19,6 +19,7 @@ mod load;
 mod logmatch;
 mod modinfo;
 mod qemu;
+mod release;
 mod rig;
 mod scenarios;
 mod soak;
