@@ -5,11 +5,20 @@ use kernel::platform::{parse, Region};
 use kernel::report::{BootReport, GrantFacts, RingParams, SharedInfoFacts};
 
 fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
+    report_from(dtb, pv_console, (4, 17), ".7")
+}
+
+fn report_from(
+    dtb: &[u8],
+    pv_console: Option<RingParams>,
+    xen_version: (u16, u16),
+    xen_extraversion: &str,
+) -> String {
     let platform = parse(dtb).unwrap();
     BootReport {
         platform: &platform,
-        xen_version: (4, 17),
-        xen_extraversion: ".7",
+        xen_version,
+        xen_extraversion,
         counter_frequency: 62_500_000,
         heap: Region::new(0x4010_0000, 0x100_0000),
         image: Region::new(0x4000_0000, 0x4_2000),
@@ -66,4 +75,25 @@ fn gicv2_report_names_the_cpu_interface() {
     assert!(text
         .contains("report: gic v2 distributor 0x3001000+0x1000 cpu-interface 0x3002000+0x2000\n"));
     assert!(text.contains("report: console absent\n"));
+}
+
+#[test]
+fn xen_4_20_report_names_its_version_twice() {
+    // Debian's 4.20 build is a snapshot of the stable branch: XENVER_extraversion is ".5-pre".
+    let text = report_from(
+        include_bytes!("fixtures/xl-4.20-gicv3.dtb"),
+        None,
+        (4, 20),
+        ".5-pre",
+    );
+    assert_eq!(
+        text.lines().next(),
+        Some("report: xen-version 4.20.5-pre (device tree: xen,xen-4.20)")
+    );
+    let old = report_for(include_bytes!("fixtures/xl-gicv3.dtb"), None);
+    // Every other line is the same as on 4.17.
+    assert_eq!(
+        text.lines().skip(1).collect::<Vec<_>>(),
+        old.lines().skip(1).collect::<Vec<_>>()
+    );
 }

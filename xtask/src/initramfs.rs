@@ -496,6 +496,47 @@ mod tests {
     }
 
     #[test]
+    fn modules_are_found_compressed_or_not() {
+        assert_eq!(module_stem("xen-evtchn.ko"), Some("xen-evtchn"));
+        assert_eq!(module_stem("9p.ko.xz"), Some("9p"));
+        assert_eq!(module_stem("modules.order"), None);
+        assert_eq!(module_stem("netfs.ko.zst"), None);
+        let dir = std::env::temp_dir().join(format!("xtask-modules-{}", std::process::id()));
+        let kernel = dir.join("kernel");
+        fs::create_dir_all(kernel.join("fs/9p")).unwrap();
+        fs::create_dir_all(kernel.join("drivers/xen")).unwrap();
+        fs::write(kernel.join("drivers/xen/xen-evtchn.ko"), b"plain").unwrap();
+        let module = b"\x7fELF pretend module, xz-compressed as trixie ships it";
+        let packed = std::process::Command::new("xz")
+            .args(["--compress", "--stdout"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(module)?;
+                child.wait_with_output()
+            })
+            .expect("xz (xz-utils, installed by `cargo xtask deps`)");
+        fs::write(kernel.join("fs/9p/9p.ko.xz"), &packed.stdout).unwrap();
+        let mut files = BTreeMap::new();
+        index_modules(&kernel, &mut files).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["9p", "xen_evtchn"]);
+        let unpacked = dir.join("unpacked");
+        let plain = uncompressed(&files["xen_evtchn"].1, &unpacked).unwrap();
+        assert_eq!(plain, kernel.join("drivers/xen/xen-evtchn.ko"));
+        let nine = uncompressed(&files["9p"].1, &unpacked).unwrap();
+        assert_eq!(nine, unpacked.join("9p.ko"));
+        assert_eq!(fs::read(&nine).unwrap(), module);
+        // A broken archive is named, not used.
+        fs::write(kernel.join("fs/9p/9p.ko.xz"), b"not xz").unwrap();
+        fs::remove_file(&nine).unwrap();
+        let error = uncompressed(&kernel.join("fs/9p/9p.ko.xz"), &unpacked).unwrap_err();
+        assert!(error.to_string().contains("xz --decompress"), "{error:#}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn non_elf_files_need_nothing() {
         assert!(needed_libraries(b"#!/bin/sh\necho hi\n")
             .unwrap()

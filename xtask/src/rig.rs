@@ -4,7 +4,7 @@
 use crate::release::Release;
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root (the parent of `xtask/`).
 pub fn workspace() -> PathBuf {
@@ -101,7 +101,11 @@ pub fn dom0_kernel(release: Release) -> Result<PathBuf> {
 /// The first of `candidates` (paths relative to the release's root) that exists: the same file
 /// sits in `/lib` or `/bin` in bookworm and under `/usr` in trixie (merged `/usr`).
 pub fn find_in_root(release: Release, candidates: &[&str]) -> Result<PathBuf> {
-    let root = root(release);
+    first_existing(&root(release), candidates)
+}
+
+/// The first of `candidates` (relative to `root`) that exists.
+fn first_existing(root: &Path, candidates: &[&str]) -> Result<PathBuf> {
     candidates
         .iter()
         .map(|candidate| root.join(candidate))
@@ -130,4 +134,32 @@ pub fn modules_dir(release: Release) -> Result<PathBuf> {
             &format!("usr/lib/modules/{kernel}"),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_found_before_and_after_the_usr_merge() {
+        let root = std::env::temp_dir().join(format!("xtask-root-{}", std::process::id()));
+        let candidates = ["bin/busybox", "usr/bin/busybox"];
+        // trixie: /bin is a symlink to usr/bin, which the package does not ship.
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::write(root.join("usr/bin/busybox"), b"").unwrap();
+        assert_eq!(
+            first_existing(&root, &candidates).unwrap(),
+            root.join("usr/bin/busybox")
+        );
+        // bookworm: /bin/busybox.
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("bin/busybox"), b"").unwrap();
+        assert_eq!(
+            first_existing(&root, &candidates).unwrap(),
+            root.join("bin/busybox")
+        );
+        let error = first_existing(&root, &["lib/ld-linux-aarch64.so.1"]).unwrap_err();
+        assert!(error.to_string().contains("lib/ld-linux-aarch64.so.1"));
+        fs::remove_dir_all(&root).unwrap();
+    }
 }
