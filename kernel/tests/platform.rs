@@ -103,14 +103,8 @@ fn xen_4_20_trees_give_the_platform_of_4_17_with_its_version() {
         assert_eq!(new.bootargs, old.bootargs);
         assert_eq!(new.reserved.as_slice(), old.reserved.as_slice());
     }
-    assert!(matches!(
-        parse(XL_4_20_GICV3).unwrap().gic,
-        Gic::V3 { .. }
-    ));
-    assert!(matches!(
-        parse(XL_4_20_GICV2).unwrap().gic,
-        Gic::V2 { .. }
-    ));
+    assert!(matches!(parse(XL_4_20_GICV3).unwrap().gic, Gic::V3 { .. }));
+    assert!(matches!(parse(XL_4_20_GICV2).unwrap().gic, Gic::V2 { .. }));
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! The boot report's lines, which the rig scenarios match, for the GICv2 and
 //! GICv3 guest trees libxl builds.
 
+use drivers::xen::xenstore::late::State;
 use kernel::platform::{parse, Region};
-use kernel::report::{BootReport, GrantFacts, RingParams, SharedInfoFacts};
+use kernel::report::{BootReport, GrantFacts, RingParams, SharedInfoFacts, StoreFacts};
 
 fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
-    report_from(dtb, pv_console, (4, 17), ".7")
+    report_from(dtb, pv_console, (4, 17), ".7", None)
 }
 
 fn report_from(
@@ -13,6 +14,7 @@ fn report_from(
     pv_console: Option<RingParams>,
     xen_version: (u16, u16),
     xen_extraversion: &str,
+    xenstore: Option<StoreFacts>,
 ) -> String {
     let platform = parse(dtb).unwrap();
     BootReport {
@@ -23,7 +25,7 @@ fn report_from(
         heap: Region::new(0x4010_0000, 0x100_0000),
         image: Region::new(0x4000_0000, 0x4_2000),
         pv_console,
-        xenstore: None,
+        xenstore,
         shared_info: Some(SharedInfoFacts {
             gpfn: 0x41ff0,
             wallclock: Some(1_795_250_096),
@@ -85,6 +87,7 @@ fn xen_4_20_report_names_its_version_twice() {
         None,
         (4, 20),
         ".5-pre",
+        None,
     );
     assert_eq!(
         text.lines().next(),
@@ -95,5 +98,60 @@ fn xen_4_20_report_names_its_version_twice() {
     assert_eq!(
         text.lines().skip(1).collect::<Vec<_>>(),
         old.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_store_still_to_come_is_reported_with_what_the_domain_saw() {
+    let dtb = include_bytes!("fixtures/xl-4.20-gicv3.dtb");
+    let xenstore_line = |facts| {
+        report_from(dtb, None, (4, 21), ".0", Some(facts))
+            .lines()
+            .find(|line| line.starts_with("report: xenstore"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        xenstore_line(StoreFacts::connected(RingParams {
+            pfn: 0x39001,
+            evtchn: 1
+        }))
+        .as_deref(),
+        Some("report: xenstore pfn 0x39001 evtchn 1")
+    );
+    assert_eq!(
+        xenstore_line(StoreFacts {
+            evtchn: 1,
+            state: State::Waiting {
+                pfn: Some(0x39001),
+                connection: Some(1)
+            }
+        })
+        .as_deref(),
+        Some(
+            "report: xenstore late evtchn 1: page at pfn 0x39001 says connection 1 \
+             (XENSTORE_RECONNECT: xenstored has not taken this domain in yet)"
+        )
+    );
+    assert_eq!(
+        xenstore_line(StoreFacts {
+            evtchn: 3,
+            state: State::Waiting {
+                pfn: None,
+                connection: None
+            }
+        })
+        .as_deref(),
+        Some(
+            "report: xenstore late evtchn 3: HVM_PARAM_STORE_PFN reads ~0: no page allocated yet \
+             (the toolstack has not introduced this domain)"
+        )
+    );
+    assert_eq!(
+        xenstore_line(StoreFacts {
+            evtchn: 0,
+            state: State::Absent
+        })
+        .as_deref(),
+        Some("report: xenstore absent")
     );
 }
