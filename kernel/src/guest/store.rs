@@ -175,13 +175,12 @@ impl Source for LateSource {
 pub fn connect_late(source: &mut LateSource, wait_seconds: u64) -> Option<RingParams> {
     let port = source.port;
     crate::println!(
-        "xenstore: waiting up to {wait_seconds} s for the store to come up (event channel {port})"
+        "xenstore: waiting up to {wait_seconds} s for the toolstack to bring the store up (event channel {port})"
     );
     match late::connect(source, wait_seconds.saturating_mul(time::NANOS_PER_SECOND)) {
         Ok(Some(connected)) => {
             crate::println!(
-                "xenstore: the store came up after {} ms ({} events on channel {port}; page at \
-                 pfn {:#x})",
+                "xenstore: the store came up after {} ms ({} events on channel {port}; pfn {:#x})",
                 connected.waited_ns / 1_000_000,
                 connected.events,
                 connected.pfn
