@@ -40,13 +40,16 @@ const COMMON_PACKAGES: &[&str] = &[
     "busybox-static",
 ];
 
-/// The scenarios of the default set on Xen 4.20: boot, dom0less, services, the display with its
-/// golden checks and recovery, on both GICs where the 4.17 set has both.
+/// The scenarios of the default set on Xen 4.20: boot, dom0less (with and without xenstore),
+/// services, the display with its golden checks and recovery, on both GICs where the 4.17 set
+/// has both.
 const XEN_4_20_SCENARIOS: &[&str] = &[
     "boot-gicv2",
     "boot-gicv3",
     "dom0less",
     "dom0less-gicv2",
+    "dom0less-xenstore",
+    "dom0less-no-store",
     "crash-xl",
     "services-gicv2",
     "services-gicv3",

@@ -89,6 +89,37 @@ pub const GRANT_LOOPBACK: &[Pattern] = &[
     Pattern::start("rig: grant loopback ok"),
 ];
 
+/// `dom0less-xenstore.sh`: the guest, started by Xen from the device tree with xenstore before
+/// Dom0 exists, finds its store not up, waits for it, and once Dom0's `init-dom0less` has
+/// introduced it runs its self-tests (the grant read back by Dom0) and powers off when Dom0 asks
+/// through `control/shutdown`.
+pub const DOM0LESS_XENSTORE: &[Pattern] = &[
+    Pattern::start("report: xenstore late evtchn "),
+    Pattern::start("xenstore: waiting up to "),
+    Pattern::start("rig: init-dom0less done"),
+    Pattern::start("xenstore: the store came up after "),
+    Pattern::start("selftest: evtchn loopback ok"),
+    Pattern::start("selftest: timer ok"),
+    Pattern::start("selftest: xenstore ok"),
+    Pattern::anywhere(" matches the pattern (4096 bytes)"),
+    Pattern::start("selftest: grant ok (domain 0 read it back, access ended)"),
+    Pattern::start("vdispl-os: ready"),
+    Pattern::start("vdispl-os: shutdown requested (poweroff)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: dom0less xenstore ok"),
+];
+
+/// `dom0less-no-store.sh`: the same guest, but Dom0 never introduces it; the guest gives up
+/// after its `xenstore-wait=` in one line and powers off.
+pub const DOM0LESS_NO_STORE: &[Pattern] = &[
+    Pattern::start("report: xenstore late evtchn "),
+    Pattern::start("xenstore: waiting up to 3 s "),
+    Pattern::start("xenstore: no store after 3"),
+    Pattern::anywhere("; going on without xenstore"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: dom0less guest shut down without a store"),
+];
+
 /// `display.sh`: the backend serves, the guest shows its scenes on both connectors of the
 /// display xl config (`qemu/xl/vdispl-os-display.cfg`), returns every grant and powers off, and
 /// the backend stops after writing its PNG files.
@@ -304,6 +335,19 @@ pub enum Kind<'a> {
     /// Xen + the guest from the device tree, no Dom0. Xen keeps running after the guest is
     /// done, so QEMU is killed once every expected line was seen.
     Dom0less,
+    /// Xen + the guest from the device tree with xenstore (`xen,enhanced`), and Dom0 beside it
+    /// from the same tree; Dom0's init runs `qemu/dom0/scenarios/<script>.sh`, then powers off.
+    Dom0lessBesideDom0 {
+        /// Script name without `.sh`.
+        script: &'a str,
+    },
+}
+
+impl Kind<'_> {
+    /// Whether the boot has a Dom0 (and so needs its initramfs).
+    pub fn has_dom0(self) -> bool {
+        !matches!(self, Kind::Dom0less)
+    }
 }
 
 impl std::fmt::Display for Kind<'_> {
@@ -311,6 +355,7 @@ impl std::fmt::Display for Kind<'_> {
         match self {
             Kind::Dom0 { script } => write!(f, "Dom0 {script}.sh"),
             Kind::Dom0less => write!(f, "dom0less"),
+            Kind::Dom0lessBesideDom0 { script } => write!(f, "dom0less beside Dom0 {script}.sh"),
         }
     }
 }
@@ -379,6 +424,30 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2],
         timeout: Duration::from_secs(120),
+        check_frames: 0,
+        default: true,
+    },
+    Scenario {
+        name: "dom0less-xenstore",
+        gic: 3,
+        kind: Kind::Dom0lessBesideDom0 {
+            script: "dom0less-xenstore",
+        },
+        bootargs: Some("log=info selftest=services"),
+        expect: &[GUEST_REPORT, GICV3, DOM0LESS_XENSTORE],
+        timeout: Duration::from_secs(240),
+        check_frames: 0,
+        default: true,
+    },
+    Scenario {
+        name: "dom0less-no-store",
+        gic: 3,
+        kind: Kind::Dom0lessBesideDom0 {
+            script: "dom0less-no-store",
+        },
+        bootargs: Some("log=info xenstore-wait=3"),
+        expect: &[GUEST_REPORT, GICV3, DOM0LESS_NO_STORE],
+        timeout: Duration::from_secs(240),
         check_frames: 0,
         default: true,
     },
@@ -783,13 +852,45 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
             (qemu::command(&plan.machine, &boot), false)
         }
         Kind::Dom0less => {
-            let dtb = dtb::dom0less(&plan.machine, &prepared.guest_image, &plan.guest)?;
+            let dtb = dtb::dom0less(&plan.machine, &prepared.guest_image, &plan.guest, None)?;
             let boot = Boot::Dom0less {
                 xen: &xen,
                 dtb: &dtb,
                 guest: &prepared.guest_image,
+                dom0: None,
             };
             (qemu::command(&plan.machine, &boot), true)
+        }
+        Kind::Dom0lessBesideDom0 { script } => {
+            let kernel = rig::dom0_kernel(plan.release)?;
+            let Some(initramfs) = prepared.initramfs.get(&plan.release) else {
+                bail!("internal: no Dom0 initramfs was built for {}", plan.release);
+            };
+            // The guest's bootargs go into its own node, not through Dom0.
+            let kernel_args = dom0_args(script, &GuestOptions::default(), false)?;
+            let size = |path: &Path| {
+                std::fs::metadata(path)
+                    .map(|meta| meta.len())
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let modules = dtb::Dom0Modules {
+                kernel_size: size(&kernel)?,
+                initramfs_size: size(initramfs)?,
+                args: &kernel_args,
+            };
+            let dtb = dtb::dom0less(
+                &plan.machine,
+                &prepared.guest_image,
+                &plan.guest,
+                Some(&modules),
+            )?;
+            let boot = Boot::Dom0less {
+                xen: &xen,
+                dtb: &dtb,
+                guest: &prepared.guest_image,
+                dom0: Some((&kernel, initramfs)),
+            };
+            (qemu::command(&plan.machine, &boot), false)
         }
     };
     let mut qemu = Qemu::spawn(command, &log, plan.console)?;
@@ -1110,7 +1211,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
     if rig_scenarios {
         let mut dom0_releases: Vec<Release> = runs
             .iter()
-            .filter(|(_, scenario)| matches!(scenario.kind, Kind::Dom0 { .. }))
+            .filter(|(_, scenario)| scenario.kind.has_dom0())
             .map(|(release, _)| *release)
             .collect();
         dom0_releases.dedup();
