@@ -4,6 +4,7 @@
 use crate::platform::{Gic, Platform, Region, Trigger};
 use core::fmt;
 use drivers::xen::shared_info::civil_time;
+use drivers::xen::xenstore::late::State as StoreState;
 
 /// A Xen event-channel-driven ring page, as its HVM parameters give it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +31,32 @@ pub struct BootReport<'a> {
     pub image: Region,
     /// The PV console ring, when the domain has one.
     pub pv_console: Option<RingParams>,
-    /// The xenstore ring, when the domain has one.
-    pub xenstore: Option<RingParams>,
+    /// The xenstore ring, when the domain has one, as it was at boot.
+    pub xenstore: Option<StoreFacts>,
     /// Where shared_info was mapped and the wall clock it gave, when mapped.
     pub shared_info: Option<SharedInfoFacts>,
     /// The grant table, when it could be set up.
     pub grants: Option<GrantFacts>,
+}
+
+/// The store's event channel and what the domain found at boot: a connected page, or a store
+/// still to come (`drivers::xen::xenstore::late`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFacts {
+    /// `HVM_PARAM_STORE_EVTCHN`.
+    pub evtchn: u32,
+    /// The page's state.
+    pub state: StoreState,
+}
+
+impl StoreFacts {
+    /// A store connected at boot, as a domain the toolstack built finds it.
+    pub fn connected(params: RingParams) -> Self {
+        Self {
+            evtchn: params.evtchn,
+            state: StoreState::Connected { pfn: params.pfn },
+        }
+    }
 }
 
 /// How the grant table was set up.
@@ -159,7 +180,20 @@ impl fmt::Display for BootReport<'_> {
             }
         }
         ring(f, "console", self.pv_console)?;
-        ring(f, "xenstore", self.xenstore)?;
+        match self.xenstore {
+            Some(StoreFacts {
+                evtchn,
+                state: StoreState::Connected { pfn },
+            }) => ring(f, "xenstore", Some(RingParams { pfn, evtchn }))?,
+            Some(StoreFacts {
+                state: StoreState::Absent,
+                ..
+            })
+            | None => ring(f, "xenstore", None)?,
+            Some(StoreFacts { evtchn, state }) => {
+                writeln!(f, "report: xenstore late evtchn {evtchn}: {state}")?
+            }
+        }
         match &platform.uart {
             Some(uart) => {
                 write!(f, "report: uart {} {}", uart.compatible, uart.registers)?;

@@ -10,6 +10,9 @@ use support::{cells, guest_tree, strings, FdtBuilder};
 
 const XL_GICV2: &[u8] = include_bytes!("fixtures/xl-gicv2.dtb");
 const XL_GICV3: &[u8] = include_bytes!("fixtures/xl-gicv3.dtb");
+/// The same guest's trees from Xen 4.20's libxl (`cargo xtask dump-dtbs --xen 4.20`).
+const XL_4_20_GICV2: &[u8] = include_bytes!("fixtures/xl-4.20-gicv2.dtb");
+const XL_4_20_GICV3: &[u8] = include_bytes!("fixtures/xl-4.20-gicv3.dtb");
 
 fn level_low(intid: u32) -> Interrupt {
     Interrupt {
@@ -75,6 +78,33 @@ fn xl_gicv2_tree_gives_distributor_and_cpu_interface() {
     assert_eq!(platform.virtual_timer.intid, 27);
     assert_eq!(platform.xen.evtchn_upcall.intid, 31);
     assert_eq!(platform.memory.total_size(), 0x200_0000);
+}
+
+/// Xen 4.20's libxl lays the guest out as 4.17's does: the same memory, GIC, timer, grant
+/// table, extended regions, event channel interrupt and vpl011; only the version in the
+/// compatible strings differs.
+#[test]
+fn xen_4_20_trees_give_the_platform_of_4_17_with_its_version() {
+    for (old, new) in [(XL_GICV2, XL_4_20_GICV2), (XL_GICV3, XL_4_20_GICV3)] {
+        let old = parse(old).expect("4.17 fixture parses");
+        let new = parse(new).expect("4.20 fixture parses");
+        assert_eq!(old.xen.version, "4.17");
+        assert_eq!(new.xen.version, "4.20");
+        assert_eq!(new.memory.as_slice(), old.memory.as_slice());
+        assert_eq!(new.gic, old.gic);
+        assert_eq!(new.virtual_timer, old.virtual_timer);
+        assert_eq!(new.xen.grant_table, old.xen.grant_table);
+        assert_eq!(
+            new.xen.extended_regions.as_slice(),
+            old.xen.extended_regions.as_slice()
+        );
+        assert_eq!(new.xen.evtchn_upcall, old.xen.evtchn_upcall);
+        assert_eq!(new.uart, old.uart);
+        assert_eq!(new.bootargs, old.bootargs);
+        assert_eq!(new.reserved.as_slice(), old.reserved.as_slice());
+    }
+    assert!(matches!(parse(XL_4_20_GICV3).unwrap().gic, Gic::V3 { .. }));
+    assert!(matches!(parse(XL_4_20_GICV2).unwrap().gic, Gic::V2 { .. }));
 }
 
 #[test]

@@ -1,20 +1,31 @@
 //! The boot report's lines, which the rig scenarios match, for the GICv2 and
 //! GICv3 guest trees libxl builds.
 
+use drivers::xen::xenstore::late::State;
 use kernel::platform::{parse, Region};
-use kernel::report::{BootReport, GrantFacts, RingParams, SharedInfoFacts};
+use kernel::report::{BootReport, GrantFacts, RingParams, SharedInfoFacts, StoreFacts};
 
 fn report_for(dtb: &[u8], pv_console: Option<RingParams>) -> String {
+    report_from(dtb, pv_console, (4, 17), ".7", None)
+}
+
+fn report_from(
+    dtb: &[u8],
+    pv_console: Option<RingParams>,
+    xen_version: (u16, u16),
+    xen_extraversion: &str,
+    xenstore: Option<StoreFacts>,
+) -> String {
     let platform = parse(dtb).unwrap();
     BootReport {
         platform: &platform,
-        xen_version: (4, 17),
-        xen_extraversion: ".7",
+        xen_version,
+        xen_extraversion,
         counter_frequency: 62_500_000,
         heap: Region::new(0x4010_0000, 0x100_0000),
         image: Region::new(0x4000_0000, 0x4_2000),
         pv_console,
-        xenstore: None,
+        xenstore,
         shared_info: Some(SharedInfoFacts {
             gpfn: 0x41ff0,
             wallclock: Some(1_795_250_096),
@@ -66,4 +77,77 @@ fn gicv2_report_names_the_cpu_interface() {
     assert!(text
         .contains("report: gic v2 distributor 0x3001000+0x1000 cpu-interface 0x3002000+0x2000\n"));
     assert!(text.contains("report: console absent\n"));
+}
+
+#[test]
+fn xen_4_20_report_names_its_version_twice() {
+    // Debian's 4.20 build is a snapshot of the stable branch: XENVER_extraversion is ".5-pre".
+    let text = report_from(
+        include_bytes!("fixtures/xl-4.20-gicv3.dtb"),
+        None,
+        (4, 20),
+        ".5-pre",
+        None,
+    );
+    assert_eq!(
+        text.lines().next(),
+        Some("report: xen-version 4.20.5-pre (device tree: xen,xen-4.20)")
+    );
+    let old = report_for(include_bytes!("fixtures/xl-gicv3.dtb"), None);
+    // Every other line is the same as on 4.17.
+    assert_eq!(
+        text.lines().skip(1).collect::<Vec<_>>(),
+        old.lines().skip(1).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_store_still_to_come_is_reported_with_what_the_domain_saw() {
+    let dtb = include_bytes!("fixtures/xl-4.20-gicv3.dtb");
+    let xenstore_line = |facts| {
+        report_from(dtb, None, (4, 21), ".0", Some(facts))
+            .lines()
+            .find(|line| line.starts_with("report: xenstore"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        xenstore_line(StoreFacts::connected(RingParams {
+            pfn: 0x39001,
+            evtchn: 1
+        }))
+        .as_deref(),
+        Some("report: xenstore pfn 0x39001 evtchn 1")
+    );
+    assert_eq!(
+        xenstore_line(StoreFacts {
+            evtchn: 1,
+            state: State::Waiting {
+                pfn: Some(0x39001),
+                connection: Some(1)
+            }
+        })
+        .as_deref(),
+        Some(
+            "report: xenstore late evtchn 1: page at pfn 0x39001 not connected (XENSTORE_RECONNECT)"
+        )
+    );
+    assert_eq!(
+        xenstore_line(StoreFacts {
+            evtchn: 3,
+            state: State::Waiting {
+                pfn: None,
+                connection: None
+            }
+        })
+        .as_deref(),
+        Some("report: xenstore late evtchn 3: HVM_PARAM_STORE_PFN ~0, no page yet")
+    );
+    assert_eq!(
+        xenstore_line(StoreFacts {
+            evtchn: 0,
+            state: State::Absent
+        })
+        .as_deref(),
+        Some("report: xenstore absent")
+    );
 }

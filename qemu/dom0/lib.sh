@@ -378,3 +378,33 @@ stop_input_backend() {
     INPUT_BACKEND_PID=
     sleep 0.1
 }
+
+# Where the guest's self-tests (selftest=services) keep their keys, under its home path.
+TEST_DIR=data/vdispl-os-test
+
+# check_grant DOMID VALUE: check the grant "<gref> <seed>" of VALUE, write grant-result.
+check_grant() {
+    local domid="$1" value="$2" gref="" seed="" result=error
+    # Exactly two decimal numbers separated by one space, or the guest wrote something else.
+    case "$value" in
+    *[!0-9\ ]* | "" | " "* | *" " | *" "*" "*) ;;
+    *" "*)
+        gref=${value% *}
+        seed=${value#* }
+        ;;
+    esac
+    if [ -z "$gref" ]; then
+        say "grant key holds \"$value\", not \"<gref> <seed>\""
+    else
+        say "vdispl-grant-check $domid $gref $seed"
+        vdispl-grant-check "$domid" "$gref" "$seed"
+        case $? in
+        0) result=ok ;;
+        1) result=mismatch ;;
+        esac
+    fi
+    say "xenstore-write $TEST_DIR/grant-result $result"
+    xenstore-write "/local/domain/$domid/$TEST_DIR/grant-result" "$result" ||
+        say "xenstore-write $TEST_DIR/grant-result failed"
+    [ "$result" = ok ]
+}

@@ -15,6 +15,7 @@
 
 use crate::logmatch::{self, Pattern};
 use crate::qemu::{Console, Machine};
+use crate::release::{self, Release};
 use crate::scenarios::{self, GuestOptions, Kind, Plan, Prepared};
 use crate::{cpio, deps, display, rig};
 use anyhow::{bail, Context, Result};
@@ -43,6 +44,9 @@ const PEER_MARKER: &str = "vdispl-bench: linux /init reached";
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// The Xen release to boot: 4.17 or 4.20.
+    #[arg(long = "xen", value_name = "RELEASE", default_value = "4.17", value_parser = release::parse_release)]
+    pub xen: Release,
     /// GIC version of the emulated board.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
@@ -71,13 +75,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.low == 0 || args.low > args.high {
         bail!("--low must be at least 1 and not above --high");
     }
-    deps::ensure()?;
-    let prepared = Prepared::build(true)?;
+    deps::ensure(&[args.xen])?;
+    let prepared = Prepared::build(&[args.xen], false)?;
     let share = rig::target().join("bench");
     prepare_share(&share, args)?;
     let label = format!("bench-gicv{}", args.gic);
     let plan = Plan {
         label: &label,
+        release: args.xen,
         machine: Machine::new(args.gic),
         kind: Kind::Dom0 { script: "bench" },
         guest: GuestOptions::default(),
@@ -87,8 +92,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         frames: Some(share),
     };
     println!(
-        "bench: booting the rig (GICv{}, log: target/rig/logs/{label}.log); this takes a few minutes",
-        args.gic
+        "bench: booting the rig ({}, GICv{}, log: {}); this takes a few minutes",
+        args.xen,
+        args.gic,
+        rig::release_logs(args.xen)
+            .join(format!("{label}.log"))
+            .display()
     );
     let outcome = scenarios::boot(&plan, &prepared)?;
     let text = fs::read_to_string(&outcome.log)
@@ -116,11 +125,11 @@ fn prepare_share(share: &Path, args: &BenchArgs) -> Result<()> {
     scenarios::prepare_frames_dir(share)?;
     let peer = share.join("linux-peer");
     fs::create_dir_all(&peer).with_context(|| format!("cannot create {}", peer.display()))?;
-    let kernel = rig::dom0_kernel()?;
+    let kernel = rig::dom0_kernel(args.xen)?;
     let image = peer.join("Image");
     fs::copy(&kernel, &image)
         .with_context(|| format!("cannot copy {} to {}", kernel.display(), image.display()))?;
-    let initrd = peer_initramfs()?;
+    let initrd = peer_initramfs(args.xen)?;
     fs::write(peer.join("initrd.cpio"), initrd).context("cannot write the peer's initramfs")?;
     let conf = format!(
         "RUNS={}\nMEMORY={}\nFRAMES={}\nLOW={}\nHIGH={}\n",
@@ -136,8 +145,8 @@ fn prepare_share(share: &Path, args: &BenchArgs) -> Result<()> {
 
 /// The Linux peer's initramfs: static busybox and an `/init` that prints [`PEER_MARKER`] on the
 /// PV console and powers the domain off.
-fn peer_initramfs() -> Result<Vec<u8>> {
-    let busybox_path = rig::root().join("bin/busybox");
+fn peer_initramfs(release: Release) -> Result<Vec<u8>> {
+    let busybox_path = rig::busybox(release)?;
     let busybox = fs::read(&busybox_path)
         .with_context(|| format!("cannot read {}", busybox_path.display()))?;
     let init = format!(
@@ -308,9 +317,9 @@ fn list(values: &[u64]) -> String {
 fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: f64) {
     println!();
     println!(
-        "vdispl-os bench (emulated rig: Xen 4.17 + Dom0 under qemu-system-aarch64 TCG, GICv{}; \
+        "vdispl-os bench (emulated rig: {} + Dom0 under qemu-system-aarch64 TCG, GICv{}; \
          times are Dom0's clock; run took {seconds:.0} s)",
-        args.gic
+        args.xen, args.gic
     );
     let guest = median(&figures.guest_first_frame_ms);
     let linux = median(&figures.linux_init_ms);

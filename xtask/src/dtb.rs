@@ -3,7 +3,8 @@
 //! brings the trees libxl builds for the guest out of Dom0 as test fixtures.
 
 use crate::logmatch::Pattern;
-use crate::qemu::{Console, Machine, KERNEL_ADDR, XEN_ARGS};
+use crate::qemu::{Console, Machine, GUEST_BESIDE_DOM0_ADDR, INITRD_ADDR, KERNEL_ADDR, XEN_ARGS};
+use crate::release::{self, Release};
 use crate::scenarios::{self, GuestOptions, Kind, Plan, Prepared};
 use crate::{build, cmd, deps, image, rig};
 use anyhow::{bail, ensure, Context, Result};
@@ -15,6 +16,10 @@ use std::time::Duration;
 /// Options of `cargo xtask dump-dtbs`.
 #[derive(clap::Args)]
 pub struct DumpArgs {
+    /// The Xen release whose libxl builds the trees: 4.17 (fixtures `xl-gicv<N>.dtb`) or 4.20
+    /// (`xl-4.20-gicv<N>.dtb`).
+    #[arg(long = "xen", value_name = "RELEASE", default_value = "4.17", value_parser = release::parse_release)]
+    pub xen: Release,
     /// Use a placeholder guest (an Image header and `b .`) instead of building the real one: the
     /// tree is built by libxl at create time, so any valid Image gives the same result.
     #[arg(long)]
@@ -46,20 +51,61 @@ fn xl_value(text: &str, key: &str) -> Option<String> {
         .map(|(_, value)| value.trim().trim_matches('"').to_string())
 }
 
-/// The `/chosen` fragment that adds Xen's command line and the guest as a dom0less domain.
-pub fn dom0less_fragment(guest_size: u64, memory_mib: u32, bootargs: &str) -> String {
+/// Dom0 beside a dom0less guest: the sizes of its kernel and initramfs (loaded at
+/// [`KERNEL_ADDR`] and [`INITRD_ADDR`]) and its command line.
+pub struct Dom0Modules<'a> {
+    /// Bytes of the kernel Image.
+    pub kernel_size: u64,
+    /// Bytes of the initramfs.
+    pub initramfs_size: u64,
+    /// The kernel command line (no double quotes).
+    pub args: &'a str,
+}
+
+/// The `/chosen` fragment that adds Xen's command line and the guest as a dom0less domain;
+/// with `dom0`, also Dom0's kernel and initramfs as boot modules, and the guest, loaded at
+/// [`GUEST_BESIDE_DOM0_ADDR`], gets xenstore (`xen,enhanced = "enabled"`), which it finds only
+/// once Dom0's `init-dom0less` has introduced it.
+pub fn dom0less_fragment(
+    guest_size: u64,
+    memory_mib: u32,
+    bootargs: &str,
+    dom0: Option<&Dom0Modules>,
+) -> String {
     let xen_args = XEN_ARGS
         .split_whitespace()
-        .filter(|arg| !arg.starts_with("dom0_mem="))
+        .filter(|arg| dom0.is_some() || !arg.starts_with("dom0_mem="))
         .collect::<Vec<_>>()
         .join(" ");
+    let (guest_addr, enhanced, dom0_modules) = match dom0 {
+        None => (KERNEL_ADDR, "no-xenstore", String::new()),
+        Some(dom0) => (
+            GUEST_BESIDE_DOM0_ADDR,
+            "enabled",
+            format!(
+                r#"
+		module@{KERNEL_ADDR:x} {{
+			compatible = "multiboot,kernel", "multiboot,module";
+			reg = <0 {KERNEL_ADDR:#x} 0 {kernel_size:#x}>;
+			bootargs = "{args}";
+		}};
+		module@{INITRD_ADDR:x} {{
+			compatible = "multiboot,ramdisk", "multiboot,module";
+			reg = <0 {INITRD_ADDR:#x} 0 {initramfs_size:#x}>;
+		}};"#,
+                kernel_size = dom0.kernel_size,
+                initramfs_size = dom0.initramfs_size,
+                args = dom0.args,
+            ),
+        ),
+    };
     format!(
         r#"
 / {{
 	chosen {{
 		#address-cells = <2>;
 		#size-cells = <2>;
-		xen,xen-bootargs = "{xen_args}";
+		xen,xen-bootargs = "{xen_args}";{dom0_modules}
 		domU1 {{
 			compatible = "xen,domain";
 			#address-cells = <2>;
@@ -67,10 +113,10 @@ pub fn dom0less_fragment(guest_size: u64, memory_mib: u32, bootargs: &str) -> St
 			memory = <0 {memory_kib}>;
 			cpus = <1>;
 			vpl011;
-			xen,enhanced = "no-xenstore";
-			module@{KERNEL_ADDR:x} {{
+			xen,enhanced = "{enhanced}";
+			module@{guest_addr:x} {{
 				compatible = "multiboot,kernel", "multiboot,module";
-				reg = <0 {KERNEL_ADDR:#x} 0 {guest_size:#x}>;
+				reg = <0 {guest_addr:#x} 0 {guest_size:#x}>;
 				bootargs = "{bootargs}";
 			}};
 		}};
@@ -81,11 +127,17 @@ pub fn dom0less_fragment(guest_size: u64, memory_mib: u32, bootargs: &str) -> St
     )
 }
 
-/// Writes the dom0less device tree for `machine` and the guest, returns its path.
+/// Writes the dom0less device tree for `machine` and the guest (and Dom0 beside it, when
+/// given), returns its path.
 ///
 /// QEMU dumps its own tree with the exact options the boot uses (`Machine::args`), dtc turns it
 /// into source, the fragment is appended and dtc compiles the result.
-pub fn dom0less(machine: &Machine, guest_image: &Path, guest: &GuestOptions) -> Result<PathBuf> {
+pub fn dom0less(
+    machine: &Machine,
+    guest_image: &Path,
+    guest: &GuestOptions,
+    dom0: Option<&Dom0Modules>,
+) -> Result<PathBuf> {
     deps::require_host_tool("dtc", "device-tree-compiler")?;
     let (default_memory, default_bootargs) = xl_defaults()?;
     let memory = guest.memory_mib.unwrap_or(default_memory);
@@ -118,9 +170,26 @@ pub fn dom0less(machine: &Machine, guest_image: &Path, guest: &GuestOptions) -> 
             .args(["-q", "-I", "dtb", "-O", "dts"])
             .arg(&base),
     )?;
-    source.push_str(&dom0less_fragment(size, memory, &bootargs));
-    let dts = dir.join(format!("dom0less-gicv{}.dts", machine.gic));
-    let dtb = dir.join(format!("dom0less-gicv{}.dtb", machine.gic));
+    if let Some(dom0) = dom0 {
+        ensure!(
+            !dom0.args.contains('"'),
+            "Dom0's command line must not contain double quotes here: {}",
+            dom0.args
+        );
+        ensure!(
+            INITRD_ADDR + dom0.initramfs_size <= GUEST_BESIDE_DOM0_ADDR,
+            "the Dom0 initramfs ({} bytes) does not fit below the guest at {GUEST_BESIDE_DOM0_ADDR:#x}",
+            dom0.initramfs_size
+        );
+    }
+    source.push_str(&dom0less_fragment(size, memory, &bootargs, dom0));
+    let name = if dom0.is_some() {
+        "dom0less-dom0"
+    } else {
+        "dom0less"
+    };
+    let dts = dir.join(format!("{name}-gicv{}.dts", machine.gic));
+    let dtb = dir.join(format!("{name}-gicv{}.dtb", machine.gic));
     fs::write(&dts, source)?;
     cmd::run(
         Command::new("dtc")
@@ -134,7 +203,7 @@ pub fn dom0less(machine: &Machine, guest_image: &Path, guest: &GuestOptions) -> 
 
 /// Runs `cargo xtask dump-dtbs`.
 pub fn dump(args: &DumpArgs) -> Result<()> {
-    deps::ensure()?;
+    deps::ensure(&[args.xen])?;
     let guest_image = if args.placeholder_guest {
         let path = rig::dir().join("placeholder.Image");
         fs::create_dir_all(rig::dir())?;
@@ -144,15 +213,15 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
     } else {
         build::run()?.guest_image
     };
-    rig::xen()?;
     let mut prepared = Prepared::with_image(&guest_image);
-    prepared.add_initramfs(&[])?;
+    prepared.add_initramfs(args.xen, &[])?;
     let out_dir = rig::workspace().join(&args.out_dir);
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     for gic in [2u8, 3] {
         let label = format!("dump-dtb-gicv{gic}");
         let plan = Plan {
             label: &label,
+            release: args.xen,
             machine: Machine::new(gic),
             kind: Kind::Dom0 { script: "dump-dtb" },
             guest: GuestOptions::default(),
@@ -165,7 +234,7 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
         let log = fs::read_to_string(&outcome.log)?;
         let dtb = extract_dtb(&log)
             .with_context(|| format!("no guest DTB in {}", outcome.log.display()))?;
-        let path = out_dir.join(format!("xl-gicv{gic}.dtb"));
+        let path = out_dir.join(fixture_name(args.xen, gic));
         fs::write(&path, &dtb).with_context(|| format!("cannot write {}", path.display()))?;
         println!(
             "dump-dtbs: wrote {} ({} bytes, {:.1} s, log: {})",
@@ -176,6 +245,16 @@ pub fn dump(args: &DumpArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The file name of the fixture libxl of `release` built on GICv`gic`: `xl-gicv3.dtb` for the
+/// default release, `xl-4.20-gicv3.dtb` for another.
+pub fn fixture_name(release: Release, gic: u8) -> String {
+    if release == Release::DEFAULT {
+        format!("xl-gicv{gic}.dtb")
+    } else {
+        format!("xl-{}-gicv{gic}.dtb", release.version())
+    }
 }
 
 /// The DTB printed in base64 between `rig: dtb-begin` and `rig: dtb-end`; lines that are not
@@ -298,8 +377,37 @@ mod tests {
     }
 
     #[test]
+    fn fragment_puts_dom0_beside_a_guest_with_xenstore() {
+        let dom0 = Dom0Modules {
+            kernel_size: 0x2400000,
+            initramfs_size: 0x1a00000,
+            args: "console=hvc0 rig.scenario=dom0less-xenstore",
+        };
+        let fragment = dom0less_fragment(0x1234, 32, "log=info", Some(&dom0));
+        assert!(fragment.contains("dom0_mem=512M"), "{fragment}");
+        assert!(
+            fragment.contains("reg = <0 0x50000000 0 0x2400000>;\n\t\t\tbootargs = \"console=hvc0 rig.scenario=dom0less-xenstore\";"),
+            "{fragment}"
+        );
+        assert!(
+            fragment.contains("\"multiboot,ramdisk\", \"multiboot,module\";\n\t\t\treg = <0 0x58000000 0 0x1a00000>;"),
+            "{fragment}"
+        );
+        assert!(fragment.contains("module@5c000000 {"), "{fragment}");
+        assert!(
+            fragment.contains("reg = <0 0x5c000000 0 0x1234>;"),
+            "{fragment}"
+        );
+        assert!(
+            fragment.contains("xen,enhanced = \"enabled\";"),
+            "{fragment}"
+        );
+        assert!(!fragment.contains("no-xenstore"), "{fragment}");
+    }
+
+    #[test]
     fn fragment_describes_the_guest() {
-        let fragment = dom0less_fragment(0x1234, 32, "log=info");
+        let fragment = dom0less_fragment(0x1234, 32, "log=info", None);
         assert!(fragment.contains("memory = <0 32768>;"), "{fragment}");
         assert!(
             fragment.contains("reg = <0 0x50000000 0 0x1234>;"),

@@ -1,11 +1,13 @@
-//! The Dom0 initramfs: busybox, the Xen tools and their libraries, the Dom0 kernel's Xen modules,
-//! the guest Image (and the Linux peer's, when a scenario needs it), the xl configs and the rig's
-//! init and scenario scripts from `qemu/`.
+//! The Dom0 initramfs of one Xen release: busybox, the Xen tools and their libraries, the Dom0
+//! kernel's Xen modules, the guest Image (and the Linux peer's, when a scenario needs it), its xl
+//! configs and the rig's init and scenario scripts from `qemu/`.
 //!
 //! Shared libraries are found by following each ELF's `DT_NEEDED` entries recursively through the
-//! arm64 root. The archive (uncompressed newc, `cpio.rs`) is rewritten only when one of its inputs
-//! changed.
+//! release's arm64 root. Kernel modules go in uncompressed: trixie's kernel ships them
+//! xz-compressed (`.ko.xz`), which are unpacked once into `target/rig/xen-<version>/modules/`.
+//! The archive (uncompressed newc, `cpio.rs`) is rewritten only when one of its inputs changed.
 
+use crate::release::Release;
 use crate::{cpio, modinfo, rig};
 use anyhow::{bail, Context, Result};
 use object::elf::{FileHeader64, DT_NEEDED};
@@ -48,13 +50,6 @@ const APPLETS: &[&str] = &[
     "sed", "seq", "setsid", "sh", "sleep", "sort", "stat", "stty", "sync", "tail", "tee", "test",
     "timeout", "touch", "tr", "true", "umount", "uname", "uniq", "usleep", "vi", "watch", "wc",
     "which", "xargs",
-];
-
-/// Directories where the arm64 root keeps shared libraries (searched in this order).
-const LIBRARY_DIRS: &[&str] = &[
-    "lib/aarch64-linux-gnu",
-    "usr/lib/aarch64-linux-gnu",
-    "usr/lib/xen-4.17/lib/aarch64-linux-gnu",
 ];
 
 /// The dynamic loader named by every arm64 glibc program's PT_INTERP.
@@ -172,6 +167,8 @@ impl Tree {
 
 /// Inputs of the Dom0 initramfs besides the arm64 root.
 pub struct Inputs<'a> {
+    /// The Xen release whose root, tools and kernel go in.
+    pub release: Release,
     /// The guest Image.
     pub guest_image: &'a Path,
     /// Dom0 programs to install in /usr/bin.
@@ -180,10 +177,12 @@ pub struct Inputs<'a> {
     pub linux_peer: Option<&'a Path>,
 }
 
-/// Assembles `target/rig/dom0-initramfs.cpio` (if an input changed) and returns its path.
+/// Assembles `target/rig/xen-<version>/dom0-initramfs.cpio` (if an input changed) and returns
+/// its path.
 pub fn build(inputs: &Inputs) -> Result<PathBuf> {
-    let root = rig::root();
-    let release = rig::kernel_release()?;
+    let xen = inputs.release;
+    let root = rig::root(xen);
+    let release = rig::kernel_release(xen)?;
     let mut tree = Tree::default();
     for dir in [
         "dev", "proc", "sys", "run", "tmp", "var", "root", "sbin", "usr/sbin", "etc",
@@ -191,13 +190,14 @@ pub fn build(inputs: &Inputs) -> Result<PathBuf> {
         tree.directory(dir);
     }
 
-    tree.file("bin/busybox", &root.join("bin/busybox"))?;
+    tree.file("bin/busybox", &rig::busybox(xen)?)?;
     for applet in APPLETS {
         tree.add(&format!("bin/{applet}"), Node::Symlink("busybox".into()));
     }
 
     let mut programs = Vec::new();
-    for dir in ["usr/lib/xen-4.17/bin", "usr/bin"] {
+    let tools_dir = xen.tools_dir();
+    for dir in [tools_dir.as_str(), "usr/bin"] {
         for entry in read_dir_sorted(&root.join(dir))? {
             let name = entry
                 .file_name()
@@ -214,28 +214,35 @@ pub fn build(inputs: &Inputs) -> Result<PathBuf> {
     }
     add_tree(&mut tree, &root, "etc/xen")?;
 
-    let libraries = resolve_libraries(&root, &programs)?;
+    let libraries = resolve_libraries(&root, &xen.library_dirs(), &programs)?;
     for (name, path) in &libraries {
         tree.file(&format!("lib/aarch64-linux-gnu/{name}"), path)?;
     }
-    tree.file(
-        &format!("lib/{DYNAMIC_LOADER}"),
-        &root.join("lib").join(DYNAMIC_LOADER),
+    let loader = rig::find_in_root(
+        xen,
+        &[
+            &format!("lib/{DYNAMIC_LOADER}"),
+            &format!("usr/lib/{DYNAMIC_LOADER}"),
+        ],
     )?;
+    tree.file(&format!("lib/{DYNAMIC_LOADER}"), &loader)?;
 
-    let modules = root.join("lib/modules").join(&release);
+    let modules = rig::modules_dir(xen)?;
+    let mut files = BTreeMap::new();
+    index_modules(&modules.join("kernel"), &mut files)?;
+    let unpacked = rig::release_dir(xen).join("modules");
     for module in MODULES {
-        let found = find_file(&modules.join("kernel"), &format!("{module}.ko"))?
-            .with_context(|| {
-                format!(
-                    "kernel module {module}.ko not found under {} (run `cargo xtask deps --refresh`)",
-                    modules.display()
-                )
-            })?;
+        let (_, found) = files.get(&modinfo::canonical(module)).with_context(|| {
+            format!(
+                "kernel module {module}.ko not found under {} (run `cargo xtask deps --refresh`)",
+                modules.display()
+            )
+        })?;
+        let found = uncompressed(found, &unpacked)?;
         tree.file(&format!("lib/modules/{release}/{module}.ko"), &found)?;
     }
 
-    let frames_modules = frames_modules(&modules.join("kernel"))?;
+    let frames_modules = frames_modules(&modules.join("kernel"), &mut files, &unpacked)?;
     let mut list = String::new();
     for (name, path) in &frames_modules {
         tree.file(&format!("lib/modules/{release}/{name}.ko"), path)?;
@@ -275,8 +282,8 @@ pub fn build(inputs: &Inputs) -> Result<PathBuf> {
         tree.file_with_mode(&format!("etc/xen/{name}"), &config, 0o644)?;
     }
 
-    let out = rig::dir().join("dom0-initramfs.cpio");
-    let stamp = rig::dir().join("dom0-initramfs.stamp");
+    let out = rig::release_dir(xen).join("dom0-initramfs.cpio");
+    let stamp = rig::release_dir(xen).join("dom0-initramfs.stamp");
     let fingerprint = format!("{:016x}\n", tree.fingerprint()?);
     if out.is_file() && fs::read_to_string(&stamp).is_ok_and(|old| old == fingerprint) {
         println!("initramfs: {} is up to date", out.display());
@@ -323,51 +330,88 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(entries)
 }
 
-/// The frames share's modules with their dependencies, in load order: (file stem, path).
-fn frames_modules(kernel_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let mut files = BTreeMap::new();
-    index_modules(kernel_dir, &mut files)?;
+/// The frames share's modules with their dependencies, in load order: (file stem, path of the
+/// uncompressed module). `files` is the index of [`index_modules`].
+fn frames_modules(
+    kernel_dir: &Path,
+    files: &mut BTreeMap<String, (String, PathBuf)>,
+    unpacked: &Path,
+) -> Result<Vec<(String, PathBuf)>> {
     let order = modinfo::load_order(FRAMES_MODULES, |name| {
         let (_, path) = files
             .get(name)
             .with_context(|| format!("{name}.ko not found under {}", kernel_dir.display()))?;
-        let data = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let path = uncompressed(path, unpacked)?;
+        let data = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         modinfo::depends(&data).with_context(|| format!("cannot read {}", path.display()))
     })?;
-    Ok(order
+    order
         .into_iter()
         .filter_map(|name| files.remove(&name))
-        .collect())
+        .map(|(stem, path)| Ok((stem, uncompressed(&path, unpacked)?)))
+        .collect()
 }
 
-/// Every `.ko` under `dir`: canonical module name -> (file stem, path).
+/// A module's stem without `.ko` or `.ko.xz`, if the file name is a module's.
+fn module_stem(file_name: &str) -> Option<&str> {
+    file_name
+        .strip_suffix(".ko")
+        .or_else(|| file_name.strip_suffix(".ko.xz"))
+}
+
+/// Every `.ko` or `.ko.xz` under `dir`: canonical module name -> (file stem, path).
 fn index_modules(dir: &Path, files: &mut BTreeMap<String, (String, PathBuf)>) -> Result<()> {
     for entry in read_dir_sorted(dir)? {
         if entry.is_dir() {
             index_modules(&entry, files)?;
-        } else if entry.extension().is_some_and(|extension| extension == "ko") {
-            let stem = entry
-                .file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
+        } else if let Some(stem) = entry
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(module_stem)
+        {
+            let stem = stem.to_string();
             files.insert(modinfo::canonical(&stem), (stem, entry));
         }
     }
     Ok(())
 }
 
-fn find_file(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
-    for entry in read_dir_sorted(dir)? {
-        if entry.is_dir() {
-            if let Some(found) = find_file(&entry, name)? {
-                return Ok(Some(found));
-            }
-        } else if entry.file_name().is_some_and(|n| n == name) {
-            return Ok(Some(entry));
-        }
+/// The module at `path` as an uncompressed `.ko`: `path` itself, or for a `.ko.xz` its contents
+/// unpacked with `xz` into `dir` (again only when the compressed file is newer).
+pub fn uncompressed(path: &Path, dir: &Path) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("");
+    let Some(stem) = name.strip_suffix(".ko.xz") else {
+        return Ok(path.to_path_buf());
+    };
+    let out = dir.join(format!("{stem}.ko"));
+    let modified = |file: &Path| fs::metadata(file).and_then(|meta| meta.modified()).ok();
+    if out.is_file() && modified(&out) >= modified(path) {
+        return Ok(out);
     }
-    Ok(None)
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let output = std::process::Command::new("xz")
+        .args(["--decompress", "--stdout"])
+        .arg(path)
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run xz to unpack {} (install xz-utils: `cargo xtask deps`)",
+                path.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "`xz --decompress --stdout {}` failed ({}): {}",
+            path.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    fs::write(&out, &output.stdout).with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(out)
 }
 
 /// The `DT_NEEDED` names of an ELF file; empty for static programs and non-ELF files (scripts).
@@ -388,7 +432,11 @@ pub fn needed_libraries(data: &[u8]) -> Result<Vec<String>> {
 }
 
 /// Follows `DT_NEEDED` from `programs` through the libraries of `root`; returns name -> file.
-fn resolve_libraries(root: &Path, programs: &[PathBuf]) -> Result<BTreeMap<String, PathBuf>> {
+fn resolve_libraries(
+    root: &Path,
+    library_dirs: &[String],
+    programs: &[PathBuf],
+) -> Result<BTreeMap<String, PathBuf>> {
     let mut found = BTreeMap::new();
     let mut seen = BTreeSet::new();
     let mut queue: Vec<(String, PathBuf)> = DLOPENED
@@ -410,14 +458,14 @@ fn resolve_libraries(root: &Path, programs: &[PathBuf]) -> Result<BTreeMap<Strin
         if name == DYNAMIC_LOADER || !seen.insert(name.clone()) {
             continue;
         }
-        let Some(path) = LIBRARY_DIRS
+        let Some(path) = library_dirs
             .iter()
             .map(|dir| root.join(dir).join(&name))
             .find(|path| path.exists())
         else {
             bail!(
                 "shared library {name} (needed by {}) is not in the arm64 root {}: \
-                 add its package to ARM64_PACKAGES in xtask/src/deps.rs",
+                 add its package to the release's packages in xtask/src/release.rs",
                 needed_by.display(),
                 root.display()
             );
@@ -454,6 +502,47 @@ mod tests {
                 "usr/lib/xen-4.17/bin/xl"
             ]
         );
+    }
+
+    #[test]
+    fn modules_are_found_compressed_or_not() {
+        assert_eq!(module_stem("xen-evtchn.ko"), Some("xen-evtchn"));
+        assert_eq!(module_stem("9p.ko.xz"), Some("9p"));
+        assert_eq!(module_stem("modules.order"), None);
+        assert_eq!(module_stem("netfs.ko.zst"), None);
+        let dir = std::env::temp_dir().join(format!("xtask-modules-{}", std::process::id()));
+        let kernel = dir.join("kernel");
+        fs::create_dir_all(kernel.join("fs/9p")).unwrap();
+        fs::create_dir_all(kernel.join("drivers/xen")).unwrap();
+        fs::write(kernel.join("drivers/xen/xen-evtchn.ko"), b"plain").unwrap();
+        let module = b"\x7fELF pretend module, xz-compressed as trixie ships it";
+        let packed = std::process::Command::new("xz")
+            .args(["--compress", "--stdout"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(module)?;
+                child.wait_with_output()
+            })
+            .expect("xz (xz-utils, installed by `cargo xtask deps`)");
+        fs::write(kernel.join("fs/9p/9p.ko.xz"), &packed.stdout).unwrap();
+        let mut files = BTreeMap::new();
+        index_modules(&kernel, &mut files).unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["9p", "xen_evtchn"]);
+        let unpacked = dir.join("unpacked");
+        let plain = uncompressed(&files["xen_evtchn"].1, &unpacked).unwrap();
+        assert_eq!(plain, kernel.join("drivers/xen/xen-evtchn.ko"));
+        let nine = uncompressed(&files["9p"].1, &unpacked).unwrap();
+        assert_eq!(nine, unpacked.join("9p.ko"));
+        assert_eq!(fs::read(&nine).unwrap(), module);
+        // A broken archive is named, not used.
+        fs::write(kernel.join("fs/9p/9p.ko.xz"), b"not xz").unwrap();
+        fs::remove_file(&nine).unwrap();
+        let error = uncompressed(&kernel.join("fs/9p/9p.ko.xz"), &unpacked).unwrap_err();
+        assert!(error.to_string().contains("xz --decompress"), "{error:#}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! type, code, value and order), and the DomU's console must hold no error from xen-kbdfront,
 //! its xenbus devices or the kernel ([`console_problems`]).
 
-use crate::{build, linux_peer, modinfo, rig};
+use crate::release::Release;
+use crate::{build, initramfs, linux_peer, modinfo, rig};
 use anyhow::{bail, Context, Result};
 use evdev_reader::compare::{self, Matched};
 use evdev_reader::kbdfront::{self, Ring, VkbdConfig};
@@ -71,8 +72,9 @@ fn dir() -> PathBuf {
     rig::target().join("linux-input")
 }
 
-/// Builds the reader and the DomU's initramfs and puts them, with the kernel, into `share`.
-pub fn prepare(share: &Path) -> Result<()> {
+/// Builds the reader and the DomU's initramfs and puts them, with `release`'s Dom0 kernel (the
+/// DomU boots the same Debian kernel), into `share`.
+pub fn prepare(share: &Path, release: Release) -> Result<()> {
     let dir = dir();
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     fs::create_dir_all(share).with_context(|| format!("cannot create {}", share.display()))?;
@@ -89,7 +91,7 @@ pub fn prepare(share: &Path) -> Result<()> {
         );
     }
     let reader = build::build_static(&READER, "the Linux input peer's /init")?;
-    let module = evdev_module()?;
+    let module = evdev_module(release)?;
     let initramfs = linux_peer::init_initramfs(
         &reader,
         &dir.join("evdev-reader"),
@@ -99,7 +101,7 @@ pub fn prepare(share: &Path) -> Result<()> {
     if fs::read(&path).ok().as_deref() != Some(&initramfs[..]) {
         fs::write(&path, &initramfs).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let kernel = rig::dom0_kernel()?;
+    let kernel = rig::dom0_kernel(release)?;
     let image = share.join(IMAGE);
     let same = |a: &Path, b: &Path| -> bool {
         match (fs::metadata(a), fs::metadata(b)) {
@@ -121,13 +123,16 @@ pub fn prepare(share: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Debian's evdev module for the rig's kernel; it must need no other module.
-fn evdev_module() -> Result<Vec<u8>> {
-    let release = rig::kernel_release()?;
-    let path = rig::root()
-        .join("lib/modules")
-        .join(&release)
-        .join("kernel/drivers/input/evdev.ko");
+/// Debian's evdev module for `release`'s kernel (unpacked when the kernel ships it
+/// xz-compressed); it must need no other module.
+fn evdev_module(release: Release) -> Result<Vec<u8>> {
+    let input = rig::modules_dir(release)?.join("kernel/drivers/input");
+    let path = if input.join("evdev.ko.xz").is_file() {
+        let unpacked = rig::release_dir(release).join("modules");
+        initramfs::uncompressed(&input.join("evdev.ko.xz"), &unpacked)?
+    } else {
+        input.join("evdev.ko")
+    };
     let data = fs::read(&path).with_context(|| {
         format!(
             "cannot read {} (run `cargo xtask deps --refresh`)",

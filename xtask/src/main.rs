@@ -22,6 +22,7 @@ mod logmatch;
 mod modinfo;
 mod peer_frames;
 mod qemu;
+mod release;
 mod rig;
 mod scenarios;
 mod soak;

@@ -142,6 +142,30 @@ mod tests {
     }
 
     #[test]
+    fn the_6_12_kernel_needs_netfs_without_fscache() {
+        // Debian's 6.12 kernel (Xen 4.20's Dom0) folded fscache into netfs: 9p depends on
+        // netfs alone, and no fscache module exists.
+        let modules = graph(&[
+            ("9p", &["9pnet", "netfs"]),
+            ("netfs", &[]),
+            ("9pnet", &[]),
+            ("9pnet_virtio", &["9pnet"]),
+            ("virtio_mmio", &[]),
+        ]);
+        let order = load_order(&["virtio_mmio", "9pnet_virtio", "9p"], |name| {
+            modules
+                .get(name)
+                .cloned()
+                .with_context(|| format!("{name} not found"))
+        })
+        .unwrap();
+        assert_eq!(
+            order,
+            ["virtio_mmio", "9pnet", "9pnet_virtio", "netfs", "9p"]
+        );
+    }
+
+    #[test]
     fn cycles_and_missing_modules_are_errors() {
         let cyclic = graph(&[("a", &["b"]), ("b", &["a"])]);
         let error = load_order(&["a"], |name| Ok(cyclic[name].clone())).unwrap_err();

@@ -26,6 +26,9 @@ pub const XEN_ARGS: &str =
 pub const KERNEL_ADDR: u64 = 0x5000_0000;
 /// Guest-physical address of the Dom0 initramfs (128 MiB above the kernel).
 pub const INITRD_ADDR: u64 = 0x5800_0000;
+/// Guest-physical address of a dom0less guest that boots beside Dom0 (64 MiB above the
+/// initramfs, which must fit below it).
+pub const GUEST_BESIDE_DOM0_ADDR: u64 = 0x5c00_0000;
 
 /// The emulated board. Every option that changes QEMU's device tree is here, because the dom0less
 /// device tree is dumped from QEMU with the very same options.
@@ -96,14 +99,18 @@ pub enum Boot<'a> {
         /// where its module nodes say.
         dtb: Option<&'a Path>,
     },
-    /// Xen and one guest described in the device tree's `/chosen` (no Dom0).
+    /// Xen and one guest described in the device tree's `/chosen`, and, when `dom0` is given,
+    /// Dom0 as boot modules of the same tree.
     Dom0less {
         /// The Xen binary.
         xen: &'a Path,
         /// Device tree with the `xen,domain` node (see `dtb.rs`).
         dtb: &'a Path,
-        /// The guest Image, loaded raw at [`KERNEL_ADDR`].
+        /// The guest Image, loaded raw at [`KERNEL_ADDR`], or at [`GUEST_BESIDE_DOM0_ADDR`]
+        /// beside Dom0.
         guest: &'a Path,
+        /// Dom0's kernel and initramfs, loaded raw at [`KERNEL_ADDR`] and [`INITRD_ADDR`].
+        dom0: Option<(&'a Path, &'a Path)>,
     },
 }
 
@@ -160,12 +167,27 @@ pub fn command(machine: &Machine, boot: &Boot) -> Command {
                 ));
             }
         }
-        Boot::Dom0less { xen, dtb, guest } => {
+        Boot::Dom0less {
+            xen,
+            dtb,
+            guest,
+            dom0,
+        } => {
             cmd.arg("-kernel").arg(xen).arg("-dtb").arg(dtb);
-            cmd.arg("-device").arg(format!(
-                "loader,file={},addr={KERNEL_ADDR:#x},force-raw=on",
-                property(&guest.to_string_lossy())
-            ));
+            let mut load = |file: &Path, addr: u64| {
+                cmd.arg("-device").arg(format!(
+                    "loader,file={},addr={addr:#x},force-raw=on",
+                    property(&file.to_string_lossy())
+                ));
+            };
+            match dom0 {
+                None => load(guest, KERNEL_ADDR),
+                Some((kernel, initramfs)) => {
+                    load(kernel, KERNEL_ADDR);
+                    load(initramfs, INITRD_ADDR);
+                    load(guest, GUEST_BESIDE_DOM0_ADDR);
+                }
+            }
         }
     }
     cmd

@@ -7,15 +7,21 @@
 
 use crate::logmatch::{self, Expectations, Pattern};
 use crate::qemu::{self, Boot, Console, Event, Machine, Qemu};
+use crate::release::{self, Choice, Release};
 use crate::{build, cmd, deps, display, dtb, initramfs, linux_input, linux_peer, peer_frames, rig};
 use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The report's Xen version line; a scenario expects the version of the release it boots (see
+/// [`for_release`]).
+pub const XEN_VERSION: Pattern = Pattern::start("report: xen-version ");
+
 /// What every guest boot prints first: its boot report.
 pub const GUEST_REPORT: &[Pattern] = &[
-    Pattern::start("report: xen-version 4.17"),
+    XEN_VERSION,
     Pattern::start("report: evtchn-upcall intid 31"),
     Pattern::start("report: grant-table "),
     Pattern::start("report: memory "),
@@ -81,6 +87,37 @@ pub const GRANT_LOOPBACK: &[Pattern] = &[
     Pattern::anywhere(" of domain 0 differs from the pattern at byte "),
     Pattern::anywhere(" of domain 0: cannot map the grant (mmap PROT_READ MAP_SHARED): "),
     Pattern::start("rig: grant loopback ok"),
+];
+
+/// `dom0less-xenstore.sh`: the guest, started by Xen from the device tree with xenstore before
+/// Dom0 exists, finds its store not up, waits for it, and once Dom0's `init-dom0less` has
+/// introduced it runs its self-tests (the grant read back by Dom0) and powers off when Dom0 asks
+/// through `control/shutdown`.
+pub const DOM0LESS_XENSTORE: &[Pattern] = &[
+    Pattern::start("report: xenstore late evtchn "),
+    Pattern::start("xenstore: waiting up to "),
+    Pattern::start("rig: init-dom0less done"),
+    Pattern::start("xenstore: the store came up after "),
+    Pattern::start("selftest: evtchn loopback ok"),
+    Pattern::start("selftest: timer ok"),
+    Pattern::start("selftest: xenstore ok"),
+    Pattern::anywhere(" matches the pattern (4096 bytes)"),
+    Pattern::start("selftest: grant ok (domain 0 read it back, access ended)"),
+    Pattern::start("vdispl-os: ready"),
+    Pattern::start("vdispl-os: shutdown requested (poweroff)"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: dom0less xenstore ok"),
+];
+
+/// `dom0less-no-store.sh`: the same guest, but Dom0 never introduces it; the guest gives up
+/// after its `xenstore-wait=` in one line and powers off.
+pub const DOM0LESS_NO_STORE: &[Pattern] = &[
+    Pattern::start("report: xenstore late evtchn "),
+    Pattern::start("xenstore: waiting up to 3 s "),
+    Pattern::start("xenstore: no store after 3"),
+    Pattern::anywhere("; going on without xenstore"),
+    Pattern::start("vdispl-os: powering off"),
+    Pattern::start("rig: dom0less guest shut down without a store"),
 ];
 
 /// `display.sh`: the backend serves, the guest shows its scenes on both connectors of the
@@ -373,7 +410,7 @@ const GUEST_FATAL_GRACE: Duration = Duration::from_secs(1);
 
 /// Progress lines derived from the log: (start of a stripped line, what `run`/`test` print).
 const PROGRESS: &[(&str, &str)] = &[
-    ("Xen version 4.17", "Xen up"),
+    ("Xen version 4.", "Xen up"),
     ("*** LOADING DOMAIN 0 ***", "loading Dom0"),
     ("rig: dom0 init", "Dom0 init"),
     ("rig: dom0 ready", "Dom0 ready"),
@@ -429,6 +466,19 @@ pub enum Kind<'a> {
     /// Xen + the guest from the device tree, no Dom0. Xen keeps running after the guest is
     /// done, so QEMU is killed once every expected line was seen.
     Dom0less,
+    /// Xen + the guest from the device tree with xenstore (`xen,enhanced`), and Dom0 beside it
+    /// from the same tree; Dom0's init runs `qemu/dom0/scenarios/<script>.sh`, then powers off.
+    Dom0lessBesideDom0 {
+        /// Script name without `.sh`.
+        script: &'a str,
+    },
+}
+
+impl Kind<'_> {
+    /// Whether the boot has a Dom0 (and so needs its initramfs).
+    pub fn has_dom0(self) -> bool {
+        !matches!(self, Kind::Dom0less)
+    }
 }
 
 impl std::fmt::Display for Kind<'_> {
@@ -436,6 +486,7 @@ impl std::fmt::Display for Kind<'_> {
         match self {
             Kind::Dom0 { script } => write!(f, "Dom0 {script}.sh"),
             Kind::Dom0less => write!(f, "dom0less"),
+            Kind::Dom0lessBesideDom0 { script } => write!(f, "dom0less beside Dom0 {script}.sh"),
         }
     }
 }
@@ -504,6 +555,30 @@ pub const SCENARIOS: &[Scenario] = &[
         bootargs: None,
         expect: &[GUEST_REPORT, GUEST_POWEROFF, GICV2],
         timeout: Duration::from_secs(120),
+        check_frames: 0,
+        default: true,
+    },
+    Scenario {
+        name: "dom0less-xenstore",
+        gic: 3,
+        kind: Kind::Dom0lessBesideDom0 {
+            script: "dom0less-xenstore",
+        },
+        bootargs: Some("log=info selftest=services"),
+        expect: &[GUEST_REPORT, GICV3, DOM0LESS_XENSTORE],
+        timeout: Duration::from_secs(240),
+        check_frames: 0,
+        default: true,
+    },
+    Scenario {
+        name: "dom0less-no-store",
+        gic: 3,
+        kind: Kind::Dom0lessBesideDom0 {
+            script: "dom0less-no-store",
+        },
+        bootargs: Some("log=info xenstore-wait=3"),
+        expect: &[GUEST_REPORT, GICV3, DOM0LESS_NO_STORE],
+        timeout: Duration::from_secs(240),
         check_frames: 0,
         default: true,
     },
@@ -726,13 +801,27 @@ pub const SCENARIOS: &[Scenario] = &[
 ];
 
 impl Scenario {
-    /// All expected lines, flattened.
-    pub fn expected(&self) -> Vec<Pattern> {
-        self.expect
-            .iter()
-            .flat_map(|group| group.iter().cloned())
-            .collect()
+    /// All expected lines on `release`, flattened.
+    pub fn expected(&self, release: Release) -> Vec<Pattern> {
+        for_release(
+            self.expect.iter().flat_map(|group| group.iter().cloned()),
+            release,
+        )
     }
+}
+
+/// `patterns` with [`XEN_VERSION`] made to name `release`: `report: xen-version 4.20`.
+pub fn for_release(patterns: impl IntoIterator<Item = Pattern>, release: Release) -> Vec<Pattern> {
+    patterns
+        .into_iter()
+        .map(|pattern| {
+            if pattern == XEN_VERSION {
+                Pattern::start_owned(format!("report: xen-version {}", release.version()))
+            } else {
+                pattern
+            }
+        })
+        .collect()
 }
 
 /// Guest settings passed to the scenario.
@@ -747,6 +836,9 @@ pub struct GuestOptions {
 /// Options of `cargo xtask run`.
 #[derive(clap::Args)]
 pub struct RunArgs {
+    /// The Xen release to boot: 4.17 or 4.20.
+    #[arg(long = "xen", value_name = "RELEASE", default_value = "4.17", value_parser = release::parse_release)]
+    pub xen: Release,
     /// GIC version of the emulated board.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub gic: u8,
@@ -781,6 +873,10 @@ pub struct RunArgs {
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
 pub struct TestArgs {
+    /// The Xen releases to run the scenarios on: 4.17, 4.20 or all. Without it, the default set
+    /// runs on 4.17 and then the 4.20 set on 4.20, and named scenarios run on 4.17.
+    #[arg(long = "xen", value_name = "RELEASE", value_parser = release::parse_choice)]
+    pub xen: Option<Choice>,
     /// Run only these rig scenarios (repeatable); `--list` shows them.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
@@ -825,29 +921,24 @@ impl Outcome {
 pub struct Prepared {
     /// The guest Image.
     pub guest_image: PathBuf,
-    /// The Dom0 initramfs, when a Dom0 boot is coming.
-    pub initramfs: Option<PathBuf>,
+    /// The Dom0 initramfs of each release a Dom0 boot is coming on.
+    pub initramfs: BTreeMap<Release, PathBuf>,
     /// The Linux peer's kernel, installed in the Dom0 initramfs (`linux_peer.rs`).
     pub linux_peer: Option<PathBuf>,
 }
 
 impl Prepared {
-    /// Builds the guest and, when a Dom0 boot is coming, the Dom0 initramfs.
-    pub fn build(needs_dom0: bool) -> Result<Self> {
-        Self::build_with(needs_dom0, false)
-    }
-
-    /// [`Prepared::build`], with the Linux peer's kernel (built first when one of its inputs
-    /// changed) in the Dom0 initramfs when `linux_peer` is set.
-    pub fn build_with(needs_dom0: bool, linux_peer: bool) -> Result<Self> {
-        rig::xen()?;
+    /// Builds the guest and the Dom0 initramfs of each release in `dom0_releases` (those a Dom0
+    /// boot is coming on), with the Linux peer's kernel (built first when one of its inputs
+    /// changed) in each when `linux_peer` is set.
+    pub fn build(dom0_releases: &[Release], linux_peer: bool) -> Result<Self> {
         let artifacts = build::run()?;
         let mut prepared = Self::with_image(&artifacts.guest_image);
         if linux_peer {
             prepared.linux_peer = Some(linux_peer::build()?);
         }
-        if needs_dom0 {
-            prepared.add_initramfs(&artifacts.dom0_binaries)?;
+        for &release in dom0_releases {
+            prepared.add_initramfs(release, &artifacts.dom0_binaries)?;
         }
         Ok(prepared)
     }
@@ -856,19 +947,22 @@ impl Prepared {
     pub fn with_image(guest_image: &Path) -> Self {
         Self {
             guest_image: guest_image.to_path_buf(),
-            initramfs: None,
+            initramfs: BTreeMap::new(),
             linux_peer: None,
         }
     }
 
-    /// Assembles the Dom0 initramfs around the guest Image.
-    pub fn add_initramfs(&mut self, dom0_binaries: &[PathBuf]) -> Result<()> {
-        rig::dom0_kernel()?;
-        self.initramfs = Some(initramfs::build(&initramfs::Inputs {
+    /// Assembles `release`'s Dom0 initramfs around the guest Image.
+    pub fn add_initramfs(&mut self, release: Release, dom0_binaries: &[PathBuf]) -> Result<()> {
+        rig::xen(release)?;
+        rig::dom0_kernel(release)?;
+        let initramfs = initramfs::build(&initramfs::Inputs {
+            release,
             guest_image: &self.guest_image,
             dom0_binaries,
             linux_peer: self.linux_peer.as_deref(),
-        })?);
+        })?;
+        self.initramfs.insert(release, initramfs);
         Ok(())
     }
 }
@@ -900,8 +994,10 @@ pub fn check_bootargs(bootargs: &str) -> Result<()> {
 
 /// One boot of the rig.
 pub struct Plan<'a> {
-    /// Names the log file (`target/rig/logs/<label>.log`) and the progress lines.
+    /// Names the log file (`target/rig/xen-<version>/logs/<label>.log`) and the progress lines.
     pub label: &'a str,
+    /// The Xen release (hypervisor, Dom0 kernel and tools).
+    pub release: Release,
     /// The board.
     pub machine: Machine,
     /// Dom0 script or dom0less.
@@ -934,14 +1030,14 @@ pub fn prepare_frames_dir(dir: &Path) -> Result<()> {
 
 /// Boots QEMU as `plan` says and watches the log.
 pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
-    let log = rig::logs().join(format!("{}.log", plan.label));
-    let xen = rig::xen()?;
+    let log = rig::release_logs(plan.release).join(format!("{}.log", plan.label));
+    let xen = rig::xen(plan.release)?;
     let (command, stop_when_complete) = match plan.kind {
         Kind::Dom0 { script } => {
-            let kernel = rig::dom0_kernel()?;
+            let kernel = rig::dom0_kernel(plan.release)?;
             let kernel_args = dom0_args(script, &plan.guest, plan.console == Console::Interactive)?;
-            let Some(initramfs) = &prepared.initramfs else {
-                bail!("internal: no Dom0 initramfs was built");
+            let Some(initramfs) = prepared.initramfs.get(&plan.release) else {
+                bail!("internal: no Dom0 initramfs was built for {}", plan.release);
             };
             if let Some(frames) = &plan.frames {
                 prepare_frames_dir(frames)?;
@@ -960,7 +1056,7 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
                 Some(_) => Some(qemu::dom0_tree(
                     &plan.machine,
                     &boot,
-                    &rig::dir().join("dom0-tree"),
+                    &rig::release_dir(plan.release).join("dom0-tree"),
                 )?),
                 None => None,
             };
@@ -970,19 +1066,51 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
             (qemu::command(&plan.machine, &boot), false)
         }
         Kind::Dom0less => {
-            let dtb = dtb::dom0less(&plan.machine, &prepared.guest_image, &plan.guest)?;
+            let dtb = dtb::dom0less(&plan.machine, &prepared.guest_image, &plan.guest, None)?;
             let boot = Boot::Dom0less {
                 xen: &xen,
                 dtb: &dtb,
                 guest: &prepared.guest_image,
+                dom0: None,
             };
             (qemu::command(&plan.machine, &boot), true)
+        }
+        Kind::Dom0lessBesideDom0 { script } => {
+            let kernel = rig::dom0_kernel(plan.release)?;
+            let Some(initramfs) = prepared.initramfs.get(&plan.release) else {
+                bail!("internal: no Dom0 initramfs was built for {}", plan.release);
+            };
+            // The guest's bootargs go into its own node, not through Dom0.
+            let kernel_args = dom0_args(script, &GuestOptions::default(), false)?;
+            let size = |path: &Path| {
+                std::fs::metadata(path)
+                    .map(|meta| meta.len())
+                    .with_context(|| format!("cannot read {}", path.display()))
+            };
+            let modules = dtb::Dom0Modules {
+                kernel_size: size(&kernel)?,
+                initramfs_size: size(initramfs)?,
+                args: &kernel_args,
+            };
+            let dtb = dtb::dom0less(
+                &plan.machine,
+                &prepared.guest_image,
+                &plan.guest,
+                Some(&modules),
+            )?;
+            let boot = Boot::Dom0less {
+                xen: &xen,
+                dtb: &dtb,
+                guest: &prepared.guest_image,
+                dom0: Some((&kernel, initramfs)),
+            };
+            (qemu::command(&plan.machine, &boot), false)
         }
     };
     let mut qemu = Qemu::spawn(command, &log, plan.console)?;
     watch(
         &mut qemu,
-        plan.label,
+        &format!("{} {}", plan.release.version(), plan.label),
         plan.expected.clone(),
         plan.timeout,
         stop_when_complete,
@@ -1087,7 +1215,17 @@ fn watch(
 /// line and the crash report (and, with `boot.sh`, the guest leaving `xl list`). Otherwise what
 /// the scenario table expects of the same script (or dom0less), on this GIC if the table has
 /// it; a script the table does not know gets the boot report and the clean poweroff.
-pub fn run_expectations(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Pattern> {
+pub fn run_expectations(
+    release: Release,
+    gic: u8,
+    kind: Kind,
+    bootargs: Option<&str>,
+) -> Vec<Pattern> {
+    for_release(expectations_of_the_table(gic, kind, bootargs), release)
+}
+
+/// [`run_expectations`] before the release is filled in.
+fn expectations_of_the_table(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Pattern> {
     let gic_line = Pattern::start_owned(format!("report: gic v{gic}"));
     let crash = bootargs
         .unwrap_or_default()
@@ -1112,13 +1250,19 @@ pub fn run_expectations(gic: u8, kind: Kind, bootargs: Option<&str>) -> Vec<Patt
             .iter()
             .filter(|s| s.kind == kind && !s.bootargs.is_some_and(|b| b.contains("crash=")))
     };
+    let all_lines = |scenario: &Scenario| -> Vec<Pattern> {
+        scenario
+            .expect
+            .iter()
+            .flat_map(|group| group.iter().cloned())
+            .collect()
+    };
     if let Some(scenario) = same_kind().find(|s| s.gic == gic) {
-        return scenario.expected();
+        return all_lines(scenario);
     }
     if let Some(scenario) = same_kind().next() {
         let gic_lines = [&GICV2[0], &GICV3[0]];
-        return scenario
-            .expected()
+        return all_lines(scenario)
             .into_iter()
             .map(|line| {
                 if gic_lines.contains(&&line) {
@@ -1145,10 +1289,11 @@ fn run_bootargs(args: &RunArgs) -> Option<String> {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    deps::ensure()?;
+    deps::ensure(&[args.xen])?;
     let bootargs = run_bootargs(args);
     let peer = !args.dom0less && linux_peer::needed_by(&args.script);
-    let prepared = Prepared::build_with(!args.dom0less, peer)?;
+    let dom0_releases: &[Release] = if args.dom0less { &[] } else { &[args.xen] };
+    let prepared = Prepared::build(dom0_releases, peer)?;
     let (kind, label) = if args.dom0less {
         (Kind::Dom0less, format!("run-dom0less-gicv{}", args.gic))
     } else {
@@ -1166,10 +1311,11 @@ pub fn run(args: &RunArgs) -> Result<()> {
         || linux_input)
         .then(frames_dir);
     if let (Some(dir), true) = (&frames, linux_input) {
-        linux_input::prepare(dir)?;
+        linux_input::prepare(dir, args.xen)?;
     }
     let plan = Plan {
         label: &label,
+        release: args.xen,
         machine: Machine::new(args.gic),
         kind,
         frames: frames.clone(),
@@ -1177,7 +1323,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             memory_mib: args.memory,
             bootargs: bootargs.clone(),
         },
-        expected: run_expectations(args.gic, kind, bootargs.as_deref()),
+        expected: run_expectations(args.xen, args.gic, kind, bootargs.as_deref()),
         timeout: match (args.timeout, args.shell) {
             (Some(seconds), _) => Duration::from_secs(seconds),
             (None, false) => Duration::from_secs(300),
@@ -1385,15 +1531,17 @@ pub fn test(args: &TestArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let selected = select(&args.scenarios)?;
+    let runs = plan_runs(args.xen, &args.scenarios)?;
     let _load = crate::load::Load::start(args.load);
     let mut passed = 0;
     let mut failed = Vec::new();
     let start = Instant::now();
-    let rig_scenarios = !args.no_rig && !selected.is_empty();
+    let rig_scenarios = !args.no_rig && !runs.is_empty();
+    let mut releases: Vec<Release> = runs.iter().map(|(release, _)| *release).collect();
+    releases.dedup();
     if rig_scenarios {
         // Before the host tests, so that a machine that cannot run the rig says so at once.
-        deps::ensure()?;
+        deps::ensure(&releases)?;
     }
 
     if !args.no_host {
@@ -1430,32 +1578,37 @@ pub fn test(args: &TestArgs) -> Result<()> {
     }
 
     if rig_scenarios {
-        let needs_dom0 = selected
+        let mut dom0_releases: Vec<Release> = runs
             .iter()
-            .any(|scenario| matches!(scenario.kind, Kind::Dom0 { .. }));
-        let needs_peer = selected
+            .filter(|(_, scenario)| scenario.kind.has_dom0())
+            .map(|(release, _)| *release)
+            .collect();
+        dom0_releases.dedup();
+        let needs_peer = runs
             .iter()
-            .any(|scenario| peer_script(scenario).is_some());
-        let prepared = Prepared::build_with(needs_dom0, needs_peer)?;
-        for scenario in selected {
+            .any(|(_, scenario)| peer_script(scenario).is_some());
+        let prepared = Prepared::build(&dom0_releases, needs_peer)?;
+        for (release, scenario) in runs {
+            let name = run_name(release, scenario);
             let plan = Plan {
                 label: scenario.name,
+                release,
                 machine: Machine::new(scenario.gic),
                 kind: scenario.kind,
                 guest: GuestOptions {
                     memory_mib: None,
                     bootargs: scenario.bootargs.map(String::from),
                 },
-                expected: scenario.expected(),
+                expected: scenario.expected(release),
                 timeout: scenario.timeout,
                 console: Console::Quiet,
                 frames: (scenario.check_frames > 0
                     || peer_script(scenario).is_some()
                     || runs_linux_input(scenario.kind))
-                .then(|| frames_dir().join(scenario.name)),
+                .then(|| frames_dir().join(release.label()).join(scenario.name)),
             };
             if let (Some(dir), true) = (&plan.frames, runs_linux_input(scenario.kind)) {
-                linux_input::prepare(dir)?;
+                linux_input::prepare(dir, release)?;
             }
             let mut outcome = boot(&plan, &prepared)?;
             let mut frames_note = String::new();
@@ -1501,20 +1654,18 @@ pub fn test(args: &TestArgs) -> Result<()> {
             }
             if outcome.passed() {
                 println!(
-                    "PASS {} ({:.1} s{frames_note}, log: {})",
-                    scenario.name,
+                    "PASS {name} ({:.1} s{frames_note}, log: {})",
                     outcome.seconds,
                     outcome.log.display()
                 );
                 passed += 1;
             } else {
                 println!(
-                    "FAIL {}: {} (log: {})",
-                    scenario.name,
+                    "FAIL {name}: {} (log: {})",
                     describe(&outcome),
                     outcome.log.display()
                 );
-                failed.push(scenario.name.to_string());
+                failed.push(name);
             }
         }
     }
@@ -1525,6 +1676,46 @@ pub fn test(args: &TestArgs) -> Result<()> {
         bail!("failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// How `cargo xtask test` names a scenario run: `boot-gicv2 on Xen 4.20`.
+fn run_name(release: Release, scenario: &Scenario) -> String {
+    format!("{} on {release}", scenario.name)
+}
+
+/// The scenario runs of `cargo xtask test`, in order: with `--xen`, the named scenarios (or
+/// each release's set) on each release chosen; without it, the named scenarios on
+/// [`Release::DEFAULT`], or, when none is named, each release's set on each release in turn.
+fn plan_runs(xen: Option<Choice>, names: &[String]) -> Result<Vec<(Release, &'static Scenario)>> {
+    let releases = match xen {
+        Some(choice) => choice.releases(),
+        None if names.is_empty() => Release::ALL.to_vec(),
+        None => vec![Release::DEFAULT],
+    };
+    let mut runs = Vec::new();
+    for release in releases {
+        let scenarios = if names.is_empty() {
+            release_set(release)?
+        } else {
+            select(names)?
+        };
+        runs.extend(scenarios.into_iter().map(|scenario| (release, scenario)));
+    }
+    Ok(runs)
+}
+
+/// The scenarios `cargo xtask test` runs on `release` when none is named: its own set, or every
+/// scenario marked `default`.
+fn release_set(release: Release) -> Result<Vec<&'static Scenario>> {
+    match release.scenario_set() {
+        Some(names) => select(
+            &names
+                .iter()
+                .map(|name| name.to_string())
+                .collect::<Vec<_>>(),
+        ),
+        None => select(&[]),
+    }
 }
 
 /// One line of `cargo xtask test --list`.
@@ -1541,6 +1732,18 @@ fn list_line(scenario: &Scenario) -> String {
     }
     if !scenario.default {
         line.push_str(" (not run by default: only with --scenario)");
+    }
+    let newer: Vec<&str> = Release::ALL
+        .iter()
+        .filter(|release| {
+            release
+                .scenario_set()
+                .is_some_and(|set| set.contains(&scenario.name))
+        })
+        .map(|release| release.version())
+        .collect();
+    if !newer.is_empty() {
+        line.push_str(&format!(" (also on Xen {})", newer.join(", ")));
     }
     line
 }
@@ -1599,7 +1802,7 @@ mod tests {
     #[test]
     fn no_scenario_checks_a_duration() {
         for scenario in SCENARIOS {
-            for pattern in scenario.expected() {
+            for pattern in scenario.expected(Release::DEFAULT) {
                 let text = pattern.to_string();
                 assert!(
                     !text.contains("within") && !text.contains(" took "),
@@ -1638,7 +1841,7 @@ mod tests {
     #[test]
     fn every_scenario_that_boots_the_guest_checks_the_report_and_its_gic() {
         for scenario in SCENARIOS.iter().filter(|s| boots_the_guest(s)) {
-            let expected = scenario.expected();
+            let expected = scenario.expected(Release::DEFAULT);
             assert!(
                 expected.contains(&Pattern::start("report: end")),
                 "{}",
@@ -1658,7 +1861,7 @@ mod tests {
     #[test]
     fn crash_scenarios_ask_for_the_crash_they_expect() {
         for scenario in SCENARIOS.iter().filter(|s| boots_the_guest(s)) {
-            let expected = scenario.expected();
+            let expected = scenario.expected(Release::DEFAULT);
             let bootargs = scenario.bootargs.unwrap_or_default();
             let panics = expected.contains(&GUEST_PANIC[0]);
             let aborts = expected.contains(&GUEST_DATA_ABORT[0]);
@@ -1707,22 +1910,29 @@ mod tests {
 
     #[test]
     fn run_expectations_follow_the_script_and_the_bootargs() {
-        let boot = run_expectations(2, Kind::Dom0 { script: "boot" }, None);
+        let boot = run_expectations(Release::DEFAULT, 2, Kind::Dom0 { script: "boot" }, None);
         assert!(boot.contains(&Pattern::start("report: gic v2")));
         assert!(boot.contains(&GUEST_POWEROFF[0]));
         assert!(boot.contains(&GUEST_GONE[0]));
 
-        let crash = run_expectations(3, Kind::Dom0less, Some("log=debug crash=panic"));
+        let crash = run_expectations(
+            Release::DEFAULT,
+            3,
+            Kind::Dom0less,
+            Some("log=debug crash=panic"),
+        );
         assert!(crash.contains(&GUEST_PANIC[1]));
         assert!(!crash.contains(&GUEST_POWEROFF[0]));
         assert!(!crash.contains(&GUEST_GONE[0]));
 
-        let services = run_expectations(3, Kind::Dom0 { script: "services" }, None);
+        let services =
+            run_expectations(Release::DEFAULT, 3, Kind::Dom0 { script: "services" }, None);
         assert!(services.contains(&Pattern::start("vdispl-os: ready")));
         assert!(!services.contains(&GUEST_GONE[0]));
 
         // grant-loopback runs on GICv3 in the table; on GICv2 it expects the same lines.
         let loopback = run_expectations(
+            Release::DEFAULT,
             2,
             Kind::Dom0 {
                 script: "grant-loopback",
@@ -1731,11 +1941,11 @@ mod tests {
         );
         assert_eq!(loopback, GRANT_LOOPBACK);
 
-        let dom0less_v2 = run_expectations(2, Kind::Dom0less, None);
+        let dom0less_v2 = run_expectations(Release::DEFAULT, 2, Kind::Dom0less, None);
         assert!(dom0less_v2.contains(&GICV2[0]));
         assert!(!dom0less_v2.contains(&GICV3[0]));
 
-        let unknown = run_expectations(3, Kind::Dom0 { script: "mine" }, None);
+        let unknown = run_expectations(Release::DEFAULT, 3, Kind::Dom0 { script: "mine" }, None);
         assert!(unknown.contains(&GUEST_POWEROFF[0]));
         assert!(unknown.contains(&GICV3[0]));
     }
@@ -1751,6 +1961,7 @@ mod tests {
             script: "display".into(),
             shell: false,
             timeout: None,
+            xen: Release::DEFAULT,
         };
         assert_eq!(run_bootargs(&args(None, None)), None);
         assert_eq!(
@@ -1766,17 +1977,23 @@ mod tests {
     #[test]
     fn display_scenarios_check_frames_and_run_expects_the_demo() {
         let display = Kind::Dom0 { script: "display" };
-        let run = run_expectations(3, display, None);
+        let run = run_expectations(Release::DEFAULT, 3, display, None);
         assert!(run.contains(&GICV3[0]));
         for line in DISPLAY {
             assert!(run.contains(line), "{line}");
         }
         // Other scenes or frame counts: the same lines, on the board's GIC.
-        let on_v2 = run_expectations(2, display, Some("log=info scene=bars frames=1"));
+        let on_v2 = run_expectations(
+            Release::DEFAULT,
+            2,
+            display,
+            Some("log=info scene=bars frames=1"),
+        );
         assert!(on_v2.contains(&GICV2[0]));
         assert!(!on_v2.contains(&GICV3[0]));
         assert!(on_v2.contains(&DISPLAY[1]));
         let teardown = run_expectations(
+            Release::DEFAULT,
             3,
             Kind::Dom0 {
                 script: "display-teardown",
@@ -2024,6 +2241,79 @@ mod tests {
         );
         assert_eq!(outcome.missing, [Pattern::start("report: end")]);
         assert!(outcome.problem.unwrap().contains("QEMU exited"));
+    }
+
+    #[test]
+    fn each_release_has_its_set_and_plain_runs_cover_both() {
+        for release in Release::ALL {
+            let set = release_set(release).unwrap();
+            assert!(!set.is_empty(), "{release}");
+            for scenario in &set {
+                assert!(scenario.default, "{release}: {}", scenario.name);
+            }
+        }
+        let newer = release_set(Release::Xen420).unwrap();
+        for name in [
+            "boot-gicv2",
+            "boot-gicv3",
+            "services-gicv2",
+            "services-gicv3",
+            "display-gicv2",
+            "display-gicv3",
+            "recovery-gicv3",
+            "dom0less",
+            "dom0less-gicv2",
+        ] {
+            assert!(newer.iter().any(|s| s.name == name), "{name}");
+        }
+        // No flag, no name: the whole default set on 4.17, then 4.20's set.
+        let runs = plan_runs(None, &[]).unwrap();
+        let count = |release| runs.iter().filter(|(r, _)| *r == release).count();
+        assert_eq!(count(Release::Xen417), select(&[]).unwrap().len());
+        assert_eq!(count(Release::Xen420), newer.len());
+        assert_eq!(runs[0].0, Release::Xen417);
+        assert_eq!(runs.last().unwrap().0, Release::Xen420);
+        // Named scenarios run on 4.17 unless --xen says otherwise.
+        let named = vec!["hostile-gicv3".to_string()];
+        let runs = plan_runs(None, &named).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].0, Release::Xen417);
+        let runs = plan_runs(Some(Choice::One(Release::Xen420)), &named).unwrap();
+        assert_eq!(
+            (runs[0].0, runs[0].1.name),
+            (Release::Xen420, "hostile-gicv3")
+        );
+        assert_eq!(plan_runs(Some(Choice::All), &named).unwrap().len(), 2);
+        assert_eq!(
+            plan_runs(Some(Choice::One(Release::Xen420)), &[])
+                .unwrap()
+                .len(),
+            newer.len()
+        );
+        assert_eq!(
+            run_name(Release::Xen420, runs[0].1),
+            "hostile-gicv3 on Xen 4.20"
+        );
+    }
+
+    #[test]
+    fn the_report_line_names_the_release_booted() {
+        for release in Release::ALL {
+            let expected = SCENARIOS[0].expected(release);
+            let line = Pattern::start_owned(format!("report: xen-version {}", release.version()));
+            assert!(expected.contains(&line), "{release}");
+            assert!(!expected.contains(&XEN_VERSION), "{release}");
+        }
+        let run = run_expectations(Release::Xen420, 3, Kind::Dom0less, None);
+        assert!(run.contains(&Pattern::start("report: xen-version 4.20")));
+        let mut expectations = logmatch::Expectations::new(run);
+        expectations.feed("(XEN) report: xen-version 4.20.5-pre (device tree: xen,xen-4.20)");
+        assert!(expectations
+            .missing()
+            .iter()
+            .all(|pattern| !pattern.to_string().contains("xen-version")));
+        let mut old = logmatch::Expectations::new(SCENARIOS[0].expected(Release::Xen417));
+        assert!(!old.feed("(XEN) report: xen-version 4.20.5-pre (device tree: xen,xen-4.20)"));
     }
 
     #[test]

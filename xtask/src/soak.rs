@@ -4,6 +4,7 @@
 //! connection closed against the baseline it printed before connecting.
 
 use crate::logmatch::strip_prefixes;
+use crate::release::{self, Release};
 use crate::{rig, scenarios};
 use anyhow::{bail, Context, Result};
 use kernel::scenes::FlipLine;
@@ -12,6 +13,9 @@ use std::collections::BTreeMap;
 /// Options of `cargo xtask soak`.
 #[derive(clap::Args)]
 pub struct SoakArgs {
+    /// The Xen release to boot: 4.17 or 4.20.
+    #[arg(long = "xen", value_name = "RELEASE", default_value = "4.17", value_parser = release::parse_release)]
+    pub xen: Release,
     /// Flips on each of the two connectors.
     #[arg(long, default_value_t = 5000)]
     pub flips: u32,
@@ -94,6 +98,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         args.flips
     );
     let run = scenarios::RunArgs {
+        xen: args.xen,
         gic: args.gic,
         memory: None,
         bootargs: Some(format!(
@@ -107,7 +112,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         timeout: Some(timeout),
     };
     let outcome = scenarios::run(&run);
-    let log_path = rig::logs().join(format!("run-gicv{}.log", args.gic));
+    let log_path = rig::release_logs(args.xen).join(format!("run-gicv{}.log", args.gic));
     let log = std::fs::read_to_string(&log_path)
         .with_context(|| format!("reading {}", log_path.display()))?;
     let figures = figures(&log);

@@ -12,8 +12,9 @@ use drivers::uart::pl011::Registers as UartRegisters;
 use drivers::xen::console::ConsoleInterface;
 use drivers::xen::evtchn;
 use drivers::xen::hypercall::{self, HvmParam, ShutdownReason};
+use drivers::xen::xenstore::late::{self, STORE_PFN_LATE};
 use kernel::platform::{self, fdt_check, Gic, Platform, Region};
-use kernel::report::{BootReport, GrantFacts, RingParams};
+use kernel::report::{BootReport, GrantFacts, RingParams, StoreFacts};
 use kernel::scenes::SceneSpec;
 
 extern crate alloc;
@@ -54,6 +55,37 @@ fn ring_params(pfn: HvmParam, evtchn: HvmParam) -> Option<RingParams> {
     })
 }
 
+/// The store's parameters at boot: its event channel and `HVM_PARAM_STORE_PFN`
+/// as read then (the page to map at once when it names one). `None` when the
+/// domain has no store.
+#[derive(Clone, Copy)]
+struct StoreParams {
+    evtchn: u32,
+    pfn: u64,
+}
+
+impl StoreParams {
+    fn read() -> Option<Self> {
+        let pfn = hypercall::hvm_get_param(&Xen, HvmParam::StorePfn)
+            .ok()
+            .filter(|&pfn| pfn != 0)?;
+        let evtchn = hypercall::hvm_get_param(&Xen, HvmParam::StoreEvtchn).ok()?;
+        Some(Self {
+            evtchn: u32::try_from(evtchn).ok()?,
+            pfn,
+        })
+    }
+
+    /// The page to map at boot: a frame, unless the parameter says the page
+    /// is yet to be allocated.
+    fn page(self) -> Option<Region> {
+        if self.pfn == STORE_PFN_LATE {
+            return None;
+        }
+        store::page_address(self.pfn).map(|address| Region::new(address, PAGE))
+    }
+}
+
 /// Rust entry point, called by `boot.s` with the MMU on (boot map), caches
 /// enabled and a stack.
 #[unsafe(no_mangle)]
@@ -72,7 +104,7 @@ extern "C" fn _start_rust(dtb_address: u64, _load_address: u64) -> ! {
     let image = image_region();
     let dtb_region = page_region(dtb_address, dtb.len() as u64);
     let pv_console = ring_params(HvmParam::ConsolePfn, HvmParam::ConsoleEvtchn);
-    let xenstore = ring_params(HvmParam::StorePfn, HvmParam::StoreEvtchn);
+    let xenstore = StoreParams::read();
 
     // First map: what is in use now plus the console page, so that a bad
     // device tree can still be reported.
@@ -129,7 +161,7 @@ fn bring_up(
     image: Region,
     dtb: Region,
     pv_console: Option<RingParams>,
-    xenstore: Option<RingParams>,
+    xenstore: Option<StoreParams>,
 ) -> Result<ShutdownReason, alloc_free::Error> {
     for bank in platform.memory.iter() {
         mmu::map(*bank, MemoryKind::Normal)
@@ -157,8 +189,8 @@ fn bring_up(
         let registers = unsafe { &*(uart.registers.base as *const UartRegisters) };
         console::attach_uart(registers);
     }
-    if let Some(params) = xenstore {
-        mmu::map(Region::new(params.pfn * PAGE, PAGE), MemoryKind::Normal)
+    if let Some(page) = xenstore.and_then(StoreParams::page) {
+        mmu::map(page, MemoryKind::Normal)
             .map_err(|error| alloc_free::Error::Map("xenstore page", error))?;
     }
 
@@ -191,10 +223,12 @@ fn bring_up(
     let shared_info_page = super::shared_info::page().ok_or(alloc_free::Error::NoHeap)?;
     services::init_events(shared_info_page, platform.xen.evtchn_upcall)
         .map_err(alloc_free::Error::Irq)?;
-    for port in [pv_console, xenstore]
-        .into_iter()
-        .flatten()
-        .map(|ring| ring.evtchn)
+    for port in [
+        pv_console.map(|ring| ring.evtchn),
+        xenstore.map(|store| store.evtchn),
+    ]
+    .into_iter()
+    .flatten()
     {
         if let Err(error) = evtchn::unmask(&Xen, port) {
             log::warn!("cannot unmask event channel {port}: {error}");
@@ -216,6 +250,23 @@ fn bring_up(
             None
         }
     };
+    // What the store looks like now: connected, or still to come (a domain
+    // Xen built from the device tree, before the toolstack introduced it).
+    let mut late_source = xenstore
+        .map(|params| store::LateSource::new(params.evtchn, params.page().map(|_| params.pfn)));
+    let store_facts = match (xenstore, late_source.as_mut()) {
+        (Some(params), Some(source)) => match late::probe(source) {
+            Ok(state) => Some(StoreFacts {
+                evtchn: params.evtchn,
+                state,
+            }),
+            Err(error) => {
+                crate::println!("xenstore: {error}; going on without xenstore");
+                None
+            }
+        },
+        _ => None,
+    };
     let (major, minor) = hypercall::xen_version(&Xen);
     let extra = hypercall::xen_extraversion(&Xen).unwrap_or([0; 16]);
     let extra_len = extra
@@ -231,7 +282,7 @@ fn bring_up(
         heap: heap_region,
         image,
         pv_console,
-        xenstore,
+        xenstore: store_facts,
         shared_info: Some(shared_info),
         grants,
     };
@@ -249,8 +300,28 @@ fn bring_up(
         irq::unhandled()
     );
     crash_if_asked(platform.bootargs);
-    if let Some(params) = xenstore {
-        store::init(params);
+    let xenstore = match (store_facts, late_source.as_mut()) {
+        (
+            Some(StoreFacts {
+                evtchn,
+                state: late::State::Connected { pfn },
+            }),
+            _,
+        ) => {
+            let params = RingParams { pfn, evtchn };
+            store::init(params);
+            Some(params)
+        }
+        (
+            Some(StoreFacts {
+                state: late::State::Waiting { .. },
+                ..
+            }),
+            Some(source),
+        ) => store::connect_late(source, late_wait_seconds(platform.bootargs)),
+        _ => None,
+    };
+    if xenstore.is_some() {
         if let Err(error) = control::init() {
             log::error!("cannot watch control/shutdown: {error}");
         }
@@ -327,6 +398,22 @@ fn crash_if_asked(bootargs: &str) {
         }
         Some(other) => log::warn!("crash={other} is not one of panic, data-abort; ignored"),
         None => {}
+    }
+}
+
+/// `xenstore-wait=<seconds>` from the bootargs: how long to wait for a store
+/// that was not up at boot.
+fn late_wait_seconds(bootargs: &str) -> u64 {
+    match bootarg(bootargs, "xenstore-wait").map(str::parse::<u64>) {
+        Some(Ok(seconds)) => seconds,
+        Some(Err(_)) => {
+            log::warn!(
+                "xenstore-wait= takes whole seconds; waiting {} s",
+                store::DEFAULT_LATE_WAIT_SECONDS
+            );
+            store::DEFAULT_LATE_WAIT_SECONDS
+        }
+        None => store::DEFAULT_LATE_WAIT_SECONDS,
     }
 }
 

@@ -17,36 +17,8 @@
 # Ends with `rig: services ok (2 guests)` or `rig: services failed: ...`.
 . /rig/lib.sh
 
-TEST_DIR=data/vdispl-os-test
 GUEST_EXTRA_BOOTARGS=selftest=services
 KEY_TIMEOUT_MS=30000
-
-# check_grant DOMID VALUE: check the grant "<gref> <seed>" of VALUE, write grant-result.
-check_grant() {
-    local domid="$1" value="$2" gref="" seed="" result=error
-    # Exactly two decimal numbers separated by one space, or the guest wrote something else.
-    case "$value" in
-    *[!0-9\ ]* | "" | " "* | *" " | *" "*" "*) ;;
-    *" "*)
-        gref=${value% *}
-        seed=${value#* }
-        ;;
-    esac
-    if [ -z "$gref" ]; then
-        say "grant key holds \"$value\", not \"<gref> <seed>\""
-    else
-        say "vdispl-grant-check $domid $gref $seed"
-        vdispl-grant-check "$domid" "$gref" "$seed"
-        case $? in
-        0) result=ok ;;
-        1) result=mismatch ;;
-        esac
-    fi
-    say "xenstore-write $TEST_DIR/grant-result $result"
-    xenstore-write "/local/domain/$domid/$TEST_DIR/grant-result" "$result" ||
-        say "xenstore-write $TEST_DIR/grant-result failed"
-    [ "$result" = ok ]
-}
 
 # run_guest N ACTION: guest number N, from xl create to gone, ended with `xl ACTION`.
 run_guest() {

@@ -11,6 +11,13 @@
 //! action) when the step did nothing. Faults are scripted: see [`Faults`],
 //! [`Corruption`], [`FakeXenstored::fail_next`] and
 //! [`FakeXenstored::send_raw`].
+//!
+//! It also plays a domain whose store comes up late ([`super::late`]):
+//! [`FakeXenstored::start_late`] makes the page (and, in the older shape, the
+//! `HVM_PARAM_STORE_PFN` it answers) say the store is not up, nothing is served
+//! until [`FakeXenstored::introduce_at`]'s time, and then, as xenstored does,
+//! the ring indexes are reset, the page is marked connected and the domain is
+//! notified. It implements [`late::Source`] for that wait.
 
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -20,9 +27,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use super::client::Transport;
+use super::late::{self, STORE_PFN_LATE};
 use super::ring::{
-    XenstoreInterface, XENSTORE_ERROR_PROTO, XENSTORE_ERROR_RINGIDX, XENSTORE_RING_SIZE,
-    XENSTORE_SERVER_FEATURE_ERROR,
+    XenstoreInterface, XENSTORE_CONNECTED, XENSTORE_ERROR_PROTO, XENSTORE_ERROR_RINGIDX,
+    XENSTORE_RECONNECT, XENSTORE_RING_SIZE, XENSTORE_SERVER_FEATURE_ERROR,
 };
 use super::wire::{Header, MessageType, HEADER_SIZE, XENSTORE_PAYLOAD_MAX};
 
@@ -65,6 +73,20 @@ pub enum Corruption {
 enum Timed {
     Set(String, Vec<u8>),
     ServerError(u32),
+    Introduce,
+    NotifyDomain,
+}
+
+/// The frame number the fake's store page answers to (`GUEST_MAGIC_BASE` + 1 page on Arm).
+pub const FAKE_STORE_PFN: u64 = 0x39001;
+
+/// Which late-initialisation shape the fake plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LateShape {
+    /// Xen 4.21: the page exists from the start, `connection` = `XENSTORE_RECONNECT`.
+    PageFromXen,
+    /// Xen up to 4.20: `HVM_PARAM_STORE_PFN` reads `~0` until the domain is introduced.
+    PageFromToolstack,
 }
 
 struct FakeWatch {
@@ -104,6 +126,12 @@ pub struct FakeXenstored {
     requests: Vec<(Header, Vec<u8>)>,
     notifications: u64,
     waits: u64,
+    /// The late shape while the domain is not introduced yet.
+    late: Option<LateShape>,
+    /// Events sent to the domain and not taken yet.
+    domain_events: u32,
+    /// `connection` reads of the page by [`late::Source`].
+    connection_reads: u32,
 }
 
 fn is_child(child: &str, parent: &str) -> bool {
@@ -189,6 +217,9 @@ impl FakeXenstored {
             requests: Vec::new(),
             notifications: 0,
             waits: 0,
+            late: None,
+            domain_events: 0,
+            connection_reads: 0,
         };
         fake.nodes.insert("/".to_string(), Vec::new());
         let home = fake.home();
@@ -284,6 +315,53 @@ impl FakeXenstored {
         self.page.error.store(code, Ordering::Release);
     }
 
+    /// Plays a domain whose store is not up yet, in `shape`: the page says
+    /// `XENSTORE_RECONNECT` and nothing is served until the domain is
+    /// introduced ([`Self::introduce_at`]).
+    pub fn start_late(&mut self, shape: LateShape) {
+        self.late = Some(shape);
+        self.page
+            .connection
+            .store(XENSTORE_RECONNECT, Ordering::Release);
+    }
+
+    /// Schedules the toolstack's introduction of the domain for `at_ns`: the
+    /// ring indexes are reset (what the domain wrote before is lost), the page
+    /// says `XENSTORE_CONNECTED`, the parameter names the page and the domain
+    /// gets an event.
+    pub fn introduce_at(&mut self, at_ns: u64) {
+        self.scheduled.push((at_ns, Timed::Introduce));
+    }
+
+    /// Schedules an event to the domain on the store's channel at `at_ns`
+    /// that changes nothing else.
+    pub fn notify_domain_at(&mut self, at_ns: u64) {
+        self.scheduled.push((at_ns, Timed::NotifyDomain));
+    }
+
+    /// Whether the domain was introduced (always, unless [`Self::start_late`]).
+    pub fn introduced(&self) -> bool {
+        self.late.is_none()
+    }
+
+    /// How many times [`late::Source::connection`] read the page.
+    pub fn connection_reads(&self) -> u32 {
+        self.connection_reads
+    }
+
+    fn introduce(&mut self) {
+        if self.late.take().is_none() {
+            return;
+        }
+        self.set_indexes(0);
+        self.request_bytes.clear();
+        self.outgoing.clear();
+        self.page
+            .connection
+            .store(XENSTORE_CONNECTED, Ordering::Release);
+        self.domain_events += 1;
+    }
+
     /// Sets both indexes of both rings to `index` (rings start anywhere).
     pub fn set_indexes(&mut self, index: u32) {
         for field in [
@@ -339,8 +417,14 @@ impl FakeXenstored {
             match action {
                 Timed::Set(path, value) => self.set(&path, &value),
                 Timed::ServerError(code) => self.set_server_error(code),
+                Timed::Introduce => self.introduce(),
+                Timed::NotifyDomain => self.domain_events += 1,
             }
             progress = true;
+        }
+        if self.late.is_some() {
+            // xenstored does not know the domain yet: its ring is not read.
+            return progress;
         }
         if !self.faults.stalled {
             progress |= self.take_requests();
@@ -709,6 +793,42 @@ impl Transport for FakeXenstored {
         let wake = next_action.map_or(deadline_ns, |at| at.min(deadline_ns));
         self.now_ns = self.now_ns.max(wake);
         self.step();
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+}
+
+impl late::Source for FakeXenstored {
+    type Error = String;
+
+    fn store_pfn(&mut self) -> Result<u64, String> {
+        Ok(match self.late {
+            Some(LateShape::PageFromToolstack) => STORE_PFN_LATE,
+            _ => FAKE_STORE_PFN,
+        })
+    }
+
+    fn connection(&mut self, pfn: u64) -> Result<u32, String> {
+        if pfn != FAKE_STORE_PFN {
+            return Err(format!("no store page at pfn {pfn:#x}"));
+        }
+        self.connection_reads += 1;
+        Ok(self.page.connection())
+    }
+
+    fn wait_event(&mut self, deadline_ns: u64) -> bool {
+        loop {
+            if self.domain_events > 0 {
+                self.domain_events -= 1;
+                return true;
+            }
+            if self.now_ns >= deadline_ns {
+                return false;
+            }
+            Transport::wait(self, deadline_ns);
+        }
     }
 
     fn now_ns(&self) -> u64 {

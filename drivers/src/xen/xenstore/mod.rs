@@ -1,10 +1,12 @@
-//! Xenstore: the wire protocol, the shared ring and a client
+//! Xenstore: the wire protocol, the shared ring, a client, and the wait
+//! for a store that comes up after the domain starts
 //! (xen/include/public/io/xs_wire.h, docs/misc/xenstore.txt,
-//! docs/misc/xenstore-ring.txt).
+//! docs/misc/xenstore-ring.txt, docs/features/dom0less.pandoc).
 
 pub mod client;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod late;
 pub mod ring;
 #[cfg(test)]
 mod tests;
