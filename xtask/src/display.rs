@@ -140,6 +140,35 @@ impl DisplayLog {
             .iter()
             .any(|&(conn, low, high)| conn == connector && (low..=high).contains(&seq))
     }
+
+    /// For a guest ended while flipping (`xl shutdown` or `xl destroy`): takes out, per
+    /// connector, the backend's frame of the guest's last flip when the guest printed no line
+    /// for it (a flip line is printed when the flip completes, and the guest was gone or tearing
+    /// down before it saw that), and returns them as (connector, seq). Only a frame newer than
+    /// every flip line of its connector goes; any other frame without a line stays and fails the
+    /// check, and so does a frame of a connector the guest printed no line for at all.
+    pub fn drop_unanswered_last_flips(&mut self) -> Vec<(u32, u64)> {
+        let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+        for record in &self.frames {
+            let seq = last.entry(record.connector).or_insert(record.seq);
+            *seq = (*seq).max(record.seq);
+        }
+        let dropped: Vec<(u32, u64)> = last
+            .into_iter()
+            .filter(|&(connector, seq)| {
+                let mut flipped = self
+                    .flips
+                    .keys()
+                    .filter(|&&(conn, _)| conn == connector)
+                    .map(|&(_, flipped)| flipped)
+                    .peekable();
+                flipped.peek().is_some() && flipped.all(|flipped| flipped < seq)
+            })
+            .collect();
+        self.frames
+            .retain(|record| !dropped.contains(&(record.connector, record.seq)));
+        dropped
+    }
 }
 
 /// The backend's `vdispl-backend: dom<D> dev<N> conn<I>: frame seq <K> not captured (...)` line,
@@ -631,6 +660,38 @@ mod tests {
             log.feed(line);
         }
         log
+    }
+
+    #[test]
+    fn only_the_last_unanswered_flip_of_an_ended_guest_is_dropped() {
+        let flip = |seq: u64| FLIP.replace("seq=0", &format!("seq={seq}"));
+        let frame = |conn: u32, seq: u64| format!("frame conn={conn} seq={seq} crc32=1 dom=2");
+        let lines = [
+            format!("guest-console: {}", flip(0)),
+            format!("guest-console: {}", flip(1)),
+            frame(1, 0),
+            frame(1, 1),
+            // conn 1's last flip, never answered: dropped.
+            frame(1, 2),
+            // conn 0 has no flip line at all: its frames stay and fail.
+            frame(0, 5),
+        ];
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut log = log_with(&lines);
+        assert_eq!(log.drop_unanswered_last_flips(), vec![(1, 2)]);
+        let kept: Vec<(u32, u64)> = log.frames.iter().map(|r| (r.connector, r.seq)).collect();
+        assert_eq!(kept, vec![(1, 0), (1, 1), (0, 5)]);
+
+        // A frame without a line that is not the newest is never dropped.
+        let lines = [
+            format!("guest-console: {}", flip(2)),
+            frame(1, 1),
+            frame(1, 2),
+        ];
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut log = log_with(&lines);
+        assert!(log.drop_unanswered_last_flips().is_empty());
+        assert_eq!(log.frames.len(), 2);
     }
 
     #[test]

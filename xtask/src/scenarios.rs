@@ -1412,16 +1412,23 @@ fn check_scenario_frames(
 /// guest may answer another's flip), and prints each guest's round trips.
 fn check_guests_frames(log: &Path, dir: &Path) -> Result<(Vec<String>, usize)> {
     let started = Instant::now();
-    let logs = display::per_domain(log)?;
+    let mut logs = display::per_domain(log)?;
     let mut failures = Vec::new();
     let mut matched = 0;
     let guests = logs.values().filter(|log| !log.flips.is_empty()).count();
     if guests < 4 {
         failures.push(format!("flips of {guests} guests in the log, 4 expected"));
     }
-    for (domain, log) in &logs {
+    for (domain, log) in &mut logs {
         if log.flips.is_empty() {
             continue;
+        }
+        // Every guest is ended while it flips (xl shutdown or xl destroy).
+        for (connector, seq) in log.drop_unanswered_last_flips() {
+            println!(
+                "test: multi: domain {domain} conn {connector}: frame seq {seq} was shown as the \
+                 guest was ended, before it saw the flip complete (not checked)"
+            );
         }
         let check = display::check_frames(log, dir, DISPLAY_CONNECTORS, None);
         matched += check.matched.values().sum::<usize>();
