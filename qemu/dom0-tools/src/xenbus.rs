@@ -706,16 +706,7 @@ mod tests {
                 b"OK\0",
             )]
         });
-        let permissions = [
-            Permission {
-                access: NodeAccess::None,
-                domid: 0,
-            },
-            Permission {
-                access: NodeAccess::Read,
-                domid: 3,
-            },
-        ];
+        let permissions = Permission::readable_by(3);
         client
             .set_perms(
                 "/local/domain/0/error/backend/vdispl/3/0/error",
@@ -814,16 +805,7 @@ mod tests {
     #[test]
     fn a_guarded_write_with_permissions_is_one_transaction() {
         let (fake, mut client) = fake::FakeXenstored::start();
-        let read3 = [
-            Permission {
-                access: NodeAccess::None,
-                domid: 0,
-            },
-            Permission {
-                access: NodeAccess::Read,
-                domid: 3,
-            },
-        ];
+        let read3 = Permission::readable_by(3);
         assert!(!client
             .write_with_perms_if_exists("/be/state", "/err/error", "why", &read3)
             .unwrap());

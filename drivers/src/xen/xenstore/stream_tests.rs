@@ -10,7 +10,7 @@ use std::vec::Vec;
 use super::client::{BatchOp, BatchReply, Client, Error};
 use super::fake::{Corruption, FakeXenstored};
 use super::fake_stream::FakeXenbusDevice;
-use super::wire::{Fault, MessageType, NodeAccess, Permission, WatchEvent, XsdError};
+use super::wire::{Fault, MessageType, Permission, WatchEvent, XsdError};
 
 fn device() -> Client<FakeXenbusDevice> {
     Client::new(FakeXenbusDevice::new(FakeXenstored::with_domid(0)))
@@ -114,16 +114,7 @@ fn error_replies_fail_one_request_and_the_next_one_works() {
 #[test]
 fn set_perms_goes_inside_a_transaction() {
     let mut client = device();
-    let read3 = [
-        Permission {
-            access: NodeAccess::None,
-            domid: 0,
-        },
-        Permission {
-            access: NodeAccess::Read,
-            domid: 3,
-        },
-    ];
+    let read3 = Permission::readable_by(3);
     client
         .transaction(|tx| {
             tx.write("/err/error", b"why")?;

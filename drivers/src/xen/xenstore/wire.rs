@@ -507,6 +507,24 @@ pub struct Permission {
     pub domid: u32,
 }
 
+impl Permission {
+    /// The permissions of a node Dom0 owns that no domain may touch but `domid`, which may
+    /// read it: `n0`, `r<domid>` (a backend's node for its frontend, such as the xenbus
+    /// error node).
+    pub const fn readable_by(domid: u32) -> [Permission; 2] {
+        [
+            Permission {
+                access: NodeAccess::None,
+                domid: 0,
+            },
+            Permission {
+                access: NodeAccess::Read,
+                domid,
+            },
+        ]
+    }
+}
+
 impl NodeAccess {
     /// The letter SET_PERMS and GET_PERMS use for it.
     pub fn letter(self) -> u8 {
