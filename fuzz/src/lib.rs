@@ -14,9 +14,10 @@ use drivers::xen::vdispl::backend::{BackendModel, DirectoryReader};
 use drivers::xen::vdispl::connector::Connector;
 use drivers::xen::xenstore::client::Client;
 use drivers::xen::xenstore::fake::FakeXenstored;
+use drivers::xen::xenstore::fake_stream::FakeXenbusDevice;
 use drivers::xen::xenstore::wire::{
     decode_directory, decode_error, decode_ok, decode_path, decode_transaction_id,
-    decode_watch_event, Header, HEADER_SIZE, XENSTORE_PAYLOAD_MAX,
+    decode_watch_event, Header, NodeAccess, Permission, HEADER_SIZE, XENSTORE_PAYLOAD_MAX,
 };
 
 /// A fuzz target: what each function below is.
@@ -26,6 +27,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("xenstore_wire", xenstore_wire),
     ("xenstore_client", xenstore_client),
+    ("xenstore_stream", xenstore_stream),
     ("rings", rings),
     ("connector", connector),
     ("displif", displif),
@@ -86,6 +88,41 @@ pub fn xenstore_client(data: &[u8]) {
     if let Ok(handle) = watch {
         let _ = client.unwatch(handle);
     }
+}
+
+/// The xenstore client over a byte stream, as Dom0 runs it on `/dev/xen/xenbus`: the first byte
+/// sets how many bytes each read returns (1 to 64), the rest is what a hostile xenstored sends,
+/// interleaved with a caller-token watch, polls, requests and a transaction with SET_PERMS.
+pub fn xenstore_stream(data: &[u8]) {
+    let Some((&chunk, stream)) = data.split_first() else {
+        return;
+    };
+    let mut device = FakeXenbusDevice::new(FakeXenstored::with_domid(0));
+    device.read_chunk = Some(usize::from(chunk % 64) + 1);
+    let mut client = Client::new(device);
+    client.set_request_timeout_ns(50_000_000);
+    let _ = client.watch_token("/w", "w");
+    client.transport_mut().daemon().send_raw(stream);
+    for _ in 0..stream.len() / 512 + 4 {
+        client.transport_mut().step();
+        let _ = client.poll();
+        while client.take_event().is_some() {}
+    }
+    let _ = client.read("/x");
+    let owner = [Permission {
+        access: NodeAccess::Read,
+        domid: 0,
+    }];
+    let _ = client.transaction(|tx| {
+        tx.write("/x", b"1")?;
+        tx.set_perms("/x", &owner)
+    });
+    let _ = client.unwatch_token("/w", "w");
+    assert_eq!(
+        client.transport().dropped_bytes(),
+        0,
+        "each write carries at most one message"
+    );
 }
 
 /// Front, back and event ring consumers over a page the peer filled: the first byte says how

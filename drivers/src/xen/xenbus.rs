@@ -11,7 +11,7 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::xenstore::client::{Client, Error, Transport, WatchHandle};
+use super::xenstore::client::{Client, Error, Stream, WatchHandle};
 use super::xenstore::wire::XsdError;
 
 /// `enum xenbus_state`, ordered by value as drivers compare them.
@@ -185,7 +185,7 @@ pub fn error_node(device: &str) -> Option<String> {
 }
 
 /// Reads the state in node `path`.
-pub fn read_state<T: Transport>(
+pub fn read_state<T: Stream>(
     client: &mut Client<T>,
     path: &str,
 ) -> Result<XenbusState, XenbusError> {
@@ -199,7 +199,7 @@ pub fn read_state<T: Transport>(
 }
 
 /// Writes `state` into node `path`, as decimal text.
-pub fn write_state<T: Transport>(
+pub fn write_state<T: Stream>(
     client: &mut Client<T>,
     path: &str,
     state: XenbusState,
@@ -216,7 +216,7 @@ pub fn write_state<T: Transport>(
 /// yet; a node with garbage in it is an error. Waits through
 /// [`Transport::wait`], never spinning; other watches' callbacks run
 /// meanwhile.
-pub fn wait_for_state<T: Transport>(
+pub fn wait_for_state<T: Stream>(
     client: &mut Client<T>,
     path: &str,
     predicate: impl FnMut(XenbusState) -> bool,
@@ -241,7 +241,7 @@ pub struct StateWatch {
 
 impl StateWatch {
     /// Watches the state node `path` (WATCH).
-    pub fn new<T: Transport>(client: &mut Client<T>, path: &str) -> Result<Self, XenbusError> {
+    pub fn new<T: Stream>(client: &mut Client<T>, path: &str) -> Result<Self, XenbusError> {
         let changed = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&changed);
         let handle = client
@@ -269,7 +269,7 @@ impl StateWatch {
     /// Reads the node at once and again on each change until `predicate`
     /// holds for its state, which it returns; as [`wait_for_state`], without
     /// setting or removing a watch.
-    pub fn wait_for<T: Transport>(
+    pub fn wait_for<T: Stream>(
         &self,
         client: &mut Client<T>,
         mut predicate: impl FnMut(XenbusState) -> bool,
@@ -302,7 +302,7 @@ impl StateWatch {
     }
 
     /// Removes the watch (UNWATCH).
-    pub fn remove<T: Transport>(self, client: &mut Client<T>) -> Result<(), XenbusError> {
+    pub fn remove<T: Stream>(self, client: &mut Client<T>) -> Result<(), XenbusError> {
         let path = self.path;
         client
             .unwatch(self.handle)

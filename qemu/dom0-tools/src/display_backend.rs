@@ -38,7 +38,7 @@ use crate::frontend::{
 };
 use crate::grant_map::{Access, EventMapping, GrantMapper, GrantMapping, RingMapping};
 use crate::lifecycle::{self, Action, OwnWrites, Phase, RefusalState, Step};
-use crate::xenbus::{self, NodeAccess, Permission, Xenbus};
+use crate::xenbus::{self, Permission, Xenbus};
 use drivers::xen::displif::{self, field, Event, Operation, Request, Response};
 use drivers::xen::edid;
 use drivers::xen::gnttab::GrantRef;
@@ -312,16 +312,7 @@ fn update_error_node(
             if *known == ErrorNode::Holds(message.to_string()) {
                 return Ok(known.clone());
             }
-            let permissions = [
-                Permission {
-                    access: NodeAccess::None,
-                    domid: 0,
-                },
-                Permission {
-                    access: NodeAccess::Read,
-                    domid: key.domid,
-                },
-            ];
+            let permissions = Permission::readable_by(key.domid);
             let written = store.write_with_perms_if_exists(
                 &format!("{backend}/state"),
                 &node,

@@ -40,7 +40,7 @@ use crate::evtchn::{self, Evtchn};
 use crate::frontend::{self, DeviceKey, Scope};
 use crate::grant_map::{self, Access, GrantMapper, KbdMapping};
 use crate::lifecycle::{self, Action, OwnWrites, Phase, Step};
-use crate::xenbus::{self, NodeAccess, Permission, Xenbus};
+use crate::xenbus::{self, Permission, Xenbus};
 use drivers::xen::kbdif::script::{EventWords, Script, ScriptEvent};
 use drivers::xen::kbdif::{self, field, InputEvent, Limits};
 use drivers::xen::xenbus::{error_node, XenbusState};
@@ -702,16 +702,7 @@ impl<C: Channels> InputBackend<C> {
         };
         let result = match message {
             Some(message) => {
-                let permissions = [
-                    Permission {
-                        access: NodeAccess::None,
-                        domid: 0,
-                    },
-                    Permission {
-                        access: NodeAccess::Read,
-                        domid: key.domid,
-                    },
-                ];
+                let permissions = Permission::readable_by(key.domid);
                 self.store
                     .write_with_perms_if_exists(
                         &format!("{backend}/state"),

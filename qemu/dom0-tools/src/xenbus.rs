@@ -1,23 +1,24 @@
-//! A small blocking xenstore client over a file descriptor that speaks the xenstore wire
-//! protocol (`xs_wire.h`, docs/misc/xenstore.txt): `/dev/xen/xenbus` in Dom0, or xenstored's
-//! Unix socket.
+//! Dom0's xenstore connection: `/dev/xen/xenbus` (or xenstored's Unix socket), a file
+//! descriptor that carries the xenstore wire protocol (`xs_wire.h`, docs/misc/xenstore.txt) as a
+//! byte stream, replies and watch events interleaved.
 //!
-//! One request is in flight at a time; the reply is awaited with a timeout. Watch events
-//! (`XS_WATCH_EVENT`) can arrive at any moment, also while a reply is awaited: they are queued
-//! and handed out by [`Xenbus::take_event`]. Messages are built and decoded by the guest's own
-//! wire code, `drivers::xen::xenstore::wire`.
+//! The protocol is the guest's own client, `drivers::xen::xenstore::client::Client`, over
+//! [`DeviceStream`]; [`Xenbus`] adds what the Dom0 backends want on top: errors that name the
+//! request, a missing node read as `None`, watches with the caller's tokens whose events are
+//! handed out by [`Xenbus::take_event`], and guarded writes in transactions.
 
+use drivers::xen::xenstore::client::{self, Client, Stream, Transaction};
 use drivers::xen::xenstore::wire::{
-    self, EncodeError, Fault, Header, MessageType, Request, WatchEvent, XsdError, HEADER_SIZE,
-    XENSTORE_PAYLOAD_MAX,
+    Fault, WatchEvent, XsdError, HEADER_SIZE, XENSTORE_PAYLOAD_MAX,
 };
-use std::collections::VecDeque;
 use std::ffi::CStr;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+pub use drivers::xen::xenstore::wire::{NodeAccess, Permission};
 
 /// The xenbus device of the Linux Xen drivers (module `xenfs` provides the same at
 /// `/proc/xen/xenbus`).
@@ -37,45 +38,12 @@ const TRANSACTION_ATTEMPTS: usize = 8;
 pub enum Error {
     /// open() of [`DEVICE`] failed.
     Open(io::Error),
-    /// Sending or receiving failed.
-    Io {
+    /// A request failed.
+    Store {
         /// The request, such as `READ /local/domain/1/name`.
         request: String,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// xenstored answered with an error.
-    Refused {
-        /// The request.
-        request: String,
-        /// The error it named.
-        error: XsdError,
-    },
-    /// The stream or the reply broke the protocol.
-    Protocol {
-        /// The request (or `receiving` when none was in flight).
-        request: String,
-        /// What was wrong.
-        fault: Fault,
-    },
-    /// No reply in time.
-    Timeout {
-        /// The request.
-        request: String,
-        /// How long it waited.
-        waited: Duration,
-    },
-    /// The other end closed the stream.
-    Closed {
-        /// The request.
-        request: String,
-    },
-    /// The request cannot be encoded (nothing was sent).
-    Encode {
-        /// The request.
-        request: String,
-        /// Why.
-        error: EncodeError,
+        /// How it failed.
+        error: client::Error,
     },
     /// A transaction kept conflicting with other writers.
     Conflict {
@@ -94,20 +62,15 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Io { request, source } => write!(f, "xenstore {request}: {source}"),
-            Error::Refused { request, error } => write!(f, "xenstore {request}: {error}"),
-            Error::Protocol { request, fault } => write!(f, "xenstore {request}: {fault}"),
-            Error::Timeout { request, waited } => write!(
-                f,
-                "xenstore {request}: no reply within {} ms",
-                waited.as_millis()
-            ),
-            Error::Closed { request } => {
-                write!(f, "xenstore {request}: the connection was closed")
-            }
-            Error::Encode { request, error } => {
-                write!(f, "xenstore {request}: cannot be encoded ({error:?})")
-            }
+            Error::Store {
+                request,
+                error: client::Error::Xenstore(error),
+            } => write!(f, "xenstore {request}: {error}"),
+            Error::Store {
+                request,
+                error: client::Error::Malformed { reason },
+            } => write!(f, "xenstore {request}: {reason}"),
+            Error::Store { request, error } => write!(f, "xenstore {request}: {error}"),
             Error::Conflict { what } => write!(
                 f,
                 "xenstore transaction ({what}) conflicted {TRANSACTION_ATTEMPTS} times"
@@ -122,84 +85,143 @@ impl Error {
     /// xenstored's error name, when it refused the request.
     pub fn refusal(&self) -> Option<&XsdError> {
         match self {
-            Error::Refused { error, .. } => Some(error),
+            Error::Store {
+                error: client::Error::Xenstore(error),
+                ..
+            } => Some(error),
             _ => None,
         }
     }
 }
 
-/// Splits a byte stream into messages.
-#[derive(Default)]
-pub struct Decoder {
-    buffer: Vec<u8>,
+/// Names the request of a failed operation.
+fn named<T>(
+    request: impl FnOnce() -> String,
+    result: Result<T, client::Error>,
+) -> Result<T, Error> {
+    result.map_err(|error| Error::Store {
+        request: request(),
+        error,
+    })
 }
 
-/// One message: its header, checked type and payload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// The header as received.
-    pub header: Header,
-    /// Its type.
-    pub msg_type: MessageType,
-    /// The payload.
-    pub payload: Vec<u8>,
+/// Whether `error` is xenstored's ENOENT.
+fn is_missing(error: &client::Error) -> bool {
+    *error == client::Error::Xenstore(XsdError::NoEntry)
 }
 
-impl Decoder {
-    /// Appends received bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
-    }
-
-    /// The next complete message, if one has arrived. A header with an unknown type or an
-    /// oversized payload is a fault: the stream has lost its message boundaries.
-    pub fn next_message(&mut self) -> Result<Option<Message>, Fault> {
-        let Some(header_bytes) = self.buffer.get(..HEADER_SIZE) else {
-            return Ok(None);
-        };
-        let mut raw = [0u8; HEADER_SIZE];
-        raw.copy_from_slice(header_bytes);
-        let header = Header::from_bytes(&raw);
-        let msg_type = header.check()?;
-        let end = HEADER_SIZE + header.len as usize;
-        if self.buffer.len() < end {
-            return Ok(None);
-        }
-        let payload = self.buffer[HEADER_SIZE..end].to_vec();
-        self.buffer.drain(..end);
-        Ok(Some(Message {
-            header,
-            msg_type,
-            payload,
-        }))
+/// The OS error of `error` as a stream fault.
+fn stream_failed(error: &io::Error) -> Fault {
+    Fault::StreamFailed {
+        errno: error.raw_os_error().unwrap_or(0),
     }
 }
 
-/// Describes a request for error messages: `READ <path>`, `WRITE <path>`, ...
-fn describe(request: &Request) -> String {
-    match request {
-        Request::Read { path }
-        | Request::Write { path, .. }
-        | Request::Mkdir { path }
-        | Request::Rm { path }
-        | Request::Directory { path } => format!("{} {path}", request.message_type()),
-        Request::Watch { path, token } | Request::Unwatch { path, token } => {
-            format!("{} {path} (token {token})", request.message_type())
+/// A file descriptor that speaks the wire protocol, as the client's byte stream. Writes block
+/// (the xenbus device takes whatever a write carries); reads never do: what the descriptor has
+/// is taken in one read(2) and handed out from a buffer.
+pub struct DeviceStream {
+    file: File,
+    inbox: Vec<u8>,
+    taken: usize,
+    clock: Instant,
+}
+
+impl DeviceStream {
+    /// The stream over `fd`.
+    pub fn new(fd: OwnedFd) -> Self {
+        Self {
+            file: File::from(fd),
+            inbox: Vec::new(),
+            taken: 0,
+            clock: Instant::now(),
         }
-        Request::TransactionStart | Request::TransactionEnd { .. } => {
-            request.message_type().to_string()
+    }
+
+    /// poll(2) for input for up to `timeout`; whether there is some. An interrupted poll is
+    /// a wake-up like any other.
+    fn readable(&self, timeout: Duration) -> Result<bool, Fault> {
+        let mut fds = [libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: poll(2) on one pollfd we own, for at most `millis` ms.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(stream_failed(&error));
         }
-        Request::GetDomainPath { domid } => format!("{} {domid}", request.message_type()),
+        Ok(ready > 0)
+    }
+}
+
+impl Stream for DeviceStream {
+    fn send(&mut self, bytes: &[u8]) -> Result<usize, Fault> {
+        match self.file.write(bytes) {
+            Ok(count) => Ok(count),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(error) => Err(stream_failed(&error)),
+        }
+    }
+
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, Fault> {
+        if self.taken == self.inbox.len() {
+            if !self.readable(Duration::ZERO)? {
+                return Ok(0);
+            }
+            self.inbox.resize(HEADER_SIZE + XENSTORE_PAYLOAD_MAX, 0);
+            self.taken = 0;
+            let read = self.file.read(&mut self.inbox);
+            let count = match read {
+                Ok(0) => {
+                    self.inbox.clear();
+                    return Err(Fault::StreamClosed);
+                }
+                Ok(count) => count,
+                Err(error) => {
+                    self.inbox.clear();
+                    if error.kind() == io::ErrorKind::Interrupted {
+                        return Ok(0);
+                    }
+                    return Err(stream_failed(&error));
+                }
+            };
+            self.inbox.truncate(count);
+        }
+        let count = buffer.len().min(self.inbox.len() - self.taken);
+        buffer[..count].copy_from_slice(&self.inbox[self.taken..self.taken + count]);
+        self.taken += count;
+        Ok(count)
+    }
+
+    fn notify(&mut self) {}
+
+    fn wait(&mut self, deadline_ns: u64) {
+        if self.taken < self.inbox.len() {
+            return;
+        }
+        let left = Duration::from_nanos(deadline_ns.saturating_sub(self.now_ns()));
+        // A failed poll shows again in the next receive.
+        let _ = self.readable(left);
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn given_up(&self) -> Option<Fault> {
+        None
     }
 }
 
 /// A xenstore connection.
 pub struct Xenbus {
-    stream: File,
-    decoder: Decoder,
-    events: VecDeque<WatchEvent>,
-    next_req_id: u32,
-    reply_timeout: Duration,
+    client: Client<DeviceStream>,
 }
 
 impl Xenbus {
@@ -217,322 +239,93 @@ impl Xenbus {
 
     /// A client over any stream that speaks the wire protocol (a socket in tests).
     pub fn from_fd(fd: OwnedFd) -> Self {
-        Self {
-            stream: File::from(fd),
-            decoder: Decoder::default(),
-            events: VecDeque::new(),
-            next_req_id: 1,
-            reply_timeout: REPLY_TIMEOUT,
-        }
+        let mut client = Client::new(DeviceStream::new(fd));
+        client.set_request_timeout_ns(duration_ns(REPLY_TIMEOUT));
+        Self { client }
     }
 
     /// Changes how long a reply may take.
     pub fn set_reply_timeout(&mut self, timeout: Duration) {
-        self.reply_timeout = timeout;
+        self.client.set_request_timeout_ns(duration_ns(timeout));
     }
 
     /// The descriptor, to poll for watch events.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
+        self.client.transport().file.as_fd()
     }
 
     /// A queued watch event, if any.
     pub fn take_event(&mut self) -> Option<WatchEvent> {
-        self.events.pop_front()
+        self.client.take_event()
     }
 
     /// Whether watch events are queued.
     pub fn has_events(&self) -> bool {
-        !self.events.is_empty()
+        self.client.queued_events() > 0
     }
 
     /// Waits up to `timeout` for data, then queues the watch events received. A reply with no
     /// request in flight is a protocol fault.
     pub fn receive_events(&mut self, timeout: Duration) -> Result<(), Error> {
-        const RECEIVING: &str = "receiving watch events";
-        self.drain_events(RECEIVING)?;
-        let timeout = if self.has_events() {
-            Duration::ZERO
-        } else {
-            timeout
-        };
-        if self.wait_readable(timeout, RECEIVING)? {
-            self.read_some(RECEIVING)?;
-            self.drain_events(RECEIVING)?;
-        }
-        Ok(())
-    }
-
-    /// Queues the watch events complete in the decoder.
-    fn drain_events(&mut self, request: &str) -> Result<(), Error> {
-        while let Some(message) = self.next_message(request)? {
-            if message.msg_type != MessageType::WatchEvent {
-                return Err(Error::Protocol {
-                    request: request.into(),
-                    fault: Fault::UnexpectedRequestId {
-                        expected: None,
-                        got: message.header.req_id,
-                    },
-                });
-            }
-            self.queue_event(&message, request)?;
-        }
-        Ok(())
-    }
-
-    fn queue_event(&mut self, message: &Message, request: &str) -> Result<(), Error> {
-        let event =
-            wire::decode_watch_event(&message.payload).map_err(|fault| Error::Protocol {
-                request: request.into(),
-                fault,
-            })?;
-        self.events.push_back(event);
-        Ok(())
-    }
-
-    fn next_message(&mut self, request: &str) -> Result<Option<Message>, Error> {
-        self.decoder
-            .next_message()
-            .map_err(|fault| Error::Protocol {
-                request: request.into(),
-                fault,
-            })
-    }
-
-    /// poll(2) for input; false on timeout.
-    fn wait_readable(&self, timeout: Duration, request: &str) -> Result<bool, Error> {
-        let mut fds = [libc::pollfd {
-            fd: self.stream.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: poll(2) on one pollfd we own, for at most `millis` ms.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
-        if ready < 0 {
-            let source = io::Error::last_os_error();
-            if source.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
-            }
-            return Err(Error::Io {
-                request: request.into(),
-                source,
-            });
-        }
-        Ok(ready > 0)
-    }
-
-    fn read_some(&mut self, request: &str) -> Result<(), Error> {
-        let mut chunk = [0u8; 4096 + HEADER_SIZE];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err(Error::Closed {
-                request: request.into(),
-            }),
-            Ok(count) => {
-                self.decoder.push(&chunk[..count]);
-                Ok(())
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(source) => Err(Error::Io {
-                request: request.into(),
-                source,
-            }),
-        }
-    }
-
-    /// Sends `request` in transaction `tx_id` (0: none) and returns the reply's payload.
-    fn call(&mut self, request: Request, tx_id: u32) -> Result<Vec<u8>, Error> {
-        let what = describe(&request);
-        let payload = request.payload().map_err(|error| Error::Encode {
-            request: what.clone(),
-            error,
-        })?;
-        self.exchange(request.message_type(), &payload, what, tx_id)
-    }
-
-    /// Sends a message of `msg_type` with `payload` in transaction `tx_id` and returns the
-    /// reply's payload; `what` names the request in errors.
-    fn exchange(
-        &mut self,
-        msg_type: MessageType,
-        payload: &[u8],
-        what: String,
-        tx_id: u32,
-    ) -> Result<Vec<u8>, Error> {
-        let req_id = self.next_req_id;
-        self.next_req_id = self.next_req_id.wrapping_add(1).max(1);
-        let header = Header {
-            msg_type: msg_type as u32,
-            req_id,
-            tx_id,
-            // A payload is at most XENSTORE_PAYLOAD_MAX bytes (checked by its encoder).
-            len: payload.len() as u32,
-        };
-        let mut bytes = Vec::with_capacity(HEADER_SIZE + payload.len());
-        bytes.extend_from_slice(&header.to_bytes());
-        bytes.extend_from_slice(payload);
-        // One write(2) per message: the xenbus device takes a message at a time.
-        self.stream.write_all(&bytes).map_err(|source| Error::Io {
-            request: what.clone(),
-            source,
-        })?;
-        let started = Instant::now();
-        loop {
-            while let Some(message) = self.next_message(&what)? {
-                match message.msg_type {
-                    MessageType::WatchEvent => self.queue_event(&message, &what)?,
-                    _ if message.header.req_id != req_id => {
-                        return Err(Error::Protocol {
-                            request: what,
-                            fault: Fault::UnexpectedRequestId {
-                                expected: Some(req_id),
-                                got: message.header.req_id,
-                            },
-                        })
-                    }
-                    MessageType::Error => {
-                        let error = wire::decode_error(&message.payload).map_err(|fault| {
-                            Error::Protocol {
-                                request: what.clone(),
-                                fault,
-                            }
-                        })?;
-                        return Err(Error::Refused {
-                            request: what,
-                            error,
-                        });
-                    }
-                    got if got != msg_type => {
-                        return Err(Error::Protocol {
-                            request: what,
-                            fault: Fault::UnexpectedReplyType {
-                                expected: msg_type,
-                                got,
-                            },
-                        })
-                    }
-                    _ => return Ok(message.payload),
-                }
-            }
-            let waited = started.elapsed();
-            let Some(left) = self.reply_timeout.checked_sub(waited) else {
-                return Err(Error::Timeout {
-                    request: what,
-                    waited,
-                });
-            };
-            if self.wait_readable(left, &what)? {
-                self.read_some(&what)?;
-            }
-        }
-    }
-
-    fn ok(&mut self, request: Request, tx_id: u32) -> Result<(), Error> {
-        let what = describe(&request);
-        let payload = self.call(request, tx_id)?;
-        wire::decode_ok(&payload).map_err(|fault| Error::Protocol {
-            request: what,
-            fault,
-        })
+        let deadline = self.client.now_ns().saturating_add(duration_ns(timeout));
+        named(
+            || "receiving watch events".into(),
+            self.client.wait_for_events(deadline),
+        )
+        .map(drop)
     }
 
     /// READ: the node's value, or `None` if it does not exist.
     pub fn read(&mut self, path: &str) -> Result<Option<String>, Error> {
-        self.read_in(0, path)
-    }
-
-    fn read_in(&mut self, tx_id: u32, path: &str) -> Result<Option<String>, Error> {
-        match self.call(Request::Read { path }, tx_id) {
-            Ok(value) => Ok(Some(String::from_utf8_lossy(&value).into_owned())),
-            Err(Error::Refused {
-                error: XsdError::NoEntry,
-                ..
-            }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        named(|| format!("READ {path}"), optional(self.client.read(path)))
     }
 
     /// WRITE `value` to `path` (creating it and its parents).
     pub fn write(&mut self, path: &str, value: &str) -> Result<(), Error> {
-        self.ok(
-            Request::Write {
-                path,
-                value: value.as_bytes(),
-            },
-            0,
+        named(
+            || format!("WRITE {path}"),
+            self.client.write(path, value.as_bytes()),
         )
     }
 
     /// DIRECTORY: the children's names; empty if the node does not exist.
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
-        self.directory_in(0, path)
-    }
-
-    fn directory_in(&mut self, tx_id: u32, path: &str) -> Result<Vec<String>, Error> {
-        let request = Request::Directory { path };
-        let what = describe(&request);
-        match self.call(request, tx_id) {
-            Ok(payload) => wire::decode_directory(&payload).map_err(|fault| Error::Protocol {
-                request: what,
-                fault,
-            }),
-            Err(Error::Refused {
-                error: XsdError::NoEntry,
-                ..
-            }) => Ok(Vec::new()),
-            Err(error) => Err(error),
-        }
+        named(
+            || format!("DIRECTORY {path}"),
+            names(self.client.directory(path)),
+        )
     }
 
     /// RM `path` and everything below it; a node that is not there (or whose parent is not)
     /// is no error.
     pub fn rm(&mut self, path: &str) -> Result<(), Error> {
-        self.rm_in(0, path)
-    }
-
-    fn rm_in(&mut self, tx_id: u32, path: &str) -> Result<(), Error> {
-        match self.ok(Request::Rm { path }, tx_id) {
-            Err(Error::Refused {
-                error: XsdError::NoEntry,
-                ..
-            }) => Ok(()),
-            result => result,
-        }
+        named(|| format!("RM {path}"), removed(self.client.rm(path)))
     }
 
     /// SET_PERMS: `permissions[0]` names the node's owner and what every domain not listed
     /// may do; the others what the domains they name may do (docs/misc/xenstore.txt).
     pub fn set_perms(&mut self, path: &str, permissions: &[Permission]) -> Result<(), Error> {
-        self.set_perms_in(0, path, permissions)
-    }
-
-    fn set_perms_in(
-        &mut self,
-        tx_id: u32,
-        path: &str,
-        permissions: &[Permission],
-    ) -> Result<(), Error> {
-        let what = format!("{} {path}", MessageType::SetPerms);
-        let payload = set_perms_payload(path, permissions).map_err(|error| Error::Encode {
-            request: what.clone(),
-            error,
-        })?;
-        let reply = self.exchange(MessageType::SetPerms, &payload, what.clone(), tx_id)?;
-        wire::decode_ok(&reply).map_err(|fault| Error::Protocol {
-            request: what,
-            fault,
-        })
+        named(
+            || format!("SET_PERMS {path}"),
+            self.client.set_perms(path, permissions),
+        )
     }
 
     /// WATCH `path` (and everything below it); events carry `token`. A new watch fires once
     /// at once.
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), Error> {
-        self.ok(Request::Watch { path, token }, 0)
+        named(
+            || format!("WATCH {path} (token {token})"),
+            self.client.watch_token(path, token),
+        )
     }
 
     /// UNWATCH a watch set with the same path and token.
     pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), Error> {
-        self.ok(Request::Unwatch { path, token }, 0)
+        named(
+            || format!("UNWATCH {path} (token {token})"),
+            self.client.unwatch_token(path, token),
+        )
     }
 
     /// Writes `value` to `path` only while `guard` exists, in one transaction (retried on
@@ -561,19 +354,13 @@ impl Xenbus {
         value: &str,
         permissions: &[Permission],
     ) -> Result<bool, Error> {
-        self.transaction(&format!("write {path}"), |store, tx_id| {
-            if store.read_in(tx_id, guard)?.is_none() {
+        self.transaction(&format!("write {path}"), |store| {
+            if optional(store.read(guard))?.is_none() {
                 return Ok((false, false));
             }
-            store.ok(
-                Request::Write {
-                    path,
-                    value: value.as_bytes(),
-                },
-                tx_id,
-            )?;
+            store.write(path, value.as_bytes())?;
             if !permissions.is_empty() {
-                store.set_perms_in(tx_id, path, permissions)?;
+                store.set_perms(path, permissions)?;
             }
             Ok((true, true))
         })
@@ -596,11 +383,11 @@ impl Xenbus {
             if parent.len() < top.len() {
                 break;
             }
-            let removed = self.transaction(&format!("remove {parent}"), |store, tx_id| {
-                if !store.directory_in(tx_id, parent)?.is_empty() {
+            let removed = self.transaction(&format!("remove {parent}"), |store| {
+                if !names(store.directory(parent))?.is_empty() {
                     return Ok((false, false));
                 }
-                store.rm_in(tx_id, parent)?;
+                removed(store.rm(parent))?;
                 Ok((true, true))
             })?;
             if !removed {
@@ -616,28 +403,22 @@ impl Xenbus {
     fn transaction<T>(
         &mut self,
         what: &str,
-        mut body: impl FnMut(&mut Self, u32) -> Result<(T, bool), Error>,
+        mut body: impl FnMut(&mut Transaction<'_, DeviceStream>) -> Result<(T, bool), client::Error>,
     ) -> Result<T, Error> {
+        let request = || format!("transaction ({what})");
         for _ in 0..TRANSACTION_ATTEMPTS {
-            let payload = self.call(Request::TransactionStart, 0)?;
-            let tx_id = wire::decode_transaction_id(&payload).map_err(|fault| Error::Protocol {
-                request: "TRANSACTION_START".into(),
-                fault,
-            })?;
-            let (result, commit) = match body(self, tx_id) {
+            let id = named(request, self.client.transaction_start())?;
+            let (result, commit) = match body(&mut self.client.in_transaction(id)) {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    let _ = self.ok(Request::TransactionEnd { commit: false }, tx_id);
-                    return Err(error);
+                    let _ = self.client.transaction_end(id, false);
+                    return named(request, Err(error));
                 }
             };
-            match self.ok(Request::TransactionEnd { commit }, tx_id) {
+            match self.client.transaction_end(id, commit) {
                 Ok(()) => return Ok(result),
-                Err(Error::Refused {
-                    error: XsdError::Again,
-                    ..
-                }) => continue,
-                Err(error) => return Err(error),
+                Err(client::Error::Xenstore(XsdError::Again)) => continue,
+                Err(error) => return named(request, Err(error)),
             }
         }
         Err(Error::Conflict {
@@ -646,61 +427,40 @@ impl Xenbus {
     }
 }
 
-/// What a domain may do with a node (docs/misc/xenstore.txt, SET_PERMS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeAccess {
-    /// `n`: nothing.
-    None,
-    /// `r`: read.
-    Read,
-    /// `w`: write.
-    Write,
-    /// `b`: read and write.
-    Both,
+fn duration_ns(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// One entry of a node's permissions: a domain and what it may do (`r3`: domain 3 may read).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Permission {
-    /// What the domain may do.
-    pub access: NodeAccess,
-    /// The domain.
-    pub domid: u32,
-}
-
-impl fmt::Display for Permission {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let letter = match self.access {
-            NodeAccess::None => 'n',
-            NodeAccess::Read => 'r',
-            NodeAccess::Write => 'w',
-            NodeAccess::Both => 'b',
-        };
-        write!(f, "{letter}{}", self.domid)
+/// A READ's value as text, `None` for a missing node.
+fn optional(result: Result<Vec<u8>, client::Error>) -> Result<Option<String>, client::Error> {
+    match result {
+        Ok(value) => Ok(Some(String::from_utf8_lossy(&value).into_owned())),
+        Err(error) if is_missing(&error) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
-/// The payload of SET_PERMS: `<path>|<perm-as-string>|+`.
-pub fn set_perms_payload(path: &str, permissions: &[Permission]) -> Result<Vec<u8>, EncodeError> {
-    if path.as_bytes().contains(&0) {
-        return Err(EncodeError::NulInArgument);
+/// A DIRECTORY's names, none for a missing node.
+fn names(result: Result<Vec<String>, client::Error>) -> Result<Vec<String>, client::Error> {
+    match result {
+        Err(error) if is_missing(&error) => Ok(Vec::new()),
+        result => result,
     }
-    let mut payload = Vec::with_capacity(path.len() + 1 + permissions.len() * 8);
-    payload.extend_from_slice(path.as_bytes());
-    payload.push(0);
-    for permission in permissions {
-        payload.extend_from_slice(permission.to_string().as_bytes());
-        payload.push(0);
+}
+
+/// An RM's outcome, a missing node counting as removed.
+fn removed(result: Result<(), client::Error>) -> Result<(), client::Error> {
+    match result {
+        Err(error) if is_missing(&error) => Ok(()),
+        result => result,
     }
-    if payload.len() > XENSTORE_PAYLOAD_MAX {
-        return Err(EncodeError::PayloadTooLarge { len: payload.len() });
-    }
-    Ok(payload)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fake::{Decoder, Message};
     use super::*;
+    use drivers::xen::xenstore::wire::{EncodeError, Header, MessageType, Request};
     use std::os::unix::net::UnixStream;
     use std::thread;
 
@@ -867,10 +627,20 @@ mod tests {
         client.set_reply_timeout(Duration::from_millis(100));
         let started = Instant::now();
         let error = client.read("/slow").unwrap_err();
-        assert!(matches!(error, Error::Timeout { .. }), "{error}");
-        assert!(error
-            .to_string()
-            .starts_with("xenstore READ /slow: no reply within "));
+        assert!(
+            matches!(
+                error,
+                Error::Store {
+                    error: client::Error::Timeout { .. },
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "xenstore READ /slow: no reply to READ within 100 ms"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(client);
         server.join().unwrap();
@@ -936,16 +706,7 @@ mod tests {
                 b"OK\0",
             )]
         });
-        let permissions = [
-            Permission {
-                access: NodeAccess::None,
-                domid: 0,
-            },
-            Permission {
-                access: NodeAccess::Read,
-                domid: 3,
-            },
-        ];
+        let permissions = Permission::readable_by(3);
         client
             .set_perms(
                 "/local/domain/0/error/backend/vdispl/3/0/error",
@@ -972,12 +733,16 @@ mod tests {
         .map(|access| Permission { access, domid: 65 }.to_string())
         .collect();
         assert_eq!(letters, ["n65", "r65", "w65", "b65"]);
+        let payload = |path| {
+            Request::SetPerms {
+                path,
+                permissions: &permissions,
+            }
+            .payload()
+        };
+        assert_eq!(payload("/a\0b"), Err(EncodeError::NulInArgument));
         assert_eq!(
-            set_perms_payload("/a\0b", &permissions),
-            Err(EncodeError::NulInArgument)
-        );
-        assert_eq!(
-            set_perms_payload(&"/a".repeat(2100), &permissions),
+            payload(&"/a".repeat(2100)),
             Err(EncodeError::PayloadTooLarge { len: 4207 })
         );
     }
@@ -1040,16 +805,7 @@ mod tests {
     #[test]
     fn a_guarded_write_with_permissions_is_one_transaction() {
         let (fake, mut client) = fake::FakeXenstored::start();
-        let read3 = [
-            Permission {
-                access: NodeAccess::None,
-                domid: 0,
-            },
-            Permission {
-                access: NodeAccess::Read,
-                domid: 3,
-            },
-        ];
+        let read3 = Permission::readable_by(3);
         assert!(!client
             .write_with_perms_if_exists("/be/state", "/err/error", "why", &read3)
             .unwrap());

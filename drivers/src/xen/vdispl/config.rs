@@ -7,7 +7,7 @@ use super::{VdisplError, MAX_CONNECTORS};
 use crate::xen::displif::{field, negotiate_version, parse_resolution};
 use crate::xen::gnttab::GrantRef;
 use crate::xen::xenbus::{self, XenbusState};
-use crate::xen::xenstore::client::{BatchOp, BatchReply, Client, Error as StoreError, Transport};
+use crate::xen::xenstore::client::{BatchOp, BatchReply, Client, Error as StoreError, Stream};
 use crate::xen::xenstore::wire::{Fault, XsdError};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -69,7 +69,7 @@ fn store_error(node: &str) -> impl FnOnce(StoreError) -> VdisplError + '_ {
     }
 }
 
-fn read_optional<T: Transport>(
+fn read_optional<T: Stream>(
     client: &mut Client<T>,
     node: &str,
 ) -> Result<Option<String>, VdisplError> {
@@ -82,7 +82,7 @@ fn read_optional<T: Transport>(
 
 /// The ids of the vdispl devices of this domain, in numeric order (none if
 /// the directory is missing).
-pub fn enumerate<T: Transport>(client: &mut Client<T>) -> Result<Vec<String>, VdisplError> {
+pub fn enumerate<T: Stream>(client: &mut Client<T>) -> Result<Vec<String>, VdisplError> {
     let mut ids = match client.directory(DEVICES) {
         Ok(ids) => ids,
         Err(StoreError::Xenstore(XsdError::NoEntry)) => Vec::new(),
@@ -134,7 +134,7 @@ fn batch_optional(
 /// `<fe>/0..N` until one is missing): a device that lists a connector past
 /// a missing one, or more than [`MAX_CONNECTORS`], is refused with an error
 /// naming the node.
-pub fn read_device<T: Transport>(
+pub fn read_device<T: Stream>(
     client: &mut Client<T>,
     id: &str,
 ) -> Result<DeviceConfig, VdisplError> {
@@ -252,7 +252,7 @@ pub fn read_device<T: Transport>(
 
 /// The protocol version to use with this backend (from its `versions`; a
 /// missing node means 1).
-pub fn negotiate<T: Transport>(
+pub fn negotiate<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
 ) -> Result<u32, VdisplError> {
@@ -267,7 +267,7 @@ pub fn negotiate<T: Transport>(
 /// The backend's state and `versions` read together (one round trip): the
 /// version to use if the backend is at InitWait already (it publishes
 /// `versions` before it gets there), `None` if it is not.
-pub fn ready_version<T: Transport>(
+pub fn ready_version<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
 ) -> Result<Option<u32>, VdisplError> {
@@ -293,7 +293,7 @@ pub fn ready_version<T: Transport>(
 
 /// Publishes `version` and every connector's ring references and event
 /// channels in one transaction (retried on EAGAIN), the writes in one batch.
-pub fn publish<T: Transport>(
+pub fn publish<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
     version: u32,
@@ -318,7 +318,7 @@ pub fn publish<T: Transport>(
 /// trips: every node in one batch, then the state once they are all written.
 /// No transaction is needed: the backend reads the nodes only once it sees
 /// the state, and xenstored applies one connection's requests in order.
-pub fn publish_with_state<T: Transport>(
+pub fn publish_with_state<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
     version: u32,
@@ -363,7 +363,7 @@ fn transport_nodes(
 /// connection, or from a backend that died without closing: its rings are
 /// not this frontend's, so the wait goes on until the backend (restarted,
 /// or having closed the old connection) offers InitWait again.
-pub fn wait_for_backend_ready<T: Transport>(
+pub fn wait_for_backend_ready<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
     timeout_ns: u64,
@@ -378,7 +378,7 @@ pub fn wait_for_backend_ready<T: Transport>(
 }
 
 /// Moves the frontend to `state`.
-pub fn set_state<T: Transport>(
+pub fn set_state<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
     state: XenbusState,
@@ -392,7 +392,7 @@ pub fn set_state<T: Transport>(
 
 /// Whether the backend left a connection (its state is no longer
 /// Connected), and how, in words.
-pub fn backend_gone<T: Transport>(client: &mut Client<T>, device: &DeviceConfig) -> Option<Gone> {
+pub fn backend_gone<T: Stream>(client: &mut Client<T>, device: &DeviceConfig) -> Option<Gone> {
     let node = format!("{}/state", device.backend);
     match xenbus::read_state(client, &node) {
         Ok(XenbusState::Connected) => None,
@@ -403,7 +403,7 @@ pub fn backend_gone<T: Transport>(client: &mut Client<T>, device: &DeviceConfig)
 
 /// After publishing: Initialised, wait for the backend's Connected, then
 /// Connected.
-pub fn complete_handshake<T: Transport>(
+pub fn complete_handshake<T: Stream>(
     client: &mut Client<T>,
     device: &DeviceConfig,
     timeout_ns: u64,

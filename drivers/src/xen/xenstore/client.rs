@@ -11,8 +11,11 @@
 //! payload) the connection is marked broken and every later call fails with
 //! [`Error::Broken`], naming the original fault.
 //!
-//! The client reaches the ring, the event channel and the clock through
-//! [`Transport`], so host tests run it against a fake xenstored.
+//! The client reaches xenstored through [`Stream`], a byte stream with a
+//! clock: the guest's shared ring page (every [`Transport`] is one), or
+//! Dom0's `/dev/xen/xenbus`, which carries the same messages, replies and
+//! watch events interleaved, over a file descriptor. Host tests run it
+//! against fakes of both.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -24,7 +27,8 @@ use core::fmt;
 
 use super::ring::{XenstoreInterface, XENSTORE_RING_SIZE};
 use super::wire::{
-    self, EncodeError, Fault, Header, MessageType, Request, WatchEvent, XsdError, HEADER_SIZE,
+    self, EncodeError, Fault, Header, MessageType, Permission, Request, WatchEvent, XsdError,
+    HEADER_SIZE,
 };
 
 /// The ring page, the event channel and the clock, as the client needs them.
@@ -39,6 +43,58 @@ pub trait Transport {
     fn wait(&mut self, deadline_ns: u64);
     /// Monotonic time in nanoseconds.
     fn now_ns(&self) -> u64;
+}
+
+/// A byte stream to xenstored and a clock: what the client needs of its
+/// connection. Requests go out as bytes, replies and watch events come in as
+/// bytes, each direction in pieces of any size.
+pub trait Stream {
+    /// Hands as much of `bytes` to xenstored as it takes now (0: no room
+    /// yet). `bytes` never spans more than one message: a Linux xenbus device
+    /// drops whatever follows the first message of a write.
+    fn send(&mut self, bytes: &[u8]) -> Result<usize, Fault>;
+    /// Takes up to `buffer.len()` bytes xenstored sent, without blocking (0:
+    /// none yet).
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, Fault>;
+    /// Tells xenstored that bytes were sent or room was made.
+    fn notify(&mut self);
+    /// Waits until xenstored may have made progress or the monotonic clock
+    /// reaches `deadline_ns`, whichever is first.
+    fn wait(&mut self, deadline_ns: u64);
+    /// Monotonic time in nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Why xenstored has stopped serving the connection, if it says so.
+    fn given_up(&self) -> Option<Fault>;
+}
+
+/// The shared ring page is a byte stream: requests into `req`, replies and
+/// events out of `rsp`, the page's error field saying when xenstored gave up.
+impl<T: Transport> Stream for T {
+    fn send(&mut self, bytes: &[u8]) -> Result<usize, Fault> {
+        Ok(self.interface().write_request(bytes)?)
+    }
+
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<usize, Fault> {
+        Ok(self.interface().read_response(buffer)?)
+    }
+
+    fn notify(&mut self) {
+        Transport::notify(self);
+    }
+
+    fn wait(&mut self, deadline_ns: u64) {
+        Transport::wait(self, deadline_ns);
+    }
+
+    fn now_ns(&self) -> u64 {
+        Transport::now_ns(self)
+    }
+
+    fn given_up(&self) -> Option<Fault> {
+        self.interface()
+            .reported_error()
+            .map(|code| Fault::ServerError { code })
+    }
 }
 
 /// How long a request waits for its reply unless configured otherwise.
@@ -243,7 +299,7 @@ impl Incoming {
 }
 
 /// A xenstore client. See the module documentation.
-pub struct Client<T: Transport> {
+pub struct Client<T: Stream> {
     transport: T,
     request_timeout_ns: u64,
     transaction_attempts: u32,
@@ -256,7 +312,7 @@ pub struct Client<T: Transport> {
     broken: Option<Fault>,
 }
 
-impl<T: Transport> Client<T> {
+impl<T: Stream> Client<T> {
     /// A client over `transport` with the default timeout and attempts.
     pub fn new(transport: T) -> Self {
         Client {
@@ -481,14 +537,51 @@ impl<T: Transport> Client<T> {
 
     /// Waits until a watch event arrives or the clock reaches `deadline_ns`,
     /// then dispatches what is queued; returns how many callbacks ran. Blocks
-    /// in [`Transport::wait`], never spins.
+    /// in [`Stream::wait`], never spins.
     pub fn wait_for_watches(&mut self, deadline_ns: u64) -> Result<usize, Error> {
+        self.wait_for_events(deadline_ns)?;
+        Ok(self.dispatch_watches())
+    }
+
+    /// Waits until a watch event is queued or the clock reaches
+    /// `deadline_ns`, without running callbacks; returns how many events are
+    /// queued.
+    pub fn wait_for_events(&mut self, deadline_ns: u64) -> Result<usize, Error> {
         self.poll()?;
         if self.events.is_empty() && self.transport.now_ns() < deadline_ns {
             self.transport.wait(deadline_ns);
             self.poll()?;
         }
-        Ok(self.dispatch_watches())
+        Ok(self.events.len())
+    }
+
+    /// Watches `path` and its descendants with the caller's `token` (WATCH)
+    /// and no callback: its events are handed out by [`Client::take_event`].
+    pub fn watch_token(&mut self, path: &str, token: &str) -> Result<(), Error> {
+        self.call_ok(0, &Request::Watch { path, token })
+    }
+
+    /// Removes a watch set with [`Client::watch_token`] (UNWATCH).
+    pub fn unwatch_token(&mut self, path: &str, token: &str) -> Result<(), Error> {
+        self.call_ok(0, &Request::Unwatch { path, token })
+    }
+
+    /// The oldest queued watch event, taken off the queue; for watches set
+    /// with [`Client::watch_token`] (callbacks are run by
+    /// [`Client::dispatch_watches`] instead).
+    pub fn take_event(&mut self) -> Option<WatchEvent> {
+        self.events.pop_front()
+    }
+
+    /// How many watch events are queued.
+    pub fn queued_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Sets a node's permissions (SET_PERMS): `permissions[0]` names the
+    /// owner and what every domain not listed may do.
+    pub fn set_perms(&mut self, path: &str, permissions: &[Permission]) -> Result<(), Error> {
+        self.set_perms_in(0, path, permissions)
     }
 
     fn read_in(&mut self, tx_id: u32, path: &str) -> Result<Vec<u8>, Error> {
@@ -514,6 +607,15 @@ impl<T: Transport> Client<T> {
     fn directory_in(&mut self, tx_id: u32, path: &str) -> Result<Vec<String>, Error> {
         let payload = self.call(tx_id, &Request::Directory { path })?;
         wire::decode_directory(&payload).map_err(|reason| Error::Malformed { reason })
+    }
+
+    fn set_perms_in(
+        &mut self,
+        tx_id: u32,
+        path: &str,
+        permissions: &[Permission],
+    ) -> Result<(), Error> {
+        self.call_ok(tx_id, &Request::SetPerms { path, permissions })
     }
 
     fn forget_watch(&mut self, token: &str) {
@@ -717,9 +819,7 @@ impl<T: Transport> Client<T> {
     /// Fails if the connection was given up, or xenstored reports it gone.
     fn check_usable(&mut self) -> Result<(), Error> {
         if self.broken.is_none() {
-            if let Some(code) = self.transport.interface().reported_error() {
-                self.broken = Some(Fault::ServerError { code });
-            }
+            self.broken = self.transport.given_up();
         }
         match self.broken {
             Some(reason) => Err(Error::Broken { reason }),
@@ -745,16 +845,19 @@ impl<T: Transport> Client<T> {
     fn send(&mut self, message: &[u8], request: MessageType, deadline: u64) -> Result<(), Error> {
         let mut sent = 0;
         loop {
-            let taken = match self.transport.interface().write_request(&message[sent..]) {
+            let taken = match self.transport.send(&message[sent..]) {
                 Ok(taken) => taken,
-                Err(error) => return Err(self.break_with(error.into())),
+                Err(fault) => return Err(self.break_with(fault)),
             };
             if taken > 0 {
                 sent += taken;
                 self.transport.notify();
-            }
-            if sent == message.len() {
-                return Ok(());
+                if sent == message.len() {
+                    return Ok(());
+                }
+                // A stream may take a message in pieces: offer the rest
+                // before waiting.
+                continue;
             }
             // Keep the response ring moving while the request ring is full.
             while let Some(message) = self.next_message()? {
@@ -845,13 +948,12 @@ impl<T: Transport> Client<T> {
     }
 
     fn reassemble(&mut self, consumed: &mut bool) -> Result<Option<Message>, Fault> {
-        let interface = self.transport.interface();
+        let transport = &mut self.transport;
         let incoming = &mut self.incoming;
         loop {
             match &mut incoming.body {
                 None => {
-                    let read =
-                        interface.read_response(&mut incoming.header[incoming.header_filled..])?;
+                    let read = transport.receive(&mut incoming.header[incoming.header_filled..])?;
                     if read == 0 {
                         return Ok(None);
                     }
@@ -867,7 +969,7 @@ impl<T: Transport> Client<T> {
                 }
                 Some((header, msg_type, payload, filled)) => {
                     if *filled < payload.len() {
-                        let read = interface.read_response(&mut payload[*filled..])?;
+                        let read = transport.receive(&mut payload[*filled..])?;
                         if read == 0 {
                             return Ok(None);
                         }
@@ -890,12 +992,12 @@ impl<T: Transport> Client<T> {
 }
 
 /// Operations inside a transaction: every request carries its id.
-pub struct Transaction<'a, T: Transport> {
+pub struct Transaction<'a, T: Stream> {
     client: &'a mut Client<T>,
     id: TransactionId,
 }
 
-impl<T: Transport> Transaction<'_, T> {
+impl<T: Stream> Transaction<'_, T> {
     /// The transaction id.
     pub fn id(&self) -> TransactionId {
         self.id
@@ -929,6 +1031,11 @@ impl<T: Transport> Transaction<'_, T> {
     /// [`Client::directory`] inside the transaction.
     pub fn directory(&mut self, path: &str) -> Result<Vec<String>, Error> {
         self.client.directory_in(self.id.0, path)
+    }
+
+    /// [`Client::set_perms`] inside the transaction.
+    pub fn set_perms(&mut self, path: &str, permissions: &[Permission]) -> Result<(), Error> {
+        self.client.set_perms_in(self.id.0, path, permissions)
     }
 
     /// [`Client::batch`] inside the transaction.

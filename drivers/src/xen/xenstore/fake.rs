@@ -668,6 +668,17 @@ impl FakeXenstored {
                 self.changed(tx_id, path, true, events);
                 Ok(OK.to_vec())
             }
+            MessageType::SetPerms => {
+                // The permissions are recorded with the request; the node
+                // must exist.
+                let split = payload.iter().position(|&byte| byte == 0).ok_or("EINVAL")?;
+                let path = core::str::from_utf8(&payload[..split]).map_err(|_| "EINVAL")?;
+                let path = self.checked(path)?;
+                if !self.tree(tx_id)?.contains_key(&path) {
+                    return Err("ENOENT".to_string());
+                }
+                Ok(OK.to_vec())
+            }
             MessageType::Directory => {
                 let path = self.path_arg(payload)?;
                 let tree = self.tree(tx_id)?;

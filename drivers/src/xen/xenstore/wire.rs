@@ -354,6 +354,13 @@ pub enum Fault {
     },
     /// A timeout struck with a request only part-way into the ring.
     RequestCutShort,
+    /// The byte stream to xenstored ended (end of file on a xenbus device).
+    StreamClosed,
+    /// Reading or writing the byte stream failed with this OS error number.
+    StreamFailed {
+        /// The OS error number (`errno`).
+        errno: i32,
+    },
 }
 
 impl fmt::Display for Fault {
@@ -383,6 +390,10 @@ impl fmt::Display for Fault {
                 write!(f, "xenstored reports connection error {code}")
             }
             Fault::RequestCutShort => f.write_str("a request timed out part-way into the ring"),
+            Fault::StreamClosed => f.write_str("the connection to xenstored was closed"),
+            Fault::StreamFailed { errno } => {
+                write!(f, "the connection to xenstored failed (errno {errno})")
+            }
         }
     }
 }
@@ -462,6 +473,74 @@ pub enum Request<'a> {
         /// Domain.
         domid: u16,
     },
+    /// SET_PERMS `path|perm|perm|...`: the first permission names the node's
+    /// owner and what every domain not listed may do, the others what the
+    /// domains they name may do.
+    SetPerms {
+        /// Node.
+        path: &'a str,
+        /// Owner first.
+        permissions: &'a [Permission],
+    },
+}
+
+/// What a domain may do with a node (docs/misc/xenstore.txt, SET_PERMS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeAccess {
+    /// `n`: nothing.
+    None,
+    /// `r`: read.
+    Read,
+    /// `w`: write.
+    Write,
+    /// `b`: read and write.
+    Both,
+}
+
+/// One entry of a node's permissions: a domain and what it may do (`r3`:
+/// domain 3 may read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Permission {
+    /// What the domain may do.
+    pub access: NodeAccess,
+    /// The domain.
+    pub domid: u32,
+}
+
+impl Permission {
+    /// The permissions of a node Dom0 owns that no domain may touch but `domid`, which may
+    /// read it: `n0`, `r<domid>` (a backend's node for its frontend, such as the xenbus
+    /// error node).
+    pub const fn readable_by(domid: u32) -> [Permission; 2] {
+        [
+            Permission {
+                access: NodeAccess::None,
+                domid: 0,
+            },
+            Permission {
+                access: NodeAccess::Read,
+                domid,
+            },
+        ]
+    }
+}
+
+impl NodeAccess {
+    /// The letter SET_PERMS and GET_PERMS use for it.
+    pub fn letter(self) -> u8 {
+        match self {
+            NodeAccess::None => b'n',
+            NodeAccess::Read => b'r',
+            NodeAccess::Write => b'w',
+            NodeAccess::Both => b'b',
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", char::from(self.access.letter()), self.domid)
+    }
 }
 
 fn push_string(payload: &mut Vec<u8>, text: &str) -> Result<(), EncodeError> {
@@ -487,6 +566,7 @@ impl Request<'_> {
             Request::TransactionStart => MessageType::TransactionStart,
             Request::TransactionEnd { .. } => MessageType::TransactionEnd,
             Request::GetDomainPath { .. } => MessageType::GetDomainPath,
+            Request::SetPerms { .. } => MessageType::SetPerms,
         }
     }
 
@@ -513,6 +593,14 @@ impl Request<'_> {
             Request::GetDomainPath { domid } => {
                 let mut digits = [0u8; 5];
                 push_string(&mut payload, decimal(u32::from(domid), &mut digits))?;
+            }
+            Request::SetPerms { path, permissions } => {
+                push_string(&mut payload, path)?;
+                for permission in permissions {
+                    let mut digits = [0u8; 10];
+                    payload.push(permission.access.letter());
+                    push_string(&mut payload, decimal(permission.domid, &mut digits))?;
+                }
             }
         }
         if payload.len() > XENSTORE_PAYLOAD_MAX {

@@ -11,14 +11,59 @@
 //!   TRANSACTION_START, `T` keeps what it did (there is one client, so nothing conflicts).
 //! - WATCH and UNWATCH are answered OK and fire nothing.
 
-use super::{Decoder, Message, Xenbus};
-use drivers::xen::xenstore::wire::{Header, MessageType};
+use super::Xenbus;
+use drivers::xen::xenstore::wire::{Fault, Header, MessageType, HEADER_SIZE};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
+
+/// Splits the byte stream the client sends into messages.
+#[derive(Default)]
+pub struct Decoder {
+    buffer: Vec<u8>,
+}
+
+/// One message: its header, checked type and payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The header as received.
+    pub header: Header,
+    /// Its type.
+    pub msg_type: MessageType,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+impl Decoder {
+    /// Appends received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, if one has arrived. A header with an unknown type or an
+    /// oversized payload is a fault: the stream has lost its message boundaries.
+    pub fn next_message(&mut self) -> Result<Option<Message>, Fault> {
+        let Some(raw) = self.buffer.first_chunk::<HEADER_SIZE>() else {
+            return Ok(None);
+        };
+        let header = Header::from_bytes(raw);
+        let msg_type = header.check()?;
+        let end = HEADER_SIZE + header.len as usize;
+        if self.buffer.len() < end {
+            return Ok(None);
+        }
+        let payload = self.buffer[HEADER_SIZE..end].to_vec();
+        self.buffer.drain(..end);
+        Ok(Some(Message {
+            header,
+            msg_type,
+            payload,
+        }))
+    }
+}
 
 /// A node: its value and its permissions as SET_PERMS strings (`n0`, `r3`, ...).
 #[derive(Clone, Debug, PartialEq, Eq)]
