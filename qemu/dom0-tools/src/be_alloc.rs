@@ -21,6 +21,7 @@ use crate::gntdev::GRANT_SIZE;
 use crate::grant_map::{Access, GrantMapper, GrantMapping, RegionDevice};
 use drivers::xen::displif::{write_directory_page, REFS_PER_DIRECTORY_PAGE};
 use drivers::xen::gnttab::GrantRef;
+use drivers::xen::vdispl::backend::DisplayBuffer;
 use std::fmt;
 use std::io;
 use std::ptr::NonNull;
@@ -171,6 +172,15 @@ impl Allocator {
     pub fn pages_held(&self) -> usize {
         self.count.0.load(Ordering::Relaxed)
     }
+}
+
+/// Pages of the backend-allocated buffers among `buffers`.
+pub fn pages_of<'a>(buffers: impl IntoIterator<Item = &'a DisplayBuffer>) -> usize {
+    buffers
+        .into_iter()
+        .filter(|buffer| buffer.backend_allocated)
+        .map(|buffer| buffer.refs.len())
+        .sum()
 }
 
 /// `grants` offering backend-allocated buffers from `/dev/xen/gntalloc`, or `grants` as it is,

@@ -169,10 +169,10 @@ impl FakeGntalloc {
     /// The peer writes `bytes` into granted page `gref` at `offset` (it must map it).
     pub fn peer_write(&self, gref: u32, offset: usize, bytes: &[u8]) -> Result<(), String> {
         let mut state = self.state();
-        if !state
+        if state
             .grefs
             .get(&gref)
-            .is_some_and(|entry| entry.peer_maps > 0)
+            .is_none_or(|entry| entry.peer_maps == 0)
         {
             return Err(format!("grant {gref} is not mapped by the peer"));
         }
