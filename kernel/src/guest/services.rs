@@ -143,6 +143,8 @@ pub fn with_grants<R>(f: impl FnOnce(&mut GrantTable<'static>) -> R) -> Option<R
 struct Window {
     /// Free runs: (first address, pages), in address order.
     free: Vec<(u64, usize)>,
+    /// Pages in all.
+    pages: usize,
 }
 
 static WINDOW: spin::Mutex<Option<Window>> = spin::Mutex::new(None);
@@ -155,6 +157,7 @@ pub fn init_foreign_window(regions: &[Region]) -> Option<Region> {
     let pages = ((region.size - (base - region.base)) / 4096) as usize;
     *WINDOW.lock() = Some(Window {
         free: alloc::vec![(base, pages)],
+        pages,
     });
     Some(region)
 }
@@ -202,6 +205,14 @@ pub fn map_foreign(domid: u16, refs: &[GrantRef]) -> Result<ForeignPages, Foreig
             Err(ForeignError::Map(error))
         }
     }
+}
+
+/// Pages of the window mapped now (0 without a window).
+pub fn foreign_in_use() -> usize {
+    WINDOW.lock().as_ref().map_or(0, |window| {
+        let free: usize = window.free.iter().map(|&(_, pages)| pages).sum();
+        window.pages - free
+    })
 }
 
 /// Unmaps pages [`map_foreign`] mapped and gives their run back.
