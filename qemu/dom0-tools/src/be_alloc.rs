@@ -21,7 +21,6 @@ use crate::gntdev::GRANT_SIZE;
 use crate::grant_map::{Access, GrantMapper, GrantMapping, RegionDevice};
 use drivers::xen::displif::{write_directory_page, REFS_PER_DIRECTORY_PAGE};
 use drivers::xen::gnttab::GrantRef;
-use drivers::xen::vdispl::backend::DisplayBuffer;
 use std::fmt;
 use std::io;
 use std::ptr::NonNull;
@@ -174,13 +173,36 @@ impl Allocator {
     }
 }
 
-/// Pages of the backend-allocated buffers among `buffers`.
-pub fn pages_of<'a>(buffers: impl IntoIterator<Item = &'a DisplayBuffer>) -> usize {
-    buffers
-        .into_iter()
-        .filter(|buffer| buffer.backend_allocated)
-        .map(|buffer| buffer.refs.len())
-        .sum()
+/// The pages a backend holds before it lets go of something, for the line that says what
+/// went back ([`Held::report`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Held(Option<usize>);
+
+impl Held {
+    /// What `grants`' allocator holds now (nothing to say without one).
+    pub fn before(grants: &GrantMapper) -> Self {
+        Self(grants.allocator().map(Allocator::pages_held))
+    }
+
+    /// The line for `what` once it was let go of: `None` when it held no backend-allocated
+    /// pages and none are held (a backend serving guest-allocated buffers says nothing).
+    pub fn line(self, what: &str, grants: &GrantMapper) -> Option<String> {
+        let before = self.0?;
+        let now = grants.allocator()?.pages_held();
+        (before != now || now > 0).then(|| {
+            format!(
+                "vdispl-backend: {what}: {} backend-allocated pages let go of ({now} held now)",
+                before.saturating_sub(now)
+            )
+        })
+    }
+
+    /// Prints [`Held::line`], if any.
+    pub fn report(self, what: &str, grants: &GrantMapper) {
+        if let Some(line) = self.line(what, grants) {
+            println!("{line}");
+        }
+    }
 }
 
 /// `grants` offering backend-allocated buffers from `/dev/xen/gntalloc`, or `grants` as it is,
@@ -372,6 +394,35 @@ mod tests {
             (0, 0)
         );
         assert_eq!(rig.grants.allocator().unwrap().pages_held(), 0);
+    }
+
+    #[test]
+    fn what_is_let_go_of_is_said_only_for_backend_allocated_pages() {
+        let rig = rig(64);
+        let directory = grant_directory(&rig.gntdev, 1);
+        let allocation = allocate(&rig.grants, DOMID, directory[0], 3)
+            .unwrap()
+            .unwrap();
+        let held = Held::before(&rig.grants);
+        assert_eq!(
+            held.line("dom3 dev0", &rig.grants),
+            Some(
+                "vdispl-backend: dom3 dev0: 0 backend-allocated pages let go of (3 held now)"
+                    .into()
+            )
+        );
+        allocation.mapping.unmap().unwrap();
+        assert_eq!(
+            held.line("dom3 dev0", &rig.grants),
+            Some(
+                "vdispl-backend: dom3 dev0: 3 backend-allocated pages let go of (0 held now)"
+                    .into()
+            )
+        );
+        let idle = Held::before(&rig.grants);
+        assert_eq!(idle.line("dom3 dev0", &rig.grants), None);
+        let plain = GrantMapper::over(rig.gntdev.clone());
+        assert_eq!(Held::before(&plain).line("dom3 dev0", &plain), None);
     }
 
     #[test]

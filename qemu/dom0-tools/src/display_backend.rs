@@ -1162,15 +1162,9 @@ impl Backend {
                 }
             }
         }
-        let allocated = be_alloc::pages_of(link.model.buffers.values());
+        let held = be_alloc::Held::before(&self.grants);
         unmap_link(key, link, self.copier.as_ref(), &mut self.summary);
-        if let (true, Some(allocator)) = (allocated > 0, self.grants.allocator()) {
-            println!(
-                "vdispl-backend: {key}: {allocated} backend-allocated pages let go of ({} held \
-                 now)",
-                allocator.pages_held()
-            );
-        }
+        held.report(&format!("{key}"), &self.grants);
     }
 
     /// Lets go of a device's link, if any; returns a note on what it did for the log.
@@ -1856,7 +1850,9 @@ fn answer(
             // A copy of this buffer was over before this answer (`waits_for_copy`), so this
             // unmaps it now.
             if let Some(mapping) = link.buffers.remove(&cookie) {
+                let held = be_alloc::Held::before(grants);
                 release_buffer(key, cookie, mapping);
+                held.report(&format!("{key}: display buffer {cookie:#x}"), grants);
             }
             (response, None)
         }
