@@ -221,12 +221,15 @@ impl DisplayLog {
     }
 }
 
-/// The start of the line `multi.sh` prints before a guest's console log.
-const SECTION_BEGINS: &str = "rig: multi: console of domain ";
+/// The starts of the lines `multi.sh` and `be-alloc.sh` print before a guest's console log.
+const SECTION_BEGINS: &[&str] = &[
+    "rig: multi: console of domain ",
+    "rig: be-alloc: console of domain ",
+];
 
-/// A log of several guests at once (`multi.sh`), one [`DisplayLog`] per domain: a guest's flip
-/// and summary lines come from its console section (between `rig: multi: console of domain <D>
-/// begins` and `... ends`), its frames from the backend's lines for `dom=<D>` (and its
+/// A log of several guests (`multi.sh`, `be-alloc.sh`), one [`DisplayLog`] per domain: a guest's
+/// flip and summary lines come from its console section (between `rig: multi: console of domain
+/// <D> begins` and `... ends`, or the same with `be-alloc:`), its frames from the backend's lines for `dom=<D>` (and its
 /// `vdispl-backend: dom<D> ...` not-captured lines).
 pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -234,7 +237,10 @@ pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
     let mut section = None;
     for raw in String::from_utf8_lossy(&bytes).lines() {
         let text = logmatch::strip_prefixes(raw);
-        if let Some(rest) = text.strip_prefix(SECTION_BEGINS) {
+        if let Some(rest) = SECTION_BEGINS
+            .iter()
+            .find_map(|begins| text.strip_prefix(begins))
+        {
             let (domain, what) = rest.split_once(' ').unwrap_or((rest, ""));
             section = match (domain.parse::<u32>(), what) {
                 (Ok(domain), "begins") => Some(domain),

@@ -1,0 +1,122 @@
+#!/bin/sh
+# be-alloc: the display guest with `be-alloc = 1` (qemu/xl/vdispl-os-be-alloc.cfg): the backend
+# allocates every display buffer (gntalloc), grants its pages to the guest and lists them in the
+# guest's page directory; the guest maps them and draws there. Two phases, one backend binary:
+#   1. golden: the backend with --out, the guest on two connectors (1280x720, 800x600) shows
+#      the demo scenes (bootargs `scene=bars,primitives,animation,status frames=2`) and powers
+#      itself off; its console goes between `rig: be-alloc: console of domain <D> begins` and
+#      `... ends` lines, so that `cargo xtask test` holds that domain's frames against their
+#      goldens; the backend must have let go of every page it allocated (`(0 held now)`).
+#   2. recovery: a guest on two small connectors (320x240, 256x192) animates; the backend
+#      (frame lines only) is killed (SIGKILL) and restarted $CYCLES times, frames resume each
+#      time; then xl shutdown, and the guest's figures after each connection (grants, heap and
+#      the backend's pages it maps) must be back at its baseline, and the last backend must
+#      have let go of every page it allocated.
+# Ends with `rig: be-alloc ok (...)` or `rig: be-alloc failed: ...`.
+. /rig/lib.sh
+
+CYCLES=${BE_ALLOC_CYCLES:-3}
+DEAD_MS=1000
+FLIPS_PER_CYCLE=2
+FLIP_TIMEOUT_MS=60000
+BE_ALLOC_CONFIG=/etc/xen/vdispl-os-be-alloc.cfg
+
+# held_at_zero: the backend's last `... held now)` line says it holds no allocated page.
+held_at_zero() {
+    local last
+    last=$(grep 'backend-allocated pages let go of' "$BACKEND_LOG" | tail -n 1)
+    say "backend's last word on its pages: ${last:-none}"
+    case "$last" in
+    *"(0 held now)") return 0 ;;
+    *) return 1 ;;
+    esac
+}
+
+# Phase 1: golden.
+mount_frames
+if ! start_backend --out "$FRAMES_DIR"; then
+    exit 1
+fi
+GUEST_CONFIG=$BE_ALLOC_CONFIG
+GUEST_EXTRA_BOOTARGS="scene=bars,primitives,animation,status frames=2"
+clear_console_logs
+start=$(uptime_ms)
+if ! create_guest -p; then
+    fail "golden: xl create"
+else
+    domid=$(xl domid "$GUEST_NAME")
+    xl unpause "$GUEST_NAME"
+    say "be-alloc golden: guest is domain $domid"
+    if wait_gone "$GUEST_NAME" "$start" 300000; then
+        say "be-alloc golden: guest powered off"
+    else
+        fail "golden: the guest did not power off"
+    fi
+    wait_released "$domid" poweroff || fail "golden: the backend kept the device"
+    grep -q "pages allocated and granted to domain $domid (be-alloc)" "$BACKEND_LOG" ||
+        fail "golden: the backend allocated no buffer"
+    held_at_zero || fail "golden: the backend holds allocated pages"
+    sleep 0.2
+    say "be-alloc: console of domain $domid begins"
+    show_log "$CONSOLE_LOGS/guest-$GUEST_NAME.log" guest-console
+    say "be-alloc: console of domain $domid ends"
+fi
+stop_backend
+if [ "$FRAMES_DIR" = "$FRAMES_MOUNT" ]; then
+    say "frames written: $(ls "$FRAMES_DIR" | grep -c '\.png$') PNG files"
+    sync
+    umount "$FRAMES_MOUNT" || say "umount $FRAMES_MOUNT failed"
+fi
+
+# Phase 2: recovery.
+GUEST_CONFIG=/tmp/vdispl-os-be-alloc-small.cfg
+sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=1,connectors=DP-1:320x240;HDMI-A-1:256x192' ]/" \
+    "$BE_ALLOC_CONFIG" >"$GUEST_CONFIG"
+GUEST_EXTRA_BOOTARGS="scene=animation,status frames=100000"
+if ! start_backend; then
+    exit 1
+fi
+clear_console_logs
+if ! create_guest -p; then
+    fail "recovery: xl create"
+    stop_backend
+else
+    domid=$(xl domid "$GUEST_NAME")
+    xl unpause "$GUEST_NAME"
+    say "be-alloc recovery: guest is domain $domid"
+    if ! wait_frames "$domid" "$FLIPS_PER_CYCLE"; then
+        fail "recovery: first frames"
+    else
+        cycle=1
+        while [ "$cycle" -le "$CYCLES" ]; do
+            kill -KILL "$BACKEND_PID"
+            killed=$(uptime_ms)
+            say "be-alloc recovery cycle $cycle of $CYCLES: backend killed (SIGKILL)"
+            sleep $((DEAD_MS / 1000)).$(printf '%03d' $((DEAD_MS % 1000)))
+            BACKEND_PID=
+            if ! start_backend; then
+                fail "cycle $cycle: backend restart"
+                break
+            fi
+            if ! wait_frames "$domid" "$FLIPS_PER_CYCLE"; then
+                fail "cycle $cycle: frames did not resume"
+                break
+            fi
+            grep -q "pages allocated and granted to domain $domid (be-alloc)" "$BACKEND_LOG" ||
+                fail "cycle $cycle: the backend allocated no buffer"
+            say "be-alloc recovery cycle $cycle of $CYCLES: frames resumed $(($(uptime_ms) - killed)) ms after the kill"
+            cycle=$((cycle + 1))
+        done
+    fi
+    end_guest shutdown || fail "xl shutdown"
+    wait_released "$domid" shutdown || fail "recovery: the backend kept the device"
+    held_at_zero || fail "recovery: the backend holds allocated pages"
+    wind_down
+    check_figures $((CYCLES + 1))
+fi
+if [ -z "$failures" ]; then
+    say "be-alloc ok (golden phase, $CYCLES backend restarts, $CLOSED_AT_BASELINE connections closed with grants, heap and backend pages at baseline)"
+else
+    say "be-alloc failed: $failures"
+    exit 1
+fi
