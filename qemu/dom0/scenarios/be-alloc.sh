@@ -11,7 +11,8 @@
 #      (frame lines only) is killed (SIGKILL) and restarted $CYCLES times, frames resume each
 #      time; then xl shutdown, and the guest's figures after each connection (grants, heap and
 #      the backend's pages it maps) must be back at its baseline, and the last backend must
-#      have let go of every page it allocated.
+#      have let go of every page it allocated and hold no gntalloc or gntdev mapping (its
+#      /proc/<pid>/maps) once the guest is gone.
 # Ends with `rig: be-alloc ok (...)` or `rig: be-alloc failed: ...`.
 . /rig/lib.sh
 
@@ -108,9 +109,17 @@ else
             cycle=$((cycle + 1))
         done
     fi
+    # While connected the last backend maps its own buffers (gntalloc) and the guest's rings
+    # (gntdev): the check after the guest is gone can see a leak.
+    held=$(grep -c -e /dev/xen/gntalloc "/proc/$BACKEND_PID/maps" 2>/dev/null)
+    say "be-alloc recovery: the backend holds ${held:-unknown} gntalloc mappings while connected"
+    [ "${held:-0}" -gt 0 ] || fail "recovery: no gntalloc mapping seen while connected"
     end_guest shutdown || fail "xl shutdown"
     wait_released "$domid" shutdown || fail "recovery: the backend kept the device"
     held_at_zero || fail "recovery: the backend holds allocated pages"
+    mapped=$(grep -c -e /dev/xen/gntalloc -e /dev/xen/gntdev "/proc/$BACKEND_PID/maps" 2>/dev/null)
+    say "be-alloc recovery: the backend holds ${mapped:-unknown} gntalloc and gntdev mappings after the guest is gone"
+    [ "${mapped:-1}" -eq 0 ] || fail "recovery: ${mapped:-unknown} mappings left"
     wind_down
     check_figures $((CYCLES + 1))
 fi
