@@ -1465,7 +1465,7 @@ fn check_guests_frames(log: &Path, dir: &Path, expected: usize) -> Result<(Vec<S
         );
         for summary in log.summaries.values() {
             println!(
-                "test: multi: domain {domain} conn {} {}x{}: {} frames, {} fps, flip round trip \
+                "test: domain {domain} conn {} {}x{}: {} frames, {} fps, flip round trip \
                  p50 {:.1} ms, p99 {:.1} ms",
                 summary.connector,
                 summary.width,
