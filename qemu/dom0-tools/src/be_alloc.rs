@@ -14,7 +14,9 @@
 //!   closes; a backend that dies lets go of everything with its file. None of these takes the
 //!   pages from a frontend that still maps them: the kernel ends a grant, and frees its page,
 //!   only once the frontend has unmapped it (Xen does not allow a domain to end a grant
-//!   another domain maps), so a frontend is waited for, never cut off.
+//!   another domain maps; Linux's gntalloc hands such a page to the grant table's deferred
+//!   list, `gnttab_end_foreign_access`, which retries until the grant is free), so a frontend is
+//!   waited for, never cut off.
 
 use crate::gntalloc::{GntallocDevice, GntallocFile};
 use crate::gntdev::GRANT_SIZE;

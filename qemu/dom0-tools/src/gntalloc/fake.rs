@@ -12,7 +12,10 @@
 //! - A page is held by the file (until IOCTL_GNTALLOC_DEALLOC_GREF, EINVAL for pages the file
 //!   does not hold) and by each mmap() of it (until munmap()). Once neither holds it, its grant
 //!   is ended and the page freed, unless the peer still maps it: then both wait until the peer
-//!   unmaps it ([`FakeGntalloc::peer_unmap`]). Nothing is ever taken from under the peer.
+//!   unmaps it ([`FakeGntalloc::peer_unmap`]). Nothing is ever taken from under the peer. (The
+//!   fake counts such a page against the limit until then, as kernels before the XSA-396 fixes
+//!   did, keeping it on gntalloc's list; later ones hand it to the grant table's deferred list,
+//!   `gnttab_end_foreign_access`, and count it no more.)
 
 use super::GntallocDevice;
 use crate::gntdev::GRANT_SIZE;
