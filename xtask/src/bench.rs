@@ -9,7 +9,9 @@
 //! `memory=` that runs 1920x1080 double-buffered, by bisection; and, in the paint guest driven
 //! by `qemu/dom0/input/bench-touch.script` (100 touches), the time from a touch reaching the
 //! guest to the flip showing it done, p50/p99 as the guest measured them (a figure only, no
-//! target). The host adds the Image size.
+//! target); and, side by side at 1920x1080, display buffers allocated by the guest and by the
+//! backend (be-alloc): first frame, flips per second, and the backend's CPU time per flip on its
+//! ring thread and in all its threads (figures, no target). The host adds the Image size.
 //! Figures come from the emulated rig (TCG); the bench never fails on timing, only when a
 //! measurement could not be made.
 
@@ -186,6 +188,18 @@ struct Figures {
     capture: Vec<(String, bool, Option<Capture>)>,
     /// The touch-to-flip run: per connector, the guest's figures (None: failed).
     touch_to_flip: Vec<(u32, Option<TouchToFlip>)>,
+    /// The buffer runs: be-alloc, and the figures (None: failed).
+    buffers: Vec<(bool, Option<Buffers>)>,
+}
+
+/// One buffer run's figures: the guest's first frame and flips per second, the backend's CPU
+/// time per flip.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Buffers {
+    first_frame_ms: u64,
+    fps: f64,
+    ring_us_per_flip: u64,
+    all_us_per_flip: u64,
 }
 
 /// The touch-to-flip run's figures, as the guest measured them.
@@ -267,6 +281,21 @@ impl Figures {
                         .capture
                         .push((resolution.to_string(), capture == "on", figures_of()));
                 }
+            } else if let Some(rest) = rest.strip_prefix("buffers be-alloc=") {
+                let be_alloc = rest.starts_with('1');
+                let measured = || {
+                    Some(Buffers {
+                        first_frame_ms: field("first_frame_ms=")?,
+                        fps: rest
+                            .split_whitespace()
+                            .find_map(|word| word.strip_prefix("fps="))?
+                            .parse()
+                            .ok()?,
+                        ring_us_per_flip: field("ring_us_per_flip=")?,
+                        all_us_per_flip: field("all_us_per_flip=")?,
+                    })
+                };
+                figures.buffers.push((be_alloc, measured()));
             } else if let Some(rest) = rest.strip_prefix("touch-to-flip conn=") {
                 let Some(connector) = rest
                     .split_whitespace()
@@ -374,6 +403,7 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
     }
     print_capture(&figures.capture);
     print_touch_to_flip(&figures.touch_to_flip);
+    print_buffers(&figures.buffers);
     println!("teardown of a flipping guest, from the xl command to the guest gone:");
     if figures.teardown_ms.is_empty() {
         println!("  not measured");
@@ -403,6 +433,53 @@ fn print_report(figures: &Figures, image_bytes: u64, args: &BenchArgs, seconds: 
             met(mib <= MEMORY_TARGET_MIB)
         ),
         None => println!("memory: not measured (tried {tries})"),
+    }
+}
+
+/// The buffer runs side by side: guest-allocated and backend-allocated buffers (figures, no
+/// target).
+fn print_buffers(runs: &[(bool, Option<Buffers>)]) {
+    println!(
+        "display buffers allocated by the guest and by the backend (be-alloc), one 1920x1080 \
+         connector, the animation scene, no capture files (figures, no target):"
+    );
+    if runs.is_empty() {
+        println!("  not measured");
+        return;
+    }
+    let of = |be_alloc: bool| {
+        runs.iter()
+            .find(|(mode, _)| *mode == be_alloc)
+            .map(|(_, figures)| *figures)
+    };
+    let (guest, backend) = (of(false), of(true));
+    let cell = |figures: Option<Option<Buffers>>, show: &dyn Fn(Buffers) -> String| match figures {
+        Some(Some(figures)) => show(figures),
+        Some(None) => "failed".to_string(),
+        None => "not run".to_string(),
+    };
+    println!(
+        "  {:<44} {:>18} {:>18}",
+        "", "guest-allocated", "backend-allocated"
+    );
+    let rows: [(&str, &dyn Fn(Buffers) -> String); 4] = [
+        ("first frame (xl create -> first flip), ms", &|b| {
+            b.first_frame_ms.to_string()
+        }),
+        ("flips/s (the guest's)", &|b| format!("{:.2}", b.fps)),
+        ("backend CPU per flip, ring thread, us", &|b| {
+            b.ring_us_per_flip.to_string()
+        }),
+        ("backend CPU per flip, all threads, us", &|b| {
+            b.all_us_per_flip.to_string()
+        }),
+    ];
+    for (name, show) in rows {
+        println!(
+            "  {name:<44} {:>18} {:>18}",
+            cell(guest, show),
+            cell(backend, show)
+        );
     }
 }
 
@@ -492,8 +569,25 @@ rig: bench: capture res=1280x720 capture=off fps=14.5 p50_us=40000 p99_us=70000\
 rig: bench: capture res=1280x720 capture=on fps=12.25 p50_us=45000 p99_us=90000\n\
 rig: bench: capture res=1920x1080 capture=on failed\n\
 rig: bench: touch-to-flip conn=0 p50_us=61500 p99_us=98000 touches=100\n\
-rig: bench: touch-to-flip conn=1 failed (vkbd-backend)\n";
+rig: bench: touch-to-flip conn=1 failed (vkbd-backend)\n\
+rig: bench: buffers be-alloc=0 res=1920x1080 first_frame_ms=420 fps=3.25 ring_us_per_flip=900 all_us_per_flip=41000\n\
+rig: bench: buffers be-alloc=1 res=1920x1080 failed\n";
         let figures = Figures::parse(log);
+        assert_eq!(
+            figures.buffers,
+            [
+                (
+                    false,
+                    Some(Buffers {
+                        first_frame_ms: 420,
+                        fps: 3.25,
+                        ring_us_per_flip: 900,
+                        all_us_per_flip: 41000
+                    })
+                ),
+                (true, None),
+            ]
+        );
         assert_eq!(
             figures.touch_to_flip,
             [

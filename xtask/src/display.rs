@@ -250,12 +250,15 @@ impl DisplayLog {
     }
 }
 
-/// The start of the line `multi.sh` prints before a guest's console log.
-const SECTION_BEGINS: &str = "rig: multi: console of domain ";
+/// The starts of the lines `multi.sh` and `be-alloc.sh` print before a guest's console log.
+const SECTION_BEGINS: &[&str] = &[
+    "rig: multi: console of domain ",
+    "rig: be-alloc: console of domain ",
+];
 
-/// A log of several guests at once (`multi.sh`), one [`DisplayLog`] per domain: a guest's flip
-/// and summary lines come from its console section (between `rig: multi: console of domain <D>
-/// begins` and `... ends`), its frames from the backend's lines for `dom=<D>` (and its
+/// A log of several guests (`multi.sh`, `be-alloc.sh`), one [`DisplayLog`] per domain: a guest's
+/// flip and summary lines come from its console section (between `rig: multi: console of domain
+/// <D> begins` and `... ends`, or the same with `be-alloc:`), its frames from the backend's lines for `dom=<D>` (and its
 /// `vdispl-backend: dom<D> ...` not-captured lines).
 pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -263,7 +266,10 @@ pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
     let mut section = None;
     for raw in String::from_utf8_lossy(&bytes).lines() {
         let text = logmatch::strip_prefixes(raw);
-        if let Some(rest) = text.strip_prefix(SECTION_BEGINS) {
+        if let Some(rest) = SECTION_BEGINS
+            .iter()
+            .find_map(|begins| text.strip_prefix(begins))
+        {
             let (domain, what) = rest.split_once(' ').unwrap_or((rest, ""));
             section = match (domain.parse::<u32>(), what) {
                 (Ok(domain), "begins") => Some(domain),
@@ -904,7 +910,7 @@ mod tests {
     }
 
     #[test]
-    fn a_multi_guest_log_splits_by_domain() {
+    fn a_log_of_several_guests_splits_by_domain() {
         let flip = |conn: u32, seq: u64| {
             format!(
                 "guest-console: flip conn={conn} seq={seq} scene=bars frame={seq} size=320x240 \
@@ -919,18 +925,22 @@ mod tests {
             "rig: multi: console of domain 3 begins".to_string(),
             flip(0, 0),
             "rig: multi: console of domain 3 ends".to_string(),
-            "rig: multi: console of domain 4 begins".to_string(),
+            "rig: be-alloc: console of domain 4 begins".to_string(),
             flip(0, 0),
             flip(0, 1),
-            "rig: multi: console of domain 4 ends".to_string(),
+            "rig: be-alloc: console of domain 4 ends".to_string(),
             flip(0, 7),
+            "frame conn=0 seq=9 crc32=3 dom=5 size=320x240".to_string(),
         ]
         .join("\n");
         let path = std::env::temp_dir().join(format!("xtask-multi-{}.log", std::process::id()));
         std::fs::write(&path, log).unwrap();
         let logs = per_domain(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(logs.keys().copied().collect::<Vec<_>>(), [3, 4]);
+        // Domain 5's console is in no section (be-alloc.sh's recovery phase): its frames are
+        // there, its flips are not.
+        assert_eq!(logs.keys().copied().collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(logs[&5].flips.is_empty());
         assert_eq!(logs[&3].flips.len(), 1);
         assert_eq!(logs[&4].flips.len(), 2);
         assert_eq!(logs[&3].frames.len(), 1);

@@ -144,6 +144,10 @@ impl Env for Guest {
         services::unmap_foreign(pages)
     }
 
+    fn foreign_in_use(&mut self) -> usize {
+        services::foreign_in_use()
+    }
+
     fn input_page(&mut self) -> Option<(Self::Input, u64)> {
         let page = KbdPage::new_boxed();
         let frame = page.address() as u64 >> 12;

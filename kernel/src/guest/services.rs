@@ -143,9 +143,16 @@ pub fn with_grants<R>(f: impl FnOnce(&mut GrantTable<'static>) -> R) -> Option<R
 struct Window {
     /// Free runs: (first address, pages), in address order.
     free: Vec<(u64, usize)>,
+    /// Pages in all.
+    pages: usize,
 }
 
 static WINDOW: spin::Mutex<Option<Window>> = spin::Mutex::new(None);
+
+/// Free runs the window's list has room for from boot on: the display maps at most two
+/// buffers per connector, so its runs stay well within it and the heap does not grow as
+/// buffers come and go.
+const WINDOW_RUNS: usize = 16;
 
 /// Takes the largest of `regions` as the window for foreign pages; returns
 /// it, or `None` when the device tree gives none.
@@ -153,9 +160,9 @@ pub fn init_foreign_window(regions: &[Region]) -> Option<Region> {
     let region = regions.iter().max_by_key(|region| region.size).copied()?;
     let base = region.base.next_multiple_of(4096);
     let pages = ((region.size - (base - region.base)) / 4096) as usize;
-    *WINDOW.lock() = Some(Window {
-        free: alloc::vec![(base, pages)],
-    });
+    let mut free = Vec::with_capacity(WINDOW_RUNS);
+    free.push((base, pages));
+    *WINDOW.lock() = Some(Window { free, pages });
     Some(region)
 }
 
@@ -204,6 +211,14 @@ pub fn map_foreign(domid: u16, refs: &[GrantRef]) -> Result<ForeignPages, Foreig
     }
 }
 
+/// Pages of the window mapped now (0 without a window).
+pub fn foreign_in_use() -> usize {
+    WINDOW.lock().as_ref().map_or(0, |window| {
+        let free: usize = window.free.iter().map(|&(_, pages)| pages).sum();
+        window.pages - free
+    })
+}
+
 /// Unmaps pages [`map_foreign`] mapped and gives their run back.
 pub fn unmap_foreign(pages: ForeignPages) -> Result<(), ForeignError> {
     // SAFETY: the pages are mapped there with these handles, and consuming
@@ -224,12 +239,17 @@ fn release_window(base: u64, pages: usize) {
     let free = &mut window.free;
     let at = free.partition_point(|&(start, _)| start < base);
     free.insert(at, (base, pages));
-    let mut merged: Vec<(u64, usize)> = Vec::with_capacity(free.len());
-    for &(start, len) in free.iter() {
-        match merged.last_mut() {
-            Some((last, last_len)) if *last + *last_len as u64 * 4096 == start => *last_len += len,
-            _ => merged.push((start, len)),
+    // Merged in place: the list keeps the room it was given at boot, so giving runs back
+    // leaves the heap as it was (the display's per-connection figures compare it).
+    let mut index = 0;
+    while index + 1 < free.len() {
+        let (start, len) = free[index];
+        let (next, next_len) = free[index + 1];
+        if start + len as u64 * 4096 == next {
+            free[index].1 += next_len;
+            free.remove(index + 1);
+        } else {
+            index += 1;
         }
     }
-    *free = merged;
 }

@@ -28,6 +28,7 @@
 //! nodes or state ([`lifecycle::Phase::Refused`], watched: no polling). The error node goes
 //! once the configuration is good, the frontend is gone or the device is removed.
 
+use crate::be_alloc;
 use crate::capture::{FrameLayout, FrameWriter, Submitted, WriterStats};
 use crate::drop_report;
 use crate::evtchn::Evtchn;
@@ -341,15 +342,34 @@ fn clip(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Reads page directory pages by mapping them one at a time.
+/// Reads page directory pages by mapping them one at a time, and allocates backend-allocated
+/// buffers ([`be_alloc`]).
 struct GrantReader<'a> {
     grants: &'a GrantMapper,
     domid: u32,
     /// The last mapping error, for the log.
     failure: Option<String>,
+    /// The buffer [`DirectoryReader::allocate`] allocated, until it is a display buffer.
+    allocated: Option<GrantMapping>,
 }
 
 impl DirectoryReader for GrantReader<'_> {
+    fn allocate(
+        &mut self,
+        directory: GrantRef,
+        pages: usize,
+    ) -> Option<Result<Vec<GrantRef>, String>> {
+        Some(
+            match be_alloc::allocate(self.grants, self.domid, directory, pages)? {
+                Ok(allocation) => {
+                    self.allocated = Some(allocation.mapping);
+                    Ok(allocation.refs)
+                }
+                Err(error) => Err(error.to_string()),
+            },
+        )
+    }
+
     fn read_page(&mut self, gref: GrantRef) -> Option<[u8; 4096]> {
         match self.grants.map(self.domid, &[gref], Access::ReadOnly) {
             Ok(mapping) => {
@@ -415,6 +435,10 @@ impl Backend {
         let store = Xenbus::open().map_err(|error| error.to_string())?;
         let evtchn = Evtchn::open().map_err(|error| error.to_string())?;
         let grants = GrantMapper::open().map_err(|error| error.to_string())?;
+        let (grants, no_allocator) = be_alloc::offer(grants);
+        if let Some(why) = no_allocator {
+            println!("vdispl-backend: backend-allocated buffers are not offered: {why}");
+        }
         if let Some(dir) = &options.out_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
@@ -1129,7 +1153,9 @@ impl Backend {
                 }
             }
         }
+        let held = be_alloc::Held::before(&self.grants);
         unmap_link(key, link, self.copier.as_ref(), &mut self.summary);
+        held.report(&format!("{key}"), &self.grants);
     }
 
     /// Lets go of a device's link, if any; returns a note on what it did for the log.
@@ -1699,6 +1725,7 @@ fn answer(
         grants,
         domid: key.domid,
         failure: None,
+        allocated: None,
     };
     let decoded = Request::decode(slot);
     let id = u16::from_le_bytes([slot[0], slot[1]]);
@@ -1782,7 +1809,19 @@ fn answer(
             let Some(buffer) = link.model.buffers.get(&cookie) else {
                 return (response, None);
             };
-            match grants.map(key.domid, &buffer.refs, Access::ReadOnly) {
+            let mapped = match reader.allocated.take() {
+                Some(allocated) => {
+                    println!(
+                        "vdispl-backend: {key}: display buffer {cookie:#x}: {} pages allocated \
+                         and granted to domain {} (be-alloc)",
+                        buffer.refs.len(),
+                        key.domid
+                    );
+                    Ok(allocated)
+                }
+                None => grants.map(key.domid, &buffer.refs, Access::ReadOnly),
+            };
+            match mapped {
                 Ok(mapping) => {
                     link.buffers.insert(cookie, Arc::new(mapping));
                 }
@@ -1802,7 +1841,9 @@ fn answer(
             // A copy of this buffer was over before this answer (`waits_for_copy`), so this
             // unmaps it now.
             if let Some(mapping) = link.buffers.remove(&cookie) {
+                let held = be_alloc::Held::before(grants);
                 release_buffer(key, cookie, mapping);
+                held.report(&format!("{key}: display buffer {cookie:#x}"), grants);
             }
             (response, None)
         }
@@ -1909,6 +1950,9 @@ impl Summary {
         }
     }
 }
+
+#[cfg(test)]
+mod be_alloc_tests;
 
 #[cfg(test)]
 mod tests {

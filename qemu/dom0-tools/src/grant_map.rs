@@ -7,6 +7,7 @@
 //! order (PROT_WRITE asks for a writable grant map). Unmapping is munmap() then
 //! IOCTL_GNTDEV_UNMAP_GRANT_REF with the same offset and count.
 
+use crate::be_alloc::Allocator;
 use crate::gntdev::{GRANT_SIZE, IOCTL_GNTDEV_MAP_GRANT_REF, IOCTL_GNTDEV_UNMAP_GRANT_REF};
 use drivers::xen::kbdif::KbdPage;
 use drivers::xen::ring::{EventPage, SharedRing};
@@ -66,26 +67,34 @@ pub fn map_request(domid: u32, refs: &[u32]) -> Vec<u64> {
     words
 }
 
+/// How a mapped region is let go of, in two steps: munmap(), then telling the device it may
+/// forget the pages. gntdev ([`GntdevDevice`]) and gntalloc (`crate::be_alloc`) regions both
+/// go this way, so one [`GrantMapping`] serves both.
+pub trait RegionDevice: Send + Sync {
+    /// munmap() of a region the device mapped.
+    ///
+    /// # Safety
+    /// `address` and `pages` are those of a region the device mapped and not yet unmapped, and
+    /// nothing reads or writes the region any more.
+    unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()>;
+
+    /// The device forgets the `pages` pages recorded at `offset` (for gntdev
+    /// IOCTL_GNTDEV_UNMAP_GRANT_REF).
+    fn remove(&self, offset: u64, pages: usize) -> io::Result<()>;
+}
+
 /// The four steps of `/dev/xen/gntdev` a mapping goes through, so that the mapping code
 /// runs against the kernel's device in Dom0 and against [`fake::FakeGntdev`] (which enforces
-/// the driver's rules) in host tests. A device is shared between threads: a display buffer's
-/// mapping may be read, and then unmapped, by the thread that copies a frame out of it.
-pub trait GntdevDevice: Send + Sync {
+/// the driver's rules) in host tests: [`GntdevDevice::add`], [`GntdevDevice::map`], then
+/// [`RegionDevice::unmap`] and [`RegionDevice::remove`]. A device is shared between threads: a
+/// display buffer's mapping may be read, and then unmapped, by the thread that copies a frame
+/// out of it.
+pub trait GntdevDevice: RegionDevice {
     /// IOCTL_GNTDEV_MAP_GRANT_REF: records `refs` of `domid`; returns the offset to mmap.
     fn add(&self, domid: u32, refs: &[u32]) -> io::Result<u64>;
 
     /// mmap() of `pages` pages at `offset` (where the grant map hypercall happens).
     fn map(&self, offset: u64, pages: usize, access: Access) -> io::Result<NonNull<u8>>;
-
-    /// munmap() of a region [`GntdevDevice::map`] returned.
-    ///
-    /// # Safety
-    /// `address` and `pages` are those of a region `map` returned and not yet unmapped, and
-    /// nothing reads or writes the region any more.
-    unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()>;
-
-    /// IOCTL_GNTDEV_UNMAP_GRANT_REF: forgets the `pages` references recorded at `offset`.
-    fn remove(&self, offset: u64, pages: usize) -> io::Result<()>;
 }
 
 /// `/dev/xen/gntdev`, opened.
@@ -136,7 +145,9 @@ impl GntdevDevice for DeviceFile {
         }
         NonNull::new(address.cast()).ok_or_else(|| io::Error::other("mmap returned address 0"))
     }
+}
 
+impl RegionDevice for DeviceFile {
     unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()> {
         // SAFETY: the caller vouches that this is a live region `map` made, no longer used.
         if unsafe { libc::munmap(address.as_ptr().cast(), pages * GRANT_SIZE) } != 0 {
@@ -167,6 +178,9 @@ impl GntdevDevice for DeviceFile {
 #[derive(Clone)]
 pub struct GrantMapper {
     device: Arc<dyn GntdevDevice>,
+    /// Where backend-allocated buffers come from (`crate::be_alloc`), if this mapper offers
+    /// them.
+    allocator: Option<Allocator>,
 }
 
 impl GrantMapper {
@@ -193,7 +207,23 @@ impl GrantMapper {
 
     /// Maps through `device`.
     pub fn over(device: Arc<dyn GntdevDevice>) -> Self {
-        Self { device }
+        Self {
+            device,
+            allocator: None,
+        }
+    }
+
+    /// This mapper, offering backend-allocated buffers from `allocator`.
+    pub fn with_allocator(self, allocator: Allocator) -> Self {
+        Self {
+            allocator: Some(allocator),
+            ..self
+        }
+    }
+
+    /// Where backend-allocated buffers come from, if this mapper offers them.
+    pub fn allocator(&self) -> Option<&Allocator> {
+        self.allocator.as_ref()
     }
 
     /// Maps the pages `refs` of `domid`, in order, as one region. On failure nothing stays
@@ -219,7 +249,7 @@ impl GrantMapper {
         })?;
         // From here on, dropping `mapping` removes the references again.
         let mut mapping = GrantMapping {
-            device: self.device.clone(),
+            device: Arc::clone(&self.device) as Arc<dyn RegionDevice>,
             index,
             address: None,
             pages: refs.len(),
@@ -240,7 +270,7 @@ impl GrantMapper {
 /// reports errors). It can be shared between threads (`Arc<GrantMapping>`): the region is
 /// read and written through atomics only, and it is unmapped once, by its last owner.
 pub struct GrantMapping {
-    device: Arc<dyn GntdevDevice>,
+    device: Arc<dyn RegionDevice>,
     index: u64,
     /// None until mmap() succeeded, and after munmap().
     address: Option<NonNull<u8>>,
@@ -256,6 +286,26 @@ unsafe impl Send for GrantMapping {}
 unsafe impl Sync for GrantMapping {}
 
 impl GrantMapping {
+    /// A region `device` mapped at `address` (`pages` pages, recorded at `index`), released as
+    /// every mapping is: [`RegionDevice::unmap`], then [`RegionDevice::remove`].
+    ///
+    /// # Safety
+    /// `address` is the start of a live, page-aligned, readable and writable mapping of
+    /// `pages` pages that `device` made and that nothing else unmaps.
+    pub unsafe fn from_region(
+        device: Arc<dyn RegionDevice>,
+        index: u64,
+        address: NonNull<u8>,
+        pages: usize,
+    ) -> Self {
+        Self {
+            device,
+            index,
+            address: Some(address),
+            pages,
+        }
+    }
+
     /// Bytes mapped.
     pub fn len(&self) -> usize {
         self.pages * GRANT_SIZE

@@ -42,6 +42,7 @@ pub fn write_stderr_line(mut line: String) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+pub mod be_alloc;
 pub mod bench_time;
 pub mod capture;
 pub mod display_backend;

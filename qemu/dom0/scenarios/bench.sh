@@ -19,6 +19,12 @@
 #     (100 touches 50 ms apart, then Escape); the guest times each touch from reaching the app
 #     to the flip of the first frame drawn with it, and its line (`input: conn=0 touch to flip
 #     ...`) becomes a `rig: bench: touch-to-flip ...` line.
+#  7. display buffers allocated by the guest (be-alloc=0) and by the backend (be-alloc=1): the
+#     guest flipping the animation scene on one 1920x1080 connector against the backend
+#     without `--out`, each from a fresh backend: xl create returned to the first flip
+#     acknowledged, the guest's flips/s, and the backend's CPU time per flip on its ring thread
+#     and in all its threads (its `vdispl-backend: cpu: ...` line as it stops) become a
+#     `rig: bench: buffers ...` line.
 # Settings come from bench.conf on the share (written by `cargo xtask bench`): RUNS (boots of
 # each kind), MEMORY (MiB of both kinds' boots), FRAMES (per scene in the flipping run), LOW and
 # HIGH (the bisection's range), CAPTURE_FRAMES (frames of each capture run).
@@ -244,4 +250,39 @@ if start_backend; then
 else
     say "bench: touch-to-flip conn=0 failed (vdispl-backend)"
 fi
+# 7. Buffers allocated by the guest and by the backend.
+BUFFERS_CONFIG=/tmp/vdispl-os-buffers.cfg
+for be_alloc in 0 1; do
+    sed -e "s/^vdispl *=.*/vdispl = [ 'backend=0,be-alloc=$be_alloc,connectors=DP-1:1920x1080' ]/" \
+        "$GUEST_CONFIG" >"$BUFFERS_CONFIG"
+    if ! start_backend; then
+        say "bench: buffers be-alloc=$be_alloc failed (vdispl-backend)"
+        continue
+    fi
+    clear_console_logs
+    say "xl create $BUFFERS_CONFIG memory=$MEMORY (be-alloc=$be_alloc)"
+    first=
+    time_create "$CONSOLE_LOGS/guest-$GUEST_NAME.log" "flip conn=0 seq=0" 120000 \
+        "$BUFFERS_CONFIG" "memory=$MEMORY" "extra=\"log=info scene=animation frames=$CAPTURE_FRAMES\""
+    case $? in
+    0) first=$ELAPSED_MS ;;
+    3) START_MS= ;;
+    esac
+    if [ -n "$START_MS" ]; then
+        wait_gone "$GUEST_NAME" "$START_MS" 300000
+    fi
+    stop_backend
+    sleep 0.2
+    summary=$(grep -o 'display: summary conn=0 .*' "$CONSOLE_LOGS/guest-$GUEST_NAME.log" | head -n 1)
+    fps=$(echo "$summary" | sed -n 's/.* fps=\([0-9.]*\).*/\1/p')
+    cpu=$(grep -o 'vdispl-backend: cpu: .*' "$BACKEND_LOG" | tail -n 1)
+    ring=$(echo "$cpu" | sed -n 's/.*ring thread [0-9]* ms, \([0-9]*\) us a flip.*/\1/p')
+    all=$(echo "$cpu" | sed -n 's/.*all threads [0-9]* ms, \([0-9]*\) us a flip.*/\1/p')
+    if [ -n "$first" ] && [ -n "$fps" ] && [ -n "$ring" ] && [ -n "$all" ]; then
+        say "bench: buffers be-alloc=$be_alloc res=1920x1080 first_frame_ms=$first fps=$fps ring_us_per_flip=$ring all_us_per_flip=$all"
+    else
+        say "bench: buffers be-alloc=$be_alloc res=1920x1080 failed"
+        show_console_logs
+    fi
+done
 say "bench: done"

@@ -6,7 +6,8 @@
 # console logs. Every case is framed by `rig: linux-peer case <name> start: ...` (format,
 # be-alloc, connectors, frames), `... domain <D>` and `... end` lines, which
 # `cargo xtask test` (xtask/src/peer_frames.rs) reads with the backend's frame lines and PNG
-# files. PEER_CASES, when set (linux-peer-formats.sh), replaces the cases: one per line,
+# files. The be-alloc case has the backend allocate the buffers (gntalloc) that Linux maps and
+# draws into. PEER_CASES, when set (linux-peer-formats.sh), replaces the cases: one per line,
 # `<name> <FOURCC> <be-alloc> <connectors>`.
 . /rig/lib.sh
 
@@ -20,7 +21,7 @@ PEER_FRAMES=8
 PEER_TIMEOUT_MS=180000
 : "${PEER_CASES:=one XR24 0 DP-1:320x240
 two XR24 0 DP-1:320x240;HDMI-A-1:256x192
-be-alloc XR24 1 DP-1:320x240}"
+be-alloc XR24 1 DP-1:320x240;HDMI-A-1:256x192}"
 
 # run_case NAME FOURCC BE_ALLOC CONNECTORS: one DomU.
 run_case() {

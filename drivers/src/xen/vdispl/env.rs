@@ -81,6 +81,11 @@ pub trait Env {
     /// Unmaps pages [`Env::map_foreign`] mapped (`GNTTABOP_unmap_grant_ref`)
     /// and gives their window back.
     fn unmap_foreign(&mut self, pages: Self::Foreign) -> Result<(), ForeignError>;
+    /// Pages of other domains mapped now ([`Env::map_foreign`] and not yet
+    /// unmapped).
+    fn foreign_in_use(&mut self) -> usize {
+        0
+    }
     /// Keeps an input page allocated for good: the backend still maps it.
     fn leak_input(&mut self, page: Self::Input) {
         core::mem::forget(page);

@@ -39,6 +39,7 @@ fn at_baseline(run: &mut Run) {
     assert_eq!(run.env.grants_in_use(), 0, "{:?}", run.env.lines);
     assert_eq!(run.env.open_channels(), 0);
     assert_eq!(run.env.heap_in_use(), 0);
+    assert_eq!(run.env.foreign_in_use(), 0);
 }
 
 #[test]
@@ -317,8 +318,17 @@ fn backend_allocated_buffers_are_mapped_drawn_and_unmapped() {
         .iter()
         .all(|create| create.flags == crate::xen::displif::DBUF_FLAG_REQ_ALLOC));
     // Every page the backend allocated was unmapped by the frontend and
-    // freed by the backend when its buffer was destroyed.
+    // freed by the backend when its buffer was destroyed; the connection's
+    // figures say so.
     assert_eq!(run.env.backend_pages(), (0, 0));
+    assert!(
+        run.env
+            .lines
+            .iter()
+            .any(|line| line.ends_with(" 0 backend pages mapped, at baseline")),
+        "{:?}",
+        run.env.lines
+    );
     at_baseline(&mut run);
 }
 

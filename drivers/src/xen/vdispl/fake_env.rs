@@ -1004,6 +1004,10 @@ impl Env for FakeEnv {
         })
     }
 
+    fn foreign_in_use(&mut self) -> usize {
+        self.memory.borrow().foreign_mapped
+    }
+
     fn unmap_foreign(&mut self, pages: FakeForeign) -> Result<(), ForeignError> {
         drop(pages);
         Ok(())

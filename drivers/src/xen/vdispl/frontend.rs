@@ -356,8 +356,9 @@ fn run_device<E: Env, A: App>(
     service_store(env);
     let baseline = Usage::now(env);
     env.print(format_args!(
-        "display: device {id} baseline: {} grants in use, heap in use {} bytes",
-        baseline.grants, baseline.heap_bytes
+        "display: device {id} baseline: {} grants in use, heap in use {} bytes, {} backend \
+         pages mapped",
+        baseline.grants, baseline.heap_bytes, baseline.foreign_pages
     ));
     write_state(env, &state_node, XenbusState::Initialising);
     loop {
@@ -450,6 +451,8 @@ fn write_state<E: Env>(env: &mut E, node: &str, state: XenbusState) {
 struct Usage {
     grants: u32,
     heap_bytes: usize,
+    /// Pages of the backend mapped (be-alloc buffers).
+    foreign_pages: usize,
 }
 
 impl Usage {
@@ -457,6 +460,7 @@ impl Usage {
         Usage {
             grants: env.grants_in_use(),
             heap_bytes: env.heap_in_use(),
+            foreign_pages: env.foreign_in_use(),
         }
     }
 
@@ -465,17 +469,23 @@ impl Usage {
     fn report<E: Env>(self, env: &mut E, id: &str, generation: u64, baseline: Usage) {
         let heap_bytes = self.heap_bytes;
         let grants = self.grants;
-        if grants == baseline.grants && heap_bytes == baseline.heap_bytes {
+        let foreign = self.foreign_pages;
+        if grants == baseline.grants
+            && heap_bytes == baseline.heap_bytes
+            && foreign == baseline.foreign_pages
+        {
             env.print(format_args!(
                 "display: device {id} connection {generation} closed: {grants} grants in use, \
-                 heap in use {heap_bytes} bytes, at baseline"
+                 heap in use {heap_bytes} bytes, {foreign} backend pages mapped, at baseline"
             ));
         } else {
             env.print(format_args!(
                 "display: device {id} connection {generation} closed: {grants} grants in use, \
-                 heap in use {heap_bytes} bytes, above baseline by {} grants, {} bytes",
+                 heap in use {heap_bytes} bytes, {foreign} backend pages mapped, above baseline \
+                 by {} grants, {} bytes, {} backend pages",
                 i64::from(grants) - i64::from(baseline.grants),
-                heap_bytes as i64 - baseline.heap_bytes as i64
+                heap_bytes as i64 - baseline.heap_bytes as i64,
+                foreign as i64 - baseline.foreign_pages as i64
             ));
         }
     }

@@ -12,6 +12,7 @@ use dom0_tools::eprintln_line;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// How to call the program.
 const USAGE: &str = "usage: vdispl-backend [--out DIR] [--workers N] [--strict] \
@@ -60,6 +61,21 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
     Ok(options)
 }
 
+/// User and system CPU time of `who` (RUSAGE_SELF: the process, RUSAGE_THREAD: this thread);
+/// zero if getrusage(2) fails.
+fn cpu_time(who: libc::c_int) -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage(2) writes one rusage we own.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |value: libc::timeval| {
+        Duration::from_secs(value.tv_sec as u64) + Duration::from_micros(value.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 fn main() -> ExitCode {
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(options) => options,
@@ -87,6 +103,15 @@ fn main() -> ExitCode {
     match backend.run(&STOP) {
         Ok(summary) => {
             dom0_tools::drop_report::flush_all();
+            // `run` served every ring on this thread.
+            println!(
+                "{}",
+                dom0_tools::bench_time::cpu_line(
+                    summary.flips,
+                    cpu_time(libc::RUSAGE_THREAD),
+                    cpu_time(libc::RUSAGE_SELF)
+                )
+            );
             println!(
                 "vdispl-backend: stopped: {} connections, {} flips, {} frames copied, {} frames \
                  encoded, {} PNG files written, {} failures, {} requests rejected; per frame {} \

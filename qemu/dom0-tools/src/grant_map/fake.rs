@@ -13,8 +13,10 @@
 //! - IOCTL_GNTDEV_UNMAP_GRANT_REF frees the index range (ENOENT for an unknown one); the
 //!   grants stay mapped until munmap().
 //! - The granting domain cannot end a grant while Dom0 maps it (GTF_reading/GTF_writing).
+//! - A writable mapping is the granted page: what Dom0 writes into it, the granting domain
+//!   reads ([`FakeGntdev::page`]) once Dom0 has unmapped it.
 
-use super::{Access, GntdevDevice};
+use super::{Access, GntdevDevice, RegionDevice};
 use crate::gntdev::GRANT_SIZE;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -42,6 +44,8 @@ struct Recorded {
     in_use: bool,
     /// The mapped pages, while mmapped.
     region: Option<Box<[Page]>>,
+    /// Mapped writable: the region's pages go back to the grants at munmap().
+    writable: bool,
 }
 
 #[derive(Default)]
@@ -147,6 +151,14 @@ impl FakeGntdev {
     pub fn granted(&self) -> usize {
         self.state().granted.len()
     }
+
+    /// What the granted page `gref` of `domid` holds now, if it is granted.
+    pub fn page(&self, domid: u32, gref: u32) -> Option<Box<[u8; GRANT_SIZE]>> {
+        self.state()
+            .granted
+            .get(&(domid, gref))
+            .map(|grant| Box::new(grant.page.0))
+    }
 }
 
 impl GntdevDevice for FakeGntdev {
@@ -171,6 +183,7 @@ impl GntdevDevice for FakeGntdev {
                 refs: refs.to_vec(),
                 in_use: false,
                 region: None,
+                writable: false,
             },
         );
         Ok(index * GRANT_SIZE as u64)
@@ -209,12 +222,15 @@ impl GntdevDevice for FakeGntdev {
             }
         }
         state.mapped_pages += pages;
+        range.writable = access == Access::ReadWrite;
         let mut region = region.into_boxed_slice();
         let address = NonNull::new(region.as_mut_ptr().cast::<u8>()).ok_or_else(einval)?;
         range.region = Some(region);
         Ok(address)
     }
+}
 
+impl RegionDevice for FakeGntdev {
     unsafe fn unmap(&self, address: NonNull<u8>, pages: usize) -> io::Result<()> {
         let mut guard = self.state();
         let state = &mut *guard;
@@ -225,28 +241,31 @@ impl GntdevDevice for FakeGntdev {
                     .as_ref()
                     .is_some_and(|region| region.as_ptr().cast::<u8>() == address.as_ptr())
         };
-        let range = if let Some(position) = state.detached.iter().position(is_it) {
-            state.detached.swap_remove(position)
-        } else {
-            let start = state
-                .ranges
-                .iter()
-                .find(|(_, range)| is_it(range))
-                .map(|(&start, _)| start)
-                .ok_or_else(einval)?;
-            let range = state.ranges.get_mut(&start).ok_or_else(einval)?;
-            range.region = None;
-            for gref in range.refs.clone() {
-                if let Some(grant) = state.granted.get_mut(&(range.domid, gref)) {
-                    grant.mapped -= 1;
-                }
-            }
-            state.mapped_pages -= pages;
-            return Ok(());
-        };
-        for gref in &range.refs {
-            if let Some(grant) = state.granted.get_mut(&(range.domid, *gref)) {
+        let (domid, refs, region, writable) =
+            if let Some(position) = state.detached.iter().position(is_it) {
+                let range = state.detached.swap_remove(position);
+                (range.domid, range.refs, range.region, range.writable)
+            } else {
+                let start = state
+                    .ranges
+                    .iter()
+                    .find(|(_, range)| is_it(range))
+                    .map(|(&start, _)| start)
+                    .ok_or_else(einval)?;
+                let range = state.ranges.get_mut(&start).ok_or_else(einval)?;
+                (
+                    range.domid,
+                    range.refs.clone(),
+                    range.region.take(),
+                    range.writable,
+                )
+            };
+        for (index, gref) in refs.iter().enumerate() {
+            if let Some(grant) = state.granted.get_mut(&(domid, *gref)) {
                 grant.mapped -= 1;
+                if let (true, Some(region)) = (writable, &region) {
+                    *grant.page = region[index].clone();
+                }
             }
         }
         state.mapped_pages -= pages;
