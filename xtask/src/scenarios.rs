@@ -1506,7 +1506,8 @@ fn check_guests_frames(log: &Path, dir: &Path, expected: usize) -> Result<(Vec<S
         }
     }
     println!(
-        "test: {matched} frames of {guests} guests checked against their goldens in {:.1} s ({})",
+        "test: {matched} frames of {guests} guest{} checked against their goldens in {:.1} s ({})",
+        if guests == 1 { "" } else { "s" },
         started.elapsed().as_secs_f64(),
         dir.display()
     );
