@@ -741,7 +741,11 @@ impl Backend {
                 .read(&format!("{backend}/online"))
                 .map_err(|error| error.to_string())?
                 .is_none_or(|value| value.trim() != "0");
-            let phase = self.devices.get(&key).map_or(Phase::New, |d| d.phase);
+            let phase = lifecycle::settle(
+                self.devices.get(&key).map_or(Phase::New, |d| d.phase),
+                frontend_state,
+            );
+            self.set_device(key, |device| device.phase = phase);
             let action =
                 lifecycle::decide_as(self.strict, phase, backend_state, frontend_state, online);
             let why = || match (backend_state, frontend_state) {
@@ -1219,10 +1223,14 @@ impl Backend {
         if self.state_back.take() == Some(key) {
             let flips = self.disconnect(key);
             match self.set_state(key, XenbusState::InitWait) {
-                Ok(()) => println!(
-                    "vdispl-backend: {key}: InitWait again (fault state-back: state went from \
-                     Connected back to InitWait){flips}"
-                ),
+                Ok(()) => {
+                    // Not connected again until the frontend noticed (lifecycle::settle).
+                    self.set_device(key, |device| device.phase = Phase::Dropped);
+                    println!(
+                        "vdispl-backend: {key}: InitWait again (fault state-back: state went \
+                         from Connected back to InitWait){flips}"
+                    )
+                }
                 Err(error) => eprintln_line!("vdispl-backend: {key}: {error}"),
             }
         }

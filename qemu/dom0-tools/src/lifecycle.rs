@@ -37,8 +37,25 @@ pub enum Phase {
     Refused,
     /// Rings mapped, event channels bound, state Connected.
     Connected,
+    /// State InitWait written over a live connection this backend dropped (the `state-back`
+    /// fault): the frontend's Initialised or Connected still describes the connection just
+    /// dropped (its rings, its requests), so the device is not connected again until the
+    /// frontend has left those states ([`settle`]).
+    Dropped,
     /// Nothing mapped, state Closed.
     Closed,
+}
+
+/// The phase to decide from, given the frontend's state now: a dropped connection's device
+/// ([`Phase::Dropped`]) is an ordinary one at InitWait once the frontend shows it noticed
+/// (any state but Initialised and Connected); any other phase stays.
+pub fn settle(phase: Phase, frontend: Option<XenbusState>) -> Phase {
+    use XenbusState as S;
+    match (phase, frontend) {
+        (Phase::Dropped, Some(S::Initialised | S::Connected)) => Phase::Dropped,
+        (Phase::Dropped, _) => Phase::InitWait,
+        (phase, _) => phase,
+    }
 }
 
 /// What to do next.
@@ -96,6 +113,8 @@ pub fn decide_as(
             // here, so say Closed and let the frontend start over.
             _ => Action::Close,
         },
+        // The frontend has not noticed yet: its rings are the dropped connection's.
+        Phase::Dropped => Action::Stay,
         Phase::InitWait => match frontend {
             Some(S::Initialised | S::Connected) => Action::Connect,
             _ if !online || frontend.is_none() => Action::Close,
@@ -268,6 +287,55 @@ impl OwnWrites {
 mod tests {
     use super::*;
     use XenbusState as S;
+
+    #[test]
+    fn a_dropped_connection_is_not_connected_again_until_the_frontend_noticed() {
+        // Right after the backend went back to InitWait the frontend still says Connected
+        // (or Initialised): those are the old rings.
+        for frontend in [S::Connected, S::Initialised] {
+            let phase = settle(Phase::Dropped, Some(frontend));
+            assert_eq!(phase, Phase::Dropped);
+            assert_eq!(
+                decide(phase, Some(S::InitWait), Some(frontend), true),
+                Action::Stay
+            );
+        }
+        // The frontend closes: the backend closes too, as from InitWait.
+        let phase = settle(Phase::Dropped, Some(S::Closing));
+        assert_eq!(phase, Phase::InitWait);
+        assert_eq!(
+            decide(phase, Some(S::InitWait), Some(S::Closing), true),
+            Action::Close
+        );
+        // A frontend that starts over without closing first: once it is Initialising the
+        // device is an ordinary one at InitWait, and its next Initialised is connected.
+        let phase = settle(Phase::Dropped, Some(S::Initialising));
+        assert_eq!(phase, Phase::InitWait);
+        let phase = settle(phase, Some(S::Initialised));
+        assert_eq!(
+            decide(phase, Some(S::InitWait), Some(S::Initialised), true),
+            Action::Connect
+        );
+        // The toolstack removing the device, or the frontend gone, still closes it.
+        assert_eq!(
+            decide(Phase::Dropped, Some(S::Closing), Some(S::Connected), true),
+            Action::Close
+        );
+        assert_eq!(
+            decide(settle(Phase::Dropped, None), Some(S::InitWait), None, true),
+            Action::Close
+        );
+        // Every other phase is left alone.
+        for phase in [
+            Phase::New,
+            Phase::InitWait,
+            Phase::Refused,
+            Phase::Connected,
+            Phase::Closed,
+        ] {
+            assert_eq!(settle(phase, Some(S::Connected)), phase);
+        }
+    }
 
     #[test]
     fn each_own_write_hides_one_event_of_its_path_for_a_while() {
