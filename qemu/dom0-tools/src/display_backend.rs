@@ -40,21 +40,22 @@ use crate::frontend::{
 use crate::grant_map::{Access, EventMapping, GrantMapper, GrantMapping, RingMapping};
 use crate::lifecycle::{self, Action, OwnWrites, Phase, RefusalState, Step};
 use crate::xenbus::{self, Permission, Xenbus};
-use drivers::xen::displif::{self, field, Event, Operation, Request, Response};
+use drivers::xen::displif::{self, field, Operation, Request, Response};
 use drivers::xen::edid;
 use drivers::xen::gnttab::GrantRef;
-use drivers::xen::ring::{BackRing, RingError, Slot};
+use drivers::xen::ring::{RingError, Slot};
 use drivers::xen::vdispl::backend::{
     read_directory, respond, BackendModel, DirectoryReader, Effect, Rejection, Strictness, EINVAL,
 };
-use drivers::xen::vdispl::fault::{garbage_event, FaultAction, FaultState, RSP_PROD_AHEAD};
+use drivers::xen::vdispl::fault::{FaultHit, FaultState};
+use drivers::xen::vdispl::server::{Channel, Outgoing, ServeHost, ServedConnector};
 use drivers::xen::xenbus::{error_node, XenbusState};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Token of the watch on [`BACKEND_ROOT`].
 const BACKEND_TOKEN: &str = "vdispl-backend";
@@ -119,29 +120,22 @@ pub struct Summary {
     pub writer: WriterStats,
 }
 
-/// One connector of a connected device.
+/// A connector's request ring and event page, served by the shared ring loop.
+type ServedRing = ServedConnector<RingMapping, EventMapping>;
+
+/// One connector of a connected device, besides its ring and event page ([`ServedRing`]).
 struct Connector {
     config: ConnectorConfig,
-    ring: BackRing<RingMapping>,
-    /// The ring's page, unmapped (with errors reported) once `ring` is dropped.
+    /// The ring's page, unmapped (with errors reported) once its [`ServedRing`] is dropped.
     ring_page: RingMapping,
-    events: EventMapping,
     /// Local port bound to the frontend's `req-event-channel`.
     req_port: u32,
     /// Local port bound to the frontend's `evt-event-channel`.
     evt_port: u32,
     /// Flips captured on this connector: the next frame's `seq`.
     flips: u64,
-    next_event_id: u16,
-    /// A fault broke the ring's indexes: no more requests are taken from it.
-    poisoned: bool,
     /// The copy of the frame shown last, until it is known to be over.
     copy: Option<InFlight>,
-    /// A request taken from the ring that waits for a copy to be over (a flip or a
-    /// DBUF_DESTROY); no further request is taken meanwhile.
-    held: Option<Slot>,
-    /// EVT_PG_FLIP events answered but waiting for their vblank (strict mode), in order.
-    events_due: VecDeque<(Instant, u64)>,
 }
 
 /// How often a strict backend's display refreshes: EVT_PG_FLIP goes out at the next vblank.
@@ -149,19 +143,19 @@ const VBLANK_PERIOD: Duration = Duration::from_nanos(16_666_667);
 
 /// A 60 Hz vblank clock, as a DRM backend's page flip completes on the display's next
 /// vertical blank (displ_be sends EVT_PG_FLIP from the DRM flip event, after the answer).
+/// Times are [`monotonic_ns`].
 #[derive(Clone, Copy, Debug)]
 struct Vblank {
     /// A vblank; the others follow every [`VBLANK_PERIOD`].
-    epoch: Instant,
+    epoch_ns: u64,
 }
 
 impl Vblank {
-    /// The first vblank strictly after `now`.
-    fn next_after(&self, now: Instant) -> Instant {
-        let period = VBLANK_PERIOD.as_nanos();
-        let ticks = now.saturating_duration_since(self.epoch).as_nanos() / period + 1;
-        let offset = u64::try_from(ticks * period).unwrap_or(u64::MAX);
-        self.epoch + Duration::from_nanos(offset)
+    /// The first vblank strictly after `now_ns`.
+    fn next_after(&self, now_ns: u64) -> u64 {
+        let period = VBLANK_PERIOD.as_nanos() as u64;
+        let ticks = now_ns.saturating_sub(self.epoch_ns) / period + 1;
+        self.epoch_ns.saturating_add(ticks.saturating_mul(period))
     }
 }
 
@@ -174,8 +168,32 @@ struct InFlight {
     seq: u64,
 }
 
-/// A connected device: what the frontend created and what is mapped for it.
+/// A connected device: its connectors' rings, served by the shared ring loop, and the rest,
+/// which that loop's host ([`RingHost`]) borrows.
 struct Link {
+    /// Connector `i`'s ring and event page, beside `state.connectors[i]`.
+    served: Vec<ServedRing>,
+    state: LinkState,
+}
+
+impl Link {
+    /// `state` without connectors yet.
+    fn new(state: LinkState) -> Self {
+        Link {
+            served: Vec::new(),
+            state,
+        }
+    }
+
+    /// Adds the next connector.
+    fn push(&mut self, (connector, ring): (Connector, ServedRing)) {
+        self.state.connectors.push(connector);
+        self.served.push(ring);
+    }
+}
+
+/// What the frontend created and what is mapped for it.
+struct LinkState {
     version: u32,
     /// [`Options::strict`]: GET_EDID is answered in every protocol version.
     strict: bool,
@@ -387,9 +405,8 @@ impl DirectoryReader for GrantReader<'_> {
     }
 }
 
-/// Milliseconds since Dom0 booted (CLOCK_MONOTONIC), for the lines that mark a device's
-/// state changes: they line up with the rig's `uptime` lines.
-fn uptime_ms() -> u64 {
+/// Nanoseconds since Dom0 booted (CLOCK_MONOTONIC): the ring loop's clock.
+fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -398,7 +415,15 @@ fn uptime_ms() -> u64 {
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
         return 0;
     }
-    now.tv_sec as u64 * 1000 + now.tv_nsec as u64 / 1_000_000
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+/// Milliseconds since Dom0 booted (CLOCK_MONOTONIC), for the lines that mark a device's
+/// state changes: they line up with the rig's `uptime` lines.
+fn uptime_ms() -> u64 {
+    monotonic_ns() / 1_000_000
 }
 
 /// The state node value of a xenbus state.
@@ -502,9 +527,8 @@ impl Backend {
             };
             if let Some(due) = next_vblank {
                 // Whole milliseconds, rounded up: poll(2) would otherwise wake early and spin.
-                let wait = due.saturating_duration_since(Instant::now());
-                let millis = wait.as_nanos().div_ceil(1_000_000);
-                timeout = timeout.min(Duration::from_millis(u64::try_from(millis).unwrap_or(1)));
+                let millis = due.saturating_sub(monotonic_ns()).div_ceil(1_000_000);
+                timeout = timeout.min(Duration::from_millis(millis));
             }
             let (store_ready, ports_ready, copies_ready) = self.poll(timeout)?;
             // Held answers first, then the rings: a frontend's requests do not wait behind a
@@ -530,22 +554,33 @@ impl Backend {
     }
 
     /// Sends the EVT_PG_FLIP events whose vblank has come (strict mode); returns when the
-    /// next one is due.
-    fn send_due_events(&mut self) -> Option<Instant> {
-        let now = Instant::now();
-        let mut next: Option<Instant> = None;
+    /// next one is due ([`monotonic_ns`]). A ring that fails here is served (and closed) at
+    /// its next turn.
+    fn send_due_events(&mut self) -> Option<u64> {
+        let mut next: Option<u64> = None;
         for (key, device) in self.devices.iter_mut() {
             let Some(link) = device.link.as_mut() else {
                 continue;
             };
-            for (index, connector) in link.connectors.iter_mut().enumerate() {
-                while let Some(&(due, fb_cookie)) = connector.events_due.front() {
-                    if due > now {
-                        next = Some(next.map_or(due, |next| next.min(due)));
-                        break;
-                    }
-                    connector.events_due.pop_front();
-                    send_flip_event(&self.evtchn, *key, index, connector, fb_cookie);
+            let mut rings = Rings {
+                grants: &self.grants,
+                notifier: &self.evtchn,
+                fault: self.fault.as_mut(),
+                copier: self.copier.as_ref(),
+                summary: &mut self.summary,
+                state_back: &mut self.state_back,
+            };
+            let mut host = RingHost {
+                rings: &mut rings,
+                key: *key,
+                link: &mut link.state,
+            };
+            for (index, ring) in link.served.iter_mut().enumerate() {
+                if let Err(error) = ring.send_due(index, &mut host) {
+                    eprintln_line!("vdispl-backend: {key} conn{index}: {error}");
+                }
+                if let Some(due) = ring.next_due() {
+                    next = Some(next.map_or(due, |next| next.min(due)));
                 }
             }
         }
@@ -608,10 +643,10 @@ impl Backend {
             .iter()
             .filter_map(|(key, device)| Some((*key, device.link.as_ref()?)))
             .flat_map(|(key, link)| {
-                link.connectors
+                link.served
                     .iter()
                     .enumerate()
-                    .filter(|(_, connector)| connector.held.is_some())
+                    .filter(|(_, ring)| ring.holding())
                     .map(move |(index, _)| (key, index))
             })
             .collect();
@@ -781,6 +816,7 @@ impl Backend {
                     Ok(link) => {
                         let described = describe_link(&link);
                         let refused: Vec<(u32, String)> = link
+                            .state
                             .connectors
                             .iter()
                             .filter_map(|connector| {
@@ -900,7 +936,7 @@ impl Backend {
         self.devices
             .get(&key)
             .and_then(|device| device.link.as_ref())
-            .map_or(0, |link| link.connectors.len())
+            .map_or(0, |link| link.served.len())
     }
 
     fn watch_frontend(&mut self, key: DeviceKey) {
@@ -1090,19 +1126,19 @@ impl Backend {
                 let (width, height) = connector.mode()?;
                 Some((index, width, height))
             });
-        let mut link = Link {
+        let mut link = Link::new(LinkState {
             version: config.version,
             strict: self.strict,
-            vblank: self.strict.then_some(Vblank {
-                epoch: Instant::now(),
+            vblank: self.strict.then(|| Vblank {
+                epoch_ns: monotonic_ns(),
             }),
             model: BackendModel::for_connectors(strictness, resolutions),
             buffers: HashMap::new(),
             connectors: Vec::new(),
-        };
+        });
         for connector in config.connectors {
             match self.open_connector(key, connector) {
-                Ok(connector) => link.connectors.push(connector),
+                Ok(connector) => link.push(connector),
                 Err(error) => {
                     self.release(key, link);
                     return Err(ConnectError::Setup(error));
@@ -1110,7 +1146,7 @@ impl Backend {
             }
         }
         let earlier = self.devices.get(&key).map(|device| &device.flips);
-        for (index, connector) in link.connectors.iter_mut().enumerate() {
+        for (index, connector) in link.state.connectors.iter_mut().enumerate() {
             self.ports.insert(connector.req_port, (key, index));
             self.ports.insert(connector.evt_port, (key, index));
             connector.flips = earlier
@@ -1125,7 +1161,7 @@ impl Backend {
         &mut self,
         key: DeviceKey,
         config: ConnectorConfig,
-    ) -> Result<Connector, String> {
+    ) -> Result<(Connector, ServedRing), String> {
         let domid = key.domid;
         let index = config.index;
         let (ring, events) = map_connector_pages(&self.grants, domid, &config)?;
@@ -1145,7 +1181,7 @@ impl Backend {
 
     /// Unbinds and unmaps everything of a link; logs what fails.
     fn release(&mut self, key: DeviceKey, link: Link) {
-        for connector in &link.connectors {
+        for connector in &link.state.connectors {
             for port in [connector.req_port, connector.evt_port] {
                 self.ports.remove(&port);
                 if let Err(error) = self.evtchn.unbind(port) {
@@ -1168,18 +1204,19 @@ impl Backend {
             return String::new();
         };
         let flips: Vec<String> = link
+            .state
             .connectors
             .iter()
             .map(|c| format!("conn{} {}", c.config.index, c.flips))
             .collect();
         if let Some(device) = self.devices.get_mut(&key) {
-            for connector in &link.connectors {
+            for connector in &link.state.connectors {
                 device.flips.insert(connector.config.index, connector.flips);
             }
         }
         let note = format!(
             ", {} buffers unmapped, flips: {}",
-            link.buffers.len(),
+            link.state.buffers.len(),
             flips.join(", ")
         );
         self.release(key, link);
@@ -1321,7 +1358,7 @@ fn map_connector_pages(
 /// started is withdrawn (its frame named as not captured); a running one is cancelled and
 /// unmaps its buffer itself when it stops, at its next chunk: this never waits.
 fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut Summary) {
-    for (index, connector) in link.connectors.iter().enumerate() {
+    for (index, connector) in link.state.connectors.iter().enumerate() {
         let (Some(copy), Some(copier)) = (connector.copy, copier) else {
             continue;
         };
@@ -1335,18 +1372,19 @@ fn unmap_link(key: DeviceKey, link: Link, copier: Option<&Copier>, summary: &mut
             );
         }
     }
-    for index in 0..link.connectors.len() {
+    for index in 0..link.state.connectors.len() {
         drop_report::flush(connector_key(key, index), &format!("{key} conn{index}"));
     }
-    for connector in link.connectors {
-        drop(connector.ring);
-        for result in [connector.ring_page.unmap(), connector.events.unmap()] {
+    for (connector, ring) in link.state.connectors.into_iter().zip(link.served) {
+        // Dropping the ring leaves the page's mapping to `ring_page` alone.
+        let events = ring.into_events();
+        for result in [connector.ring_page.unmap(), events.unmap()] {
             if let Err(error) = result {
                 eprintln_line!("vdispl-backend: {key}: {error}");
             }
         }
     }
-    for (cookie, mapping) in link.buffers {
+    for (cookie, mapping) in link.state.buffers {
         release_buffer(key, cookie, mapping);
     }
 }
@@ -1368,25 +1406,21 @@ impl Connector {
         events: EventMapping,
         req_port: u32,
         evt_port: u32,
-    ) -> Self {
-        Connector {
+    ) -> (Self, ServedRing) {
+        let connector = Connector {
             config,
-            ring: BackRing::new(ring.clone()),
-            ring_page: ring,
-            events,
+            ring_page: ring.clone(),
             req_port,
             evt_port,
             flips: 0,
-            next_event_id: 0,
-            poisoned: false,
             copy: None,
-            held: None,
-            events_due: VecDeque::new(),
-        }
+        };
+        (connector, ServedConnector::new(ring, events))
     }
 }
 
 fn describe_link(link: &Link) -> String {
+    let link = &link.state;
     let connectors: Vec<String> = link
         .connectors
         .iter()
@@ -1433,112 +1467,112 @@ struct Rings<'a> {
     state_back: &'a mut Option<DeviceKey>,
 }
 
-/// Answers the requests on connector `index`'s ring, up to and including one flip (a frontend
-/// that flips as fast as it is answered would otherwise keep the backend on its ring);
-/// whether requests are left. A request that must wait for a copy (see [`waits_for_copy`]) is
-/// held: it and the requests after it are left until the copy is over, when the ring is
-/// served again.
+/// Answers the requests on connector `index`'s ring through the shared ring loop
+/// ([`ServedConnector::serve`]), up to and including one flip (a frontend that flips as fast
+/// as it is answered would otherwise keep the backend on its ring); whether requests are
+/// left. A request that must wait for a copy (see [`waits_for_copy`]) is held: it and the
+/// requests after it are left until the copy is over, when the ring is served again.
 fn serve_ring(
     rings: &mut Rings,
     key: DeviceKey,
     index: usize,
     link: &mut Link,
 ) -> Result<bool, RingError> {
-    if index >= link.connectors.len() || link.connectors[index].poisoned {
+    let Some(ring) = link.served.get_mut(index) else {
         return Ok(false);
+    };
+    let mut host = RingHost {
+        rings,
+        key,
+        link: &mut link.state,
+    };
+    let served = ring.serve(index, &mut host)?;
+    if served.left {
+        *host.rings.state_back = Some(key);
     }
-    loop {
-        let mut garbage = false;
-        let mut flipped = false;
-        let mut holding = false;
-        while !flipped {
-            let connector = &mut link.connectors[index];
-            let (slot, was_held) = match connector.held.take() {
-                Some(slot) => (slot, true),
-                None => match connector.ring.take_request()? {
-                    Some(slot) => (slot, false),
-                    None => break,
-                },
-            };
-            if waits_for_copy(rings, key, index, link, &slot) {
-                if !was_held {
-                    rings.summary.held += 1;
-                }
-                link.connectors[index].held = Some(slot);
-                holding = true;
-                break;
+    Ok(served.more)
+}
+
+/// The Dom0 backend's side of the shared ring loop for one device: how a request is answered
+/// ([`answer`]), which wait for a copy ([`waits_for_copy`]), when EVT_PG_FLIP is due (at
+/// once, or at the next vblank in strict mode), and the copy each flip starts
+/// ([`start_copy`]).
+struct RingHost<'h, 'r> {
+    rings: &'h mut Rings<'r>,
+    key: DeviceKey,
+    link: &'h mut LinkState,
+}
+
+impl ServeHost for RingHost<'_, '_> {
+    fn now_ns(&self) -> u64 {
+        monotonic_ns()
+    }
+
+    fn holds(&mut self, index: usize, slot: &Slot, again: bool) -> bool {
+        let waits = waits_for_copy(self.rings, self.key, index, self.link, slot);
+        if waits && !again {
+            self.rings.summary.held += 1;
+        }
+        waits
+    }
+
+    fn fault(&mut self, index: usize, slot: &Slot) -> Option<FaultHit> {
+        let hit = self.rings.fault.as_mut()?.hit(index, slot)?;
+        println!(
+            "vdispl-backend: {} conn{index}: {}",
+            self.key,
+            hit.describe()
+        );
+        Some(hit)
+    }
+
+    fn answer(&mut self, index: usize, slot: &Slot) -> (Response, Option<u64>) {
+        answer(
+            self.key,
+            index,
+            self.link,
+            self.rings.grants,
+            slot,
+            self.rings.summary,
+        )
+    }
+
+    fn event_due(&self, _index: usize, response_due: u64) -> Option<u64> {
+        Some(match self.link.vblank {
+            None => response_due,
+            Some(clock) => clock.next_after(response_due),
+        })
+    }
+
+    fn flipped(&mut self, index: usize, fb_cookie: u64) {
+        // The flip is complete: the framebuffer is the one shown now. Its answer (and, but in
+        // strict mode, its EVT_PG_FLIP) went out; a copy thread copies the shown buffer, which
+        // the frontend leaves alone until its next flip completes, and that flip's answer
+        // waits for this copy.
+        start_copy(self.rings, self.key, index, self.link, fb_cookie);
+    }
+
+    fn notify(&mut self, index: usize, channel: Channel) {
+        let Some(connector) = self.link.connectors.get(index) else {
+            return;
+        };
+        let port = match channel {
+            Channel::Requests => connector.req_port,
+            Channel::Events => connector.evt_port,
+        };
+        self.rings.notifier.signal(self.key, port);
+    }
+
+    fn event_lost(&mut self, index: usize, event: Outgoing, error: RingError) {
+        let key = self.key;
+        match event {
+            Outgoing::PageFlip(fb_cookie) => eprintln_line!(
+                "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} dropped: \
+                 {error}"
+            ),
+            Outgoing::Garbage => {
+                eprintln_line!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}")
             }
-            let hit = rings
-                .fault
-                .as_mut()
-                .and_then(|state| state.hit(index, &slot));
-            if let Some(hit) = hit {
-                let connector = &mut link.connectors[index];
-                println!("vdispl-backend: {key} conn{index}: {}", hit.describe());
-                match hit.action() {
-                    FaultAction::Respond(response) => {
-                        connector.ring.push_response(&response.encode())?;
-                        continue;
-                    }
-                    FaultAction::RespondThenGarbage(response) => {
-                        garbage = true;
-                        connector.ring.push_response(&response.encode())?;
-                        continue;
-                    }
-                    FaultAction::Ignore => continue,
-                    FaultAction::BreakRing => {
-                        connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
-                        connector.poisoned = true;
-                        rings.notifier.signal(key, connector.req_port);
-                        return Ok(false);
-                    }
-                    // Answered normally below: the state change is what goes wrong.
-                    FaultAction::AnswerThenLeave => *rings.state_back = Some(key),
-                }
-            }
-            let (response, flip) = answer(key, index, link, rings.grants, &slot, rings.summary);
-            let vblank = link.vblank;
-            let connector = &mut link.connectors[index];
-            connector.ring.push_response(&response.encode())?;
-            if let Some(fb_cookie) = flip {
-                // The flip is complete: the framebuffer is the one shown now. Its answer and
-                // EVT_PG_FLIP go out at once; a copy thread copies the shown buffer, which the
-                // frontend leaves alone until its next flip completes, and that flip's answer
-                // waits for this copy.
-                if connector.ring.publish() {
-                    rings.notifier.signal(key, connector.req_port);
-                }
-                match vblank {
-                    None => send_flip_event(rings.notifier, key, index, connector, fb_cookie),
-                    Some(clock) => connector
-                        .events_due
-                        .push_back((clock.next_after(Instant::now()), fb_cookie)),
-                }
-                start_copy(rings, key, index, link, fb_cookie);
-                flipped = true;
-            }
-        }
-        let connector = &mut link.connectors[index];
-        if connector.ring.publish() {
-            rings.notifier.signal(key, connector.req_port);
-        }
-        if garbage {
-            let slot = garbage_event(connector.next_event_id);
-            connector.next_event_id = connector.next_event_id.wrapping_add(1);
-            if let Err(error) = connector.events.push_event(&slot) {
-                eprintln_line!("vdispl-backend: {key} conn{index}: garbage event dropped: {error}");
-            }
-            rings.notifier.signal(key, connector.evt_port);
-        }
-        if holding {
-            return Ok(false);
-        }
-        if !connector.ring.final_check_for_requests()? {
-            return Ok(false);
-        }
-        if flipped {
-            // The frontend will not notify for requests already there: come back.
-            return Ok(true);
         }
     }
 }
@@ -1551,7 +1585,7 @@ fn waits_for_copy(
     rings: &mut Rings,
     key: DeviceKey,
     index: usize,
-    link: &mut Link,
+    link: &mut LinkState,
     slot: &Slot,
 ) -> bool {
     let Some(copier) = rings.copier else {
@@ -1618,27 +1652,15 @@ fn dropped(key: DeviceKey, index: usize, seq: u64, why: &str) {
     );
 }
 
-/// Puts EVT_PG_FLIP for `fb_cookie` on connector `index`'s event page and notifies.
-fn send_flip_event(
-    notifier: &dyn Notifier,
-    key: DeviceKey,
-    index: usize,
-    connector: &mut Connector,
-    fb_cookie: u64,
-) {
-    let slot = Event::PageFlip { fb_cookie }.encode(connector.next_event_id);
-    connector.next_event_id = connector.next_event_id.wrapping_add(1);
-    if let Err(error) = connector.events.push_event(&slot) {
-        eprintln_line!(
-            "vdispl-backend: {key} conn{index}: EVT_PG_FLIP for {fb_cookie:#x} dropped: {error}"
-        );
-    }
-    notifier.signal(key, connector.evt_port);
-}
-
 /// Counts the flip of `fb_cookie` on connector `index` and hands the copy of the frame now
 /// shown to the copy threads (with a share of its buffer's mapping).
-fn start_copy(rings: &mut Rings, key: DeviceKey, index: usize, link: &mut Link, fb_cookie: u64) {
+fn start_copy(
+    rings: &mut Rings,
+    key: DeviceKey,
+    index: usize,
+    link: &mut LinkState,
+    fb_cookie: u64,
+) {
     let seq = link.connectors[index].flips;
     link.connectors[index].flips += 1;
     rings.summary.flips += 1;
@@ -1716,7 +1738,7 @@ fn deliver(completed: Completed, writer: Option<&FrameWriter>, summary: &mut Sum
 fn answer(
     key: DeviceKey,
     index: usize,
-    link: &mut Link,
+    link: &mut LinkState,
     grants: &GrantMapper,
     slot: &Slot,
     summary: &mut Summary,
@@ -1869,7 +1891,7 @@ fn answer(
 fn copy_source(
     key: DeviceKey,
     index: usize,
-    link: &Link,
+    link: &LinkState,
     fb_cookie: u64,
     seq: u64,
 ) -> Result<(CopySource, u64), String> {
@@ -2051,14 +2073,16 @@ mod tests {
                 height: HEIGHT,
             },
         );
-        Link {
+        let mut link = Link::new(LinkState {
             version: 2,
             strict: false,
             vblank: None,
             model,
             buffers: HashMap::new(),
-            connectors: vec![Connector::new(config, ring, events, 11, 12)],
-        }
+            connectors: Vec::new(),
+        });
+        link.push(Connector::new(config, ring, events, 11, 12));
+        link
     }
 
     fn send(
@@ -2068,7 +2092,14 @@ mod tests {
         id: u16,
         request: Request,
     ) -> (Response, Option<u64>) {
-        answer(KEY, 0, link, grants, &request.encode(id), summary)
+        answer(
+            KEY,
+            0,
+            &mut link.state,
+            grants,
+            &request.encode(id),
+            summary,
+        )
     }
 
     fn create() -> Request {
@@ -2093,7 +2124,7 @@ mod tests {
         fb_cookie: u64,
         seq: u64,
     ) -> Result<CapturedFrame, String> {
-        let (source, _) = copy_source(key, index, link, fb_cookie, seq)?;
+        let (source, _) = copy_source(key, index, &link.state, fb_cookie, seq)?;
         let bytes = copy_frame(&source, &AtomicBool::new(false), |_| {}).unwrap();
         Ok(CapturedFrame {
             domid: source.domid,
@@ -2162,7 +2193,7 @@ mod tests {
         let mut summary = Summary::default();
         let (response, _) = send(&mut link, &grants, &mut summary, 6, create());
         assert_eq!((response.status, summary.rejected), (EINVAL, 1));
-        assert!(link.buffers.is_empty() && link.model.buffers.is_empty());
+        assert!(link.state.buffers.is_empty() && link.state.model.buffers.is_empty());
         // Only the ring and the event page stay mapped, and only until the close.
         assert_eq!((fake.recorded(), fake.mapped_pages()), (2, 2));
         unmap_link(KEY, link, None, &mut Summary::default());
@@ -2262,7 +2293,7 @@ mod tests {
 
     impl Frontend {
         fn of(link: &Link) -> Self {
-            Frontend(FrontRing::new(link.connectors[0].ring_page.clone()))
+            Frontend(FrontRing::new(link.state.connectors[0].ring_page.clone()))
         }
 
         fn send(&mut self, requests: &[(u16, Request)]) {
@@ -2285,7 +2316,7 @@ mod tests {
 
     /// EVT_PG_FLIP events on the connector's event page so far.
     fn flip_events(link: &Link) -> usize {
-        std::iter::from_fn(|| link.connectors[0].events.take_event().unwrap()).count()
+        std::iter::from_fn(|| link.served[0].events().take_event().unwrap()).count()
     }
 
     fn attach() -> Request {
@@ -2554,13 +2585,16 @@ mod tests {
 
     #[test]
     fn the_vblank_clock_ticks_at_60_hz_and_never_answers_now() {
-        let epoch = Instant::now();
-        let clock = Vblank { epoch };
-        assert_eq!(clock.next_after(epoch), epoch + VBLANK_PERIOD);
-        let mid = epoch + Duration::from_millis(20);
-        assert_eq!(clock.next_after(mid), epoch + VBLANK_PERIOD * 2);
-        let on_tick = epoch + VBLANK_PERIOD * 3;
-        assert_eq!(clock.next_after(on_tick), epoch + VBLANK_PERIOD * 4);
+        let epoch = 5_000_000_000;
+        let period = VBLANK_PERIOD.as_nanos() as u64;
+        let clock = Vblank { epoch_ns: epoch };
+        assert_eq!(clock.next_after(epoch), epoch + period);
+        let mid = epoch + 20_000_000;
+        assert_eq!(clock.next_after(mid), epoch + period * 2);
+        let on_tick = epoch + period * 3;
+        assert_eq!(clock.next_after(on_tick), epoch + period * 4);
+        // Before the epoch (a clock read late): the first vblank after it.
+        assert_eq!(clock.next_after(epoch - 1), epoch + period);
         assert_eq!(VBLANK_PERIOD.as_nanos() * 60, 1_000_000_020);
     }
 
@@ -2570,8 +2604,8 @@ mod tests {
         let grants = GrantMapper::over(fake.clone());
         grant_connection(&fake, 5);
         let mut link = connect_link(&grants);
-        let epoch = Instant::now();
-        link.vblank = Some(Vblank { epoch });
+        let epoch = monotonic_ns();
+        link.state.vblank = Some(Vblank { epoch_ns: epoch });
         let mut front = Frontend::of(&link);
         let mut summary = Summary::default();
         front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
@@ -2579,20 +2613,14 @@ mod tests {
         // The answer is out, the event waits for the next vblank.
         assert_eq!(front.answers(), [(1, 0), (2, 0), (3, 0)]);
         assert_eq!(flip_events(&link), 0);
-        let due: Vec<u64> = link.connectors[0]
-            .events_due
-            .iter()
-            .map(|&(at, cookie)| {
-                assert!(
-                    at > epoch
-                        && (at - epoch)
-                            .as_nanos()
-                            .is_multiple_of(VBLANK_PERIOD.as_nanos())
-                );
-                cookie
+        let due: Vec<Outgoing> = link.served[0]
+            .events_due()
+            .map(|(at, event)| {
+                assert!(at > epoch && (at - epoch).is_multiple_of(VBLANK_PERIOD.as_nanos() as u64));
+                event
             })
             .collect();
-        assert_eq!(due, [0xf0]);
+        assert_eq!(due, [Outgoing::PageFlip(0xf0)]);
         drop(front);
         unmap_link(KEY, link, None, &mut summary);
         assert_eq!((fake.recorded(), fake.mapped_pages()), (0, 0));
@@ -2619,8 +2647,7 @@ mod tests {
             evt_port: 8,
         };
         let (ring, events) = map_connector_pages(grants, DOMID, &refused).unwrap();
-        link.connectors
-            .push(Connector::new(refused, ring, events, 13, 14));
+        link.push(Connector::new(refused, ring, events, 13, 14));
         link
     }
 
@@ -2659,7 +2686,7 @@ mod tests {
             "protocol version 2, 2 connectors (conn0 DP-1 64x48, conn1 HDMI-A-1 refused)"
         );
         let mut front = Frontend::of(&link);
-        let mut refused_front = FrontRing::new(link.connectors[1].ring_page.clone());
+        let mut refused_front = FrontRing::new(link.state.connectors[1].ring_page.clone());
         // SHARED_RING_INIT, so that the backend's answers come with a notification.
         refused_front.shared().init();
         let mut summary = Summary::default();
@@ -2705,8 +2732,8 @@ mod tests {
         }
         assert_eq!(summary.rejected, 4);
         // Nothing was created for it, and no event went on its page.
-        assert!(link.model.buffers.is_empty() && link.buffers.is_empty());
-        assert!(link.connectors[1].events.take_event().unwrap().is_none());
+        assert!(link.state.model.buffers.is_empty() && link.state.buffers.is_empty());
+        assert!(link.served[1].events().take_event().unwrap().is_none());
 
         // Connector 0 creates its buffer on its own ring and flips as usual.
         front.send(&[(1, create()), (2, attach()), (3, FLIP)]);
@@ -2727,7 +2754,7 @@ mod tests {
         assert_eq!((summary.flips, summary.rejected), (1, 5));
         // The buffer and framebuffer requests serve every connector (displif.h puts them on
         // connector 0's ring, which may be the refused one): they are served on its ring too.
-        let buffers = link.model.buffers.len();
+        let buffers = link.state.model.buffers.len();
         let Request::DbufCreate(mut second) = create() else {
             unreachable!("create() is a DBUF_CREATE")
         };
@@ -2739,7 +2766,7 @@ mod tests {
         serve_connector(&mut link, 1, &grants, &mut summary);
         let slot = refused_front.take_response().unwrap().unwrap();
         assert_eq!((&slot[0..2], &slot[4..8]), (&[6, 0][..], &[0, 0, 0, 0][..]));
-        assert_eq!(link.model.buffers.len(), buffers + 1);
+        assert_eq!(link.state.model.buffers.len(), buffers + 1);
 
         drop((front, refused_front));
         unmap_link(KEY, link, None, &mut summary);

@@ -69,21 +69,23 @@ fn connect(rig: &Rig) -> Link {
             height: HEIGHT,
         },
     );
-    Link {
+    let mut link = Link::new(LinkState {
         version: 2,
         strict: false,
         vblank: None,
         model,
         buffers: HashMap::new(),
-        connectors: vec![Connector::new(config, ring, events, 11, 12)],
-    }
+        connectors: Vec::new(),
+    });
+    link.push(Connector::new(config, ring, events, 11, 12));
+    link
 }
 
 fn send(rig: &Rig, link: &mut Link, id: u16, request: Request) -> (Response, Option<u64>) {
     answer(
         KEY,
         0,
-        link,
+        &mut link.state,
         &rig.grants,
         &request.encode(id),
         &mut Summary::default(),
@@ -146,7 +148,7 @@ fn a_backend_allocated_buffer_is_listed_drawn_into_flipped_captured_and_destroye
     frontend_draws(&rig, &refs);
     let (flipped, shown) = send(&rig, &mut link, 3, Request::PageFlip { fb_cookie: 0xf0 });
     assert_eq!((flipped.status, shown), (0, Some(0xf0)));
-    let (source, dbuf_cookie) = copy_source(KEY, 0, &link, 0xf0, 0).unwrap();
+    let (source, dbuf_cookie) = copy_source(KEY, 0, &link.state, 0xf0, 0).unwrap();
     assert_eq!(dbuf_cookie, 0xd0);
     let bytes = copy_frame(&source, &AtomicBool::new(false), |_| {}).unwrap();
     drop(source);
@@ -164,7 +166,7 @@ fn a_backend_allocated_buffer_is_listed_drawn_into_flipped_captured_and_destroye
         Request::DbufDestroy { dbuf_cookie: 0xd0 },
     );
     assert_eq!(destroyed.status, 0);
-    assert!(link.buffers.is_empty());
+    assert!(link.state.buffers.is_empty());
     assert_eq!(rig.grants.allocator().unwrap().pages_held(), 0);
     assert_eq!(rig.gntalloc.mapped_regions(), 0);
     assert_eq!(rig.gntalloc.alive(), PAGES);
@@ -212,7 +214,7 @@ fn a_refused_allocation_is_named_and_the_backend_carries_on() {
     let (refused, _) = send(&rig, &mut link, 1, Request::DbufCreate(bad));
     assert_eq!(refused.status, drivers::xen::vdispl::backend::ENOMEM);
     assert_eq!(rig.gntalloc.alive(), 0);
-    assert!(link.model.buffers.is_empty() && link.buffers.is_empty());
+    assert!(link.state.model.buffers.is_empty() && link.state.buffers.is_empty());
     // The next, good request is served.
     let refs = create_and_attach(&rig, &mut link);
     assert_eq!(refs.len(), PAGES);
