@@ -3,11 +3,14 @@
 //! captured from them, and DBUF_DESTROY or the device's close lets go of them without taking
 //! them from a frontend that still maps them.
 
+use super::capture::copy_source;
+use super::ring_service::answer;
 use super::*;
 use crate::be_alloc::Allocator;
 use crate::frame_copy::copy_frame;
 use crate::gntalloc::fake::FakeGntalloc;
 use crate::grant_map::fake::FakeGntdev;
+use drivers::xen::displif::{self, Request, Response};
 use drivers::xen::displif::{
     read_directory_page, DbufCreate, DBUF_FLAG_REQ_ALLOC, FOURCC_XRGB8888,
 };
