@@ -306,3 +306,118 @@ impl<R: Deref<Target = SharedRing>, E: Deref<Target = EventPage>> ServedConnecto
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xen::displif::{Event, Request};
+    use crate::xen::ring::{EventFrame, FrontRing, RingPage};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A host that answers every request with status 0, flips every PG_FLIP, holds the
+    /// requests whose id is in `hold` (each once), and records what the loop asked of it.
+    #[derive(Default)]
+    struct Recorder {
+        hold: Vec<u16>,
+        flipped: Vec<u64>,
+        notified: Vec<Channel>,
+        answered: Vec<u16>,
+    }
+
+    impl ServeHost for Recorder {
+        fn now_ns(&self) -> u64 {
+            0
+        }
+
+        fn holds(&mut self, _index: usize, slot: &Slot, again: bool) -> bool {
+            let id = u16::from_le_bytes([slot[0], slot[1]]);
+            !again && self.hold.contains(&id)
+        }
+
+        fn fault(&mut self, _index: usize, _slot: &Slot) -> Option<FaultHit> {
+            None
+        }
+
+        fn answer(&mut self, _index: usize, slot: &Slot) -> (Response, Option<u64>) {
+            let (id, request) = Request::decode(slot).unwrap();
+            self.answered.push(id);
+            let response = Response {
+                id,
+                operation: slot[2],
+                status: 0,
+                edid_sz: 0,
+            };
+            match request {
+                Request::PageFlip { fb_cookie } => (response, Some(fb_cookie)),
+                _ => (response, None),
+            }
+        }
+
+        fn flipped(&mut self, _index: usize, fb_cookie: u64) {
+            self.flipped.push(fb_cookie);
+        }
+
+        fn notify(&mut self, _index: usize, channel: Channel) {
+            self.notified.push(channel);
+        }
+
+        fn event_lost(&mut self, _index: usize, _event: Outgoing, _error: RingError) {
+            panic!("an event page with room lost an event");
+        }
+    }
+
+    #[test]
+    fn a_turn_ends_after_one_flip_and_a_held_request_keeps_the_rest_back() {
+        let page = RingPage::new_boxed();
+        page.init();
+        let events = EventFrame::new_boxed();
+        events.init();
+        let mut front = FrontRing::new(&*page);
+        let mut served = ServedConnector::new(&*page, &*events);
+        let flip = |cookie| Request::PageFlip { fb_cookie: cookie };
+        for (id, request) in [
+            (1, Request::DISABLE),
+            (2, flip(7)),
+            (3, flip(8)),
+            (4, flip(9)),
+        ] {
+            front.push_request(&request.encode(id)).unwrap();
+        }
+        front.publish();
+        let mut host = Recorder {
+            hold: vec![4],
+            ..Recorder::default()
+        };
+        // One flip per turn: requests are left, and the flip's answer and event are out.
+        let turn = served.serve(0, &mut host).unwrap();
+        assert_eq!((turn.taken, turn.more, turn.left), (2, true, false));
+        assert_eq!(
+            (host.answered.as_slice(), host.flipped.as_slice()),
+            (&[1, 2][..], &[7][..])
+        );
+        assert_eq!(host.notified, [Channel::Requests, Channel::Events]);
+        assert_eq!(
+            Event::decode(&events.take_event().unwrap().unwrap()),
+            Ok((0, Event::PageFlip { fb_cookie: 7 }))
+        );
+        // The next turn flips 8; the one after takes request 4 and holds it: the turn ends.
+        let turn = served.serve(0, &mut host).unwrap();
+        assert_eq!((turn.taken, turn.more), (1, true));
+        assert_eq!(host.flipped, [7, 8]);
+        let turn = served.serve(0, &mut host).unwrap();
+        assert_eq!((turn.taken, turn.more), (1, false));
+        assert!(served.holding());
+        assert_eq!(host.answered, [1, 2, 3]);
+        // Served again, the held request is answered without being taken twice.
+        let turn = served.serve(0, &mut host).unwrap();
+        assert_eq!((turn.taken, turn.more), (0, false));
+        assert!(!served.holding());
+        assert_eq!(host.answered, [1, 2, 3, 4]);
+        let ids: Vec<u16> = core::iter::from_fn(|| front.take_response().unwrap())
+            .map(|slot| Response::decode(&slot).id)
+            .collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert_eq!(served.queued(), 0);
+    }
+}
