@@ -14,7 +14,7 @@ use drivers::xen::displif::{self, Request, Response};
 use drivers::xen::displif::{
     read_directory_page, DbufCreate, DBUF_FLAG_REQ_ALLOC, FOURCC_XRGB8888,
 };
-use drivers::xen::vdispl::backend::{Shown, EOPNOTSUPP};
+use drivers::xen::vdispl::backend::EOPNOTSUPP;
 
 const DOMID: u32 = 2;
 const KEY: DeviceKey = DeviceKey {
@@ -62,26 +62,7 @@ fn connect(rig: &Rig) -> Link {
         evt_ring_ref: EVENT_REF,
         evt_port: 6,
     };
-    let (ring, events) = map_connector_pages(&rig.grants, DOMID, &config).unwrap();
-    let mut model = BackendModel::for_connectors(Strictness::Lenient, [(0, WIDTH, HEIGHT)]);
-    model.shown.insert(
-        0,
-        Shown {
-            fb_cookie: 0xf0,
-            width: WIDTH,
-            height: HEIGHT,
-        },
-    );
-    let mut link = Link::new(LinkState {
-        version: 2,
-        strict: false,
-        vblank: None,
-        model,
-        buffers: HashMap::new(),
-        connectors: Vec::new(),
-    });
-    link.push(Connector::new(config, ring, events, 11, 12));
-    link
+    super::tests::link_showing_0xf0(&rig.grants, DOMID, config)
 }
 
 fn send(rig: &Rig, link: &mut Link, id: u16, request: Request) -> (Response, Option<u64>) {

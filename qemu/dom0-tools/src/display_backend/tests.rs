@@ -87,11 +87,15 @@ fn connect_link(grants: &GrantMapper) -> Link {
 }
 
 fn connect_link_of(grants: &GrantMapper, domid: u32) -> Link {
-    let config = config();
+    link_showing_0xf0(grants, domid, config())
+}
+
+/// A link for `config`'s one connector, its pages mapped through `grants` (no event channels),
+/// the connector on and showing framebuffer 0xf0 at 64x48, as a SET_CONFIG leaves it: these
+/// tests flip right after FB_ATTACH.
+pub(super) fn link_showing_0xf0(grants: &GrantMapper, domid: u32, config: ConnectorConfig) -> Link {
     let (ring, events) = map_connector_pages(grants, domid, &config).unwrap();
     let mut model = BackendModel::for_connectors(Strictness::Lenient, [(0, WIDTH, HEIGHT)]);
-    // The connector is on, as a SET_CONFIG of framebuffer 0xf0 leaves it: these tests
-    // flip right after FB_ATTACH.
     model.shown.insert(
         0,
         Shown {
