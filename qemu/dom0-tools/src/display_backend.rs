@@ -481,24 +481,30 @@ impl Backend {
     /// Sends the EVT_PG_FLIP events whose vblank has come (strict mode); returns when the
     /// next one is due ([`monotonic_ns`]).
     fn send_due_events(&mut self) -> Option<u64> {
-        let mut next: Option<u64> = None;
-        for (key, device) in self.devices.iter_mut() {
-            let Some(link) = device.link.as_mut() else {
-                continue;
-            };
-            let mut rings = Rings {
-                grants: &self.grants,
-                notifier: &self.evtchn,
-                fault: self.fault.as_mut(),
-                copier: self.copier.as_ref(),
-                summary: &mut self.summary,
-                state_back: &mut self.state_back,
-            };
-            if let Some(due) = ring_service::send_due(&mut rings, *key, link) {
-                next = Some(next.map_or(due, |next| next.min(due)));
-            }
-        }
-        next
+        let keys: Vec<DeviceKey> = self.devices.keys().copied().collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                self.with_link(key, |rings, link| ring_service::send_due(rings, key, link))?
+            })
+            .min()
+    }
+
+    /// Runs `f` on device `key`'s link, if it is connected, with what serving its rings needs.
+    fn with_link<T>(
+        &mut self,
+        key: DeviceKey,
+        f: impl FnOnce(&mut Rings, &mut Link) -> T,
+    ) -> Option<T> {
+        let link = self.devices.get_mut(&key)?.link.as_mut()?;
+        let mut rings = Rings {
+            grants: &self.grants,
+            notifier: &self.evtchn,
+            fault: self.fault.as_mut(),
+            copier: self.copier.as_ref(),
+            summary: &mut self.summary,
+            state_back: &mut self.state_back,
+        };
+        Some(f(&mut rings, link))
     }
 
     /// poll(2) on the xenstore connection, the event channel device and the copy threads'
@@ -1182,22 +1188,8 @@ impl Backend {
     /// Answers the requests on one connector's ring (see [`serve_ring`]); whether requests
     /// are left.
     fn service_ring(&mut self, key: DeviceKey, index: usize) -> Result<bool, RingError> {
-        let Some(link) = self
-            .devices
-            .get_mut(&key)
-            .and_then(|device| device.link.as_mut())
-        else {
-            return Ok(false);
-        };
-        let mut rings = Rings {
-            grants: &self.grants,
-            notifier: &self.evtchn,
-            fault: self.fault.as_mut(),
-            copier: self.copier.as_ref(),
-            summary: &mut self.summary,
-            state_back: &mut self.state_back,
-        };
-        serve_ring(&mut rings, key, index, link)
+        self.with_link(key, |rings, link| serve_ring(rings, key, index, link))
+            .unwrap_or(Ok(false))
     }
 
     /// Closes every device (Closing, release, Closed, so frontends notice) and stops the frame
