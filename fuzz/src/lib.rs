@@ -12,6 +12,8 @@ use drivers::xen::gnttab::GrantRef;
 use drivers::xen::ring::{BackRing, EventFrame, FrontRing, RingPage, Slot, RING_SLOTS, SLOT_SIZE};
 use drivers::xen::vdispl::backend::{BackendModel, DirectoryReader};
 use drivers::xen::vdispl::connector::Connector;
+use drivers::xen::vdispl::fake::FakeDisplayBackend;
+use drivers::xen::vdispl::fault::{Fault, FaultState, FAULT_MODES};
 use drivers::xen::xenstore::client::Client;
 use drivers::xen::xenstore::fake::FakeXenstored;
 use drivers::xen::xenstore::fake_stream::FakeXenbusDevice;
@@ -32,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("connector", connector),
     ("displif", displif),
     ("backend", backend),
+    ("ring_server", ring_server),
     ("platform", platform),
     ("kbdif", kbdif),
 ];
@@ -263,6 +266,62 @@ pub fn backend(data: &[u8]) {
         let (response, _) = model.handle(&slot, &mut reader);
         assert_eq!(response.id, u16::from_le_bytes([slot[0], slot[1]]));
     }
+}
+
+/// The ring-serving loop both display backends run (`drivers::xen::vdispl::server`, through
+/// the fake backend): byte 0 picks a `--fault` mode (or none) with its count and `after`, byte 1
+/// the PG_FLIP response and event delays; every 64-byte packet of the rest is a request the
+/// frontend sends (in batches of up to a ring's worth), served while the clock moves; then the
+/// ring page is overwritten with the input, as a frontend scribbling on it would, and served
+/// again. Nothing may panic, and what waits to be sent stays within what the ring can hold.
+pub fn ring_server(data: &[u8]) {
+    let [mode, delays, rest @ ..] = data else {
+        return;
+    };
+    let page = RingPage::new_boxed();
+    page.init();
+    let events = EventFrame::new_boxed();
+    events.init();
+    let mut backend = FakeDisplayBackend::new(&page, &events, InputPages { data, reads: 0 });
+    backend.fault = FAULT_MODES.get(usize::from(mode % 8)).map(|&mode_of| {
+        FaultState::new(Fault {
+            mode: mode_of,
+            connector: 0,
+            count: u32::from(mode >> 6) + 1,
+            after: u32::from(mode >> 3 & 7),
+        })
+    });
+    backend.faults.response_delay_ns = u64::from(delays & 0x0f) * 1_000_000;
+    backend.faults.event_delay_ns = u64::from(delays >> 4) * 1_000_000;
+    let mut front = FrontRing::new(&*page);
+    let packets: Vec<&[u8]> = rest.chunks(SLOT_SIZE).take(4 * RING_SLOTS).collect();
+    for batch in packets.chunks(RING_SLOTS) {
+        for packet in batch {
+            if front.push_request(&slot_of(packet)).is_err() {
+                break;
+            }
+        }
+        front.publish();
+        for _ in 0..4 {
+            backend.now_ns += 5_000_000;
+            if backend.step().is_err() || backend.left {
+                return;
+            }
+            assert!(
+                backend.held() <= 2 * RING_SLOTS,
+                "more queued than a ring holds"
+            );
+            while let Ok(Some(_)) = front.take_response() {}
+            while let Ok(Some(_)) = events.take_event() {}
+        }
+    }
+    page.overwrite_raw(rest);
+    backend.now_ns += 100_000_000;
+    let _ = backend.step();
+    assert!(
+        backend.held() <= 2 * RING_SLOTS,
+        "more queued than a ring holds"
+    );
 }
 
 /// Device-tree validation and parsing into the platform value.

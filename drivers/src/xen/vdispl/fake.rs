@@ -1,30 +1,30 @@
 //! A fake display backend for host tests: it plays the backend's side of a
 //! device's connectors (each a request ring and an event page) on in-memory
-//! pages, applies requests through [`BackendModel`] (the Dom0 backend's
-//! rules, one model per device as DBUF_* and FB_* travel on connector 0's
-//! ring), and can be told to misbehave: the Dom0 backend's `--fault` modes
-//! through [`FaultState`], and a few blunter ones ([`BackendFaults`]),
-//! among them a slow backend whose PG_FLIP responses or EVT_PG_FLIP events
-//! come late. Time is the test's: [`FakeDisplayBackend::now_ns`], set before
-//! each [`FakeDisplayBackend::step`], decides what is due.
+//! pages through the ring loop the Dom0 backend uses too
+//! ([`ServedConnector`]), applies requests through [`BackendModel`] (the Dom0
+//! backend's rules, one model per device as DBUF_* and FB_* travel on
+//! connector 0's ring), and can be told to misbehave: the Dom0 backend's
+//! `--fault` modes through [`FaultState`], and blunter ones
+//! ([`BackendFaults`]): a mode that hits every request, and a slow backend
+//! whose PG_FLIP responses or EVT_PG_FLIP events come late. Time is the
+//! test's: [`FakeDisplayBackend::now_ns`], set before each
+//! [`FakeDisplayBackend::step`], decides what is due.
 
-use super::backend::{respond, BackendModel, DirectoryReader, Effect};
+use super::backend::{BackendModel, DirectoryReader, Effect};
 use super::connector::Wait;
-use super::fault::{garbage_event, FaultAction, FaultHit, FaultState, RSP_PROD_AHEAD};
+use super::fault::{FaultHit, FaultMode, FaultState};
+use super::server::{Channel, Outgoing, ServeHost, ServedConnector};
 use crate::xen::displif::{Event, Operation, Request, Response};
-use crate::xen::ring::{BackRing, EventPage, RingError, SharedRing};
-use alloc::collections::VecDeque;
+use crate::xen::ring::{EventPage, RingError, SharedRing, Slot};
 use alloc::vec::Vec;
 
 /// Blunt misbehaviours, all off by default, hitting every connector.
 #[derive(Clone, Debug, Default)]
 pub struct BackendFaults {
-    /// Answers this operation with this status instead of applying it.
-    pub status: Option<(Operation, i32)>,
-    /// Takes requests but never answers.
-    pub silent: bool,
-    /// Answers with the request id plus one.
-    pub wrong_id: bool,
+    /// A `--fault` mode that hits every request of this operation (of
+    /// every operation for `None`), for as long as it is set; such hits
+    /// are not recorded in [`FakeDisplayBackend::fault_hits`].
+    pub every: Option<(FaultMode, Option<Operation>)>,
     /// Sends no EVT_PG_FLIP.
     pub no_events: bool,
     /// Sends each PG_FLIP response this long after taking the request
@@ -38,31 +38,32 @@ pub struct BackendFaults {
     pub delayed_connector: Option<usize>,
 }
 
-/// An event waiting to go on the event page.
-#[derive(Clone, Copy, Debug)]
-enum Outgoing {
-    /// EVT_PG_FLIP for this framebuffer.
-    PageFlip(u64),
-    /// A `garbage-event` fault's event.
-    Garbage,
-}
+impl BackendFaults {
+    /// The hit of [`BackendFaults::every`] on the request in `slot`, if it
+    /// is one of the operation's.
+    fn every_hit(&self, slot: &Slot) -> Option<FaultHit> {
+        let (mode, operation) = self.every?;
+        if operation.is_some_and(|operation| operation as u8 != slot[2]) {
+            return None;
+        }
+        Some(FaultHit {
+            mode,
+            id: u16::from_le_bytes([slot[0], slot[1]]),
+            operation: slot[2],
+            left: u32::MAX,
+        })
+    }
 
-/// The backend side of one connector.
-struct FakeConnector<'a> {
-    ring: BackRing<&'a SharedRing>,
-    events: &'a EventPage,
-    next_event_id: u16,
-    /// A fault broke the ring's indexes: no more requests are taken from it.
-    poisoned: bool,
-    /// Responses and events not sent yet, in order, each with when it is
-    /// due.
-    responses: VecDeque<(u64, Response)>,
-    events_due: VecDeque<(u64, Outgoing)>,
+    /// Whether the delays hit connector `index`.
+    fn delays(&self, index: usize) -> bool {
+        self.delayed_connector
+            .is_none_or(|delayed| delayed == index)
+    }
 }
 
 /// The backend side of one device's connectors, for one connection.
 pub struct FakeDisplayBackend<'a, R: DirectoryReader> {
-    connectors: Vec<FakeConnector<'a>>,
+    connectors: Vec<ServedConnector<&'a SharedRing, &'a EventPage>>,
     /// The objects the frontend created.
     pub model: BackendModel,
     reader: R,
@@ -84,6 +85,71 @@ pub struct FakeDisplayBackend<'a, R: DirectoryReader> {
     pub events_lost: u32,
     /// The clock: what is due by it is sent on the next step.
     pub now_ns: u64,
+}
+
+/// The fake's [`ServeHost`]: everything of the backend but its connectors.
+struct FakeHost<'h, R: DirectoryReader> {
+    model: &'h mut BackendModel,
+    reader: &'h mut R,
+    faults: &'h BackendFaults,
+    fault: &'h mut Option<FaultState>,
+    fault_hits: &'h mut Vec<(usize, FaultHit)>,
+    flips: &'h mut Vec<(usize, u64)>,
+    requests: &'h mut Vec<(usize, Request)>,
+    events_lost: &'h mut u32,
+    now_ns: u64,
+}
+
+impl<R: DirectoryReader> ServeHost for FakeHost<'_, R> {
+    fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    fn fault(&mut self, index: usize, slot: &Slot) -> Option<FaultHit> {
+        if let Ok((_, request)) = Request::decode(slot) {
+            self.requests.push((index, request));
+        }
+        if let Some(hit) = self.fault.as_mut().and_then(|state| state.hit(index, slot)) {
+            self.fault_hits.push((index, hit));
+            return Some(hit);
+        }
+        self.faults.every_hit(slot)
+    }
+
+    fn answer(&mut self, index: usize, slot: &Slot) -> (Response, Option<u64>) {
+        let (response, effect) = self.model.handle_on(index, slot, &mut *self.reader);
+        match effect {
+            Effect::Flipped(fb_cookie) => (response, Some(fb_cookie)),
+            _ => (response, None),
+        }
+    }
+
+    fn response_due(&self, index: usize, slot: &Slot, now_ns: u64) -> u64 {
+        match self.faults.delays(index) && slot[2] == Operation::PageFlip as u8 {
+            true => now_ns.saturating_add(self.faults.response_delay_ns),
+            false => now_ns,
+        }
+    }
+
+    fn event_due(&self, index: usize, response_due: u64) -> Option<u64> {
+        if self.faults.no_events {
+            return None;
+        }
+        Some(match self.faults.delays(index) {
+            true => response_due.saturating_add(self.faults.event_delay_ns),
+            false => response_due,
+        })
+    }
+
+    fn flipped(&mut self, index: usize, fb_cookie: u64) {
+        self.flips.push((index, fb_cookie));
+    }
+
+    fn notify(&mut self, _index: usize, _channel: Channel) {}
+
+    fn event_lost(&mut self, _index: usize, _event: Outgoing, _error: RingError) {
+        *self.events_lost += 1;
+    }
 }
 
 impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
@@ -109,25 +175,14 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
 
     /// Serves the next connector's ring and event page; returns its index.
     pub fn add_connector(&mut self, ring: &'a SharedRing, events: &'a EventPage) -> usize {
-        self.connectors.push(FakeConnector {
-            ring: BackRing::new(ring),
-            events,
-            next_event_id: 0,
-            poisoned: false,
-            responses: VecDeque::new(),
-            events_due: VecDeque::new(),
-        });
+        self.connectors.push(ServedConnector::new(ring, events));
         self.connectors.len() - 1
     }
 
     /// Sends an event on connector `index`'s event page as the backend
     /// would, outside any request.
     pub fn send_event(&mut self, index: usize, event: &Event) -> Result<(), RingError> {
-        let connector = &mut self.connectors[index];
-        let slot = event.encode(connector.next_event_id);
-        connector.events.push_event(&slot)?;
-        connector.next_event_id = connector.next_event_id.wrapping_add(1);
-        Ok(())
+        self.connectors[index].send_event(event)
     }
 
     /// Flips shown on connector `index`.
@@ -137,21 +192,14 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
 
     /// Responses and events taken but not sent yet (delayed).
     pub fn held(&self) -> usize {
-        self.connectors
-            .iter()
-            .map(|connector| connector.responses.len() + connector.events_due.len())
-            .sum()
+        self.connectors.iter().map(ServedConnector::queued).sum()
     }
 
     /// When the next delayed response or event is due, if any is held.
     pub fn next_due(&self) -> Option<u64> {
         self.connectors
             .iter()
-            .flat_map(|connector| {
-                let response = connector.responses.front().map(|&(due, _)| due);
-                let event = connector.events_due.front().map(|&(due, _)| due);
-                response.into_iter().chain(event)
-            })
+            .filter_map(ServedConnector::next_due)
             .min()
     }
 
@@ -159,151 +207,45 @@ impl<'a, R: DirectoryReader> FakeDisplayBackend<'a, R> {
     /// and sends what is due by [`FakeDisplayBackend::now_ns`]; returns how
     /// many requests were taken.
     pub fn step(&mut self) -> Result<usize, RingError> {
+        let FakeDisplayBackend {
+            connectors,
+            model,
+            reader,
+            faults,
+            fault,
+            fault_hits,
+            left,
+            flips,
+            requests,
+            events_lost,
+            now_ns,
+        } = self;
+        let mut host = FakeHost {
+            model,
+            reader,
+            faults,
+            fault,
+            fault_hits,
+            flips,
+            requests,
+            events_lost,
+            now_ns: *now_ns,
+        };
         let mut handled = 0;
-        for index in 0..self.connectors.len() {
-            if self.left {
+        for (index, connector) in connectors.iter_mut().enumerate() {
+            if *left {
                 break;
             }
-            handled += self.serve(index)?;
-            self.send_due(index)?;
-        }
-        Ok(handled)
-    }
-
-    /// Sends connector `index`'s responses and events that are due, in
-    /// order.
-    fn send_due(&mut self, index: usize) -> Result<(), RingError> {
-        let now = self.now_ns;
-        let connector = &mut self.connectors[index];
-        let mut published = false;
-        while let Some(&(due, response)) = connector.responses.front() {
-            if due > now || connector.poisoned {
-                break;
-            }
-            connector.responses.pop_front();
-            connector.ring.push_response(&response.encode())?;
-            published = true;
-        }
-        if published {
-            connector.ring.publish();
-        }
-        while let Some(&(due, outgoing)) = connector.events_due.front() {
-            if due > now {
-                break;
-            }
-            connector.events_due.pop_front();
-            let slot = match outgoing {
-                Outgoing::PageFlip(fb_cookie) => {
-                    Event::PageFlip { fb_cookie }.encode(connector.next_event_id)
-                }
-                Outgoing::Garbage => garbage_event(connector.next_event_id),
-            };
-            if connector.events.push_event(&slot).is_ok() {
-                connector.next_event_id = connector.next_event_id.wrapping_add(1);
-            } else {
-                self.events_lost += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn serve(&mut self, index: usize) -> Result<usize, RingError> {
-        let mut handled = 0;
-        let mut leave = false;
-        while !self.connectors[index].poisoned {
-            let Some(slot) = self.connectors[index].ring.take_request()? else {
-                break;
-            };
-            handled += 1;
-            if let Ok((_, request)) = Request::decode(&slot) {
-                self.requests.push((index, request));
-            }
-            let hit = self
-                .fault
-                .as_mut()
-                .and_then(|state| state.hit(index, &slot));
-            let mut garbage = false;
-            let (mut response, effect) = match hit.map(|hit| (hit, hit.action())) {
-                Some((hit, action)) => {
-                    self.fault_hits.push((index, hit));
-                    match action {
-                        FaultAction::Respond(response) => (response, Effect::None),
-                        FaultAction::RespondThenGarbage(response) => {
-                            garbage = true;
-                            (response, Effect::None)
-                        }
-                        FaultAction::Ignore => continue,
-                        FaultAction::BreakRing => {
-                            // What was answered before goes out first.
-                            self.send_due(index)?;
-                            let connector = &mut self.connectors[index];
-                            connector.ring.force_rsp_prod(RSP_PROD_AHEAD);
-                            connector.poisoned = true;
-                            break;
-                        }
-                        FaultAction::AnswerThenLeave => {
-                            leave = true;
-                            self.model.handle_on(index, &slot, &mut self.reader)
-                        }
-                    }
-                }
-                None => {
-                    if self.faults.silent {
-                        continue;
-                    }
-                    let operation = Operation::try_from(slot[2]).ok();
-                    match (self.faults.status, operation) {
-                        (Some((failing, status)), Some(operation)) if failing == operation => {
-                            (respond(&slot, status), Effect::None)
-                        }
-                        _ => self.model.handle_on(index, &slot, &mut self.reader),
-                    }
-                }
-            };
-            if self.faults.wrong_id {
-                response.id = response.id.wrapping_add(1);
-            }
-            let delayed = self
-                .faults
-                .delayed_connector
-                .is_none_or(|delayed| delayed == index);
-            let is_flip = slot[2] == Operation::PageFlip as u8;
-            let response_due = match delayed && is_flip {
-                true => self.now_ns.saturating_add(self.faults.response_delay_ns),
-                false => self.now_ns,
-            };
-            let event_due = match delayed {
-                true => response_due.saturating_add(self.faults.event_delay_ns),
-                false => response_due,
-            };
-            let connector = &mut self.connectors[index];
-            // Later responses wait behind a delayed one: the ring is in order.
-            let response_due = connector
-                .responses
-                .back()
-                .map_or(response_due, |&(due, _)| due.max(response_due));
-            connector.responses.push_back((response_due, response));
-            if garbage {
-                connector
-                    .events_due
-                    .push_back((response_due, Outgoing::Garbage));
-            }
-            if let Effect::Flipped(fb_cookie) = effect {
-                self.flips.push((index, fb_cookie));
-                if !self.faults.no_events {
-                    let connector = &mut self.connectors[index];
-                    let event_due = connector
-                        .events_due
-                        .back()
-                        .map_or(event_due, |&(due, _)| due.max(event_due));
-                    connector
-                        .events_due
-                        .push_back((event_due, Outgoing::PageFlip(fb_cookie)));
+            // The fake answers everything it can in one step.
+            loop {
+                let served = connector.serve(index, &mut host)?;
+                handled += served.taken;
+                *left |= served.left;
+                if !served.more || served.left {
+                    break;
                 }
             }
-        }
-        if leave {
-            self.left = true;
+            connector.send_due(index, &mut host)?;
         }
         Ok(handled)
     }

@@ -329,7 +329,10 @@ fn a_buffer_sent_again_after_a_refusal_gets_a_new_cookie() {
     // Every DBUF_CREATE refused: each connector's first buffer is sent once
     // and again on each of its 5 retries.
     let faults = BackendFaults {
-        status: Some((crate::xen::displif::Operation::DbufCreate, -5)),
+        every: Some((
+            super::fault::FaultMode::Status,
+            Some(crate::xen::displif::Operation::DbufCreate),
+        )),
         ..BackendFaults::default()
     };
     let mut run = run_with(None, faults, 2, |_| {});

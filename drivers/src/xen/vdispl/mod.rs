@@ -17,6 +17,7 @@ pub mod fault;
 pub mod flip;
 pub mod frontend;
 pub mod recovery;
+pub mod server;
 
 #[cfg(test)]
 mod failure_tests;

@@ -5,6 +5,7 @@ use super::backend::{BackendModel, DirectoryReader, Effect, EINVAL, ENOENT, EOPN
 use super::config::{self, ConnectorTransport};
 use super::connector::{call, write_directory, Connector, IgnoredEvent, MAX_QUEUED_EVENTS};
 use super::fake::{FakeDisplayBackend, FakeWait};
+use super::fault::FaultMode;
 use super::VdisplError;
 use crate::xen::displif::{
     buffer_pages, directory_pages, stride, DbufCreate, Event, Operation, Request, FOURCC_XRGB8888,
@@ -382,7 +383,7 @@ fn error_statuses_reach_the_caller_with_the_operation() {
             ..
         })
     ));
-    wait.backend.faults.status = Some((Operation::SetConfig, -5));
+    wait.backend.faults.every = Some((FaultMode::Status, Some(Operation::SetConfig)));
     let config = Request::DISABLE;
     let error = call(&mut front, &mut wait, &config, SECOND).unwrap_err();
     assert_eq!(error.to_string(), "SET_CONFIG failed with status -5");
@@ -410,7 +411,7 @@ fn a_silent_backend_times_out_and_a_wrong_id_is_stray() {
     let pages = pages();
     let mut front = Connector::new(&*pages.ring, &*pages.events);
     let mut backend = FakeDisplayBackend::new(&pages.ring, &pages.events, Granted::default());
-    backend.faults.silent = true;
+    backend.faults.every = Some((FaultMode::Silent, None));
     let mut wait = FakeWait {
         backend: &mut backend,
         now_ns: 0,
@@ -425,8 +426,7 @@ fn a_silent_backend_times_out_and_a_wrong_id_is_stray() {
         })
     );
     assert!(front.in_flight().is_empty());
-    wait.backend.faults.silent = false;
-    wait.backend.faults.wrong_id = true;
+    wait.backend.faults.every = Some((FaultMode::WrongId, None));
     assert!(matches!(
         call(&mut front, &mut wait, &flip, 100_000_000),
         Err(VdisplError::Timeout { .. })
@@ -514,7 +514,7 @@ fn garbage_from_the_backend_is_an_error_not_a_crash() {
     // SAFETY: as above; back to what was consumed.
     unsafe { raw.add(4).cast::<u32>().write_volatile(4) };
     // A response producer far past the requests in flight.
-    backend.faults.silent = true;
+    backend.faults.every = Some((FaultMode::Silent, None));
     front.send(&Request::PageFlip { fb_cookie: 1 }, 0).unwrap();
     backend.step().unwrap();
     let raw = &*pages.ring as *const SharedRing as *mut u8;

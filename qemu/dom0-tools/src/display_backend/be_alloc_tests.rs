@@ -3,15 +3,18 @@
 //! captured from them, and DBUF_DESTROY or the device's close lets go of them without taking
 //! them from a frontend that still maps them.
 
+use super::capture::copy_source;
+use super::ring_service::answer;
 use super::*;
 use crate::be_alloc::Allocator;
 use crate::frame_copy::copy_frame;
 use crate::gntalloc::fake::FakeGntalloc;
 use crate::grant_map::fake::FakeGntdev;
+use drivers::xen::displif::{self, Request, Response};
 use drivers::xen::displif::{
     read_directory_page, DbufCreate, DBUF_FLAG_REQ_ALLOC, FOURCC_XRGB8888,
 };
-use drivers::xen::vdispl::backend::{Shown, EOPNOTSUPP};
+use drivers::xen::vdispl::backend::EOPNOTSUPP;
 
 const DOMID: u32 = 2;
 const KEY: DeviceKey = DeviceKey {
@@ -59,31 +62,14 @@ fn connect(rig: &Rig) -> Link {
         evt_ring_ref: EVENT_REF,
         evt_port: 6,
     };
-    let (ring, events) = map_connector_pages(&rig.grants, DOMID, &config).unwrap();
-    let mut model = BackendModel::for_connectors(Strictness::Lenient, [(0, WIDTH, HEIGHT)]);
-    model.shown.insert(
-        0,
-        Shown {
-            fb_cookie: 0xf0,
-            width: WIDTH,
-            height: HEIGHT,
-        },
-    );
-    Link {
-        version: 2,
-        strict: false,
-        vblank: None,
-        model,
-        buffers: HashMap::new(),
-        connectors: vec![Connector::new(config, ring, events, 11, 12)],
-    }
+    super::tests::link_showing_0xf0(&rig.grants, DOMID, config)
 }
 
 fn send(rig: &Rig, link: &mut Link, id: u16, request: Request) -> (Response, Option<u64>) {
     answer(
         KEY,
         0,
-        link,
+        &mut link.state,
         &rig.grants,
         &request.encode(id),
         &mut Summary::default(),
@@ -146,7 +132,7 @@ fn a_backend_allocated_buffer_is_listed_drawn_into_flipped_captured_and_destroye
     frontend_draws(&rig, &refs);
     let (flipped, shown) = send(&rig, &mut link, 3, Request::PageFlip { fb_cookie: 0xf0 });
     assert_eq!((flipped.status, shown), (0, Some(0xf0)));
-    let (source, dbuf_cookie) = copy_source(KEY, 0, &link, 0xf0, 0).unwrap();
+    let (source, dbuf_cookie) = copy_source(KEY, 0, &link.state, 0xf0, 0).unwrap();
     assert_eq!(dbuf_cookie, 0xd0);
     let bytes = copy_frame(&source, &AtomicBool::new(false), |_| {}).unwrap();
     drop(source);
@@ -164,7 +150,7 @@ fn a_backend_allocated_buffer_is_listed_drawn_into_flipped_captured_and_destroye
         Request::DbufDestroy { dbuf_cookie: 0xd0 },
     );
     assert_eq!(destroyed.status, 0);
-    assert!(link.buffers.is_empty());
+    assert!(link.state.buffers.is_empty());
     assert_eq!(rig.grants.allocator().unwrap().pages_held(), 0);
     assert_eq!(rig.gntalloc.mapped_regions(), 0);
     assert_eq!(rig.gntalloc.alive(), PAGES);
@@ -212,7 +198,7 @@ fn a_refused_allocation_is_named_and_the_backend_carries_on() {
     let (refused, _) = send(&rig, &mut link, 1, Request::DbufCreate(bad));
     assert_eq!(refused.status, drivers::xen::vdispl::backend::ENOMEM);
     assert_eq!(rig.gntalloc.alive(), 0);
-    assert!(link.model.buffers.is_empty() && link.buffers.is_empty());
+    assert!(link.state.model.buffers.is_empty() && link.state.buffers.is_empty());
     // The next, good request is served.
     let refs = create_and_attach(&rig, &mut link);
     assert_eq!(refs.len(), PAGES);
