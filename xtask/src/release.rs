@@ -125,17 +125,6 @@ impl Release {
         ]
     }
 
-    /// Whether Dom0 boots with QEMU's tree made level-triggered for virtio-mmio
-    /// (`qemu::dom0_tree`) when the frames share is mounted. On 4.17 an edge-triggered 9p
-    /// completion was seen lost under GICv2; on 4.20 (Dom0 kernel 6.12) the level-triggered
-    /// tree is what stalls the share under GICv2, and QEMU's own tree works.
-    pub fn dom0_level_tree(self) -> bool {
-        match self {
-            Release::Xen417 => true,
-            Release::Xen420 => false,
-        }
-    }
-
     /// The scenarios `cargo xtask test` runs on this release without `--scenario`; `None` for
     /// the release that runs every scenario marked `default`.
     pub fn scenario_set(self) -> Option<&'static [&'static str]> {

@@ -1099,15 +1099,15 @@ pub fn boot(plan: &Plan, prepared: &Prepared) -> Result<Outcome> {
                 frames: plan.frames.as_deref(),
                 dtb: None,
             };
-            // With the frames share, on releases that want it, QEMU's tree with level-triggered
-            // virtio-mmio interrupts (see Release::dom0_level_tree).
+            // With the frames share, QEMU's tree with level-triggered virtio-mmio interrupts
+            // (see qemu::virtio_interrupts_level).
             let tree = match plan.frames {
-                Some(_) if plan.release.dom0_level_tree() => Some(qemu::dom0_tree(
+                Some(_) => Some(qemu::dom0_tree(
                     &plan.machine,
                     &boot,
                     &rig::release_dir(plan.release).join("dom0-tree"),
                 )?),
-                _ => None,
+                None => None,
             };
             if let (Boot::Dom0 { dtb, .. }, Some(tree)) = (&mut boot, &tree) {
                 *dtb = Some(tree);
