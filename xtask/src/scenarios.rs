@@ -2366,7 +2366,6 @@ mod tests {
             "boot-gicv3",
             "services-gicv2",
             "services-gicv3",
-            "display-gicv2",
             "display-gicv3",
             "recovery-gicv3",
             "dom0less",
