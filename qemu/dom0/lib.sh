@@ -408,3 +408,24 @@ check_grant() {
         say "xenstore-write $TEST_DIR/grant-result failed"
     [ "$result" = ok ]
 }
+
+# kill_and_restart_backend LABEL CYCLE DOMID: one recovery cycle: SIGKILL to the display backend,
+# DEAD_MS ms without one, a new one started, then FLIPS_PER_CYCLE more frames of domain DOMID.
+# Says `LABEL cycle CYCLE of CYCLES: backend killed (SIGKILL)`; sets KILLED_AT (uptime ms of the
+# kill). Fails, naming what did not happen, if the backend does not start or frames do not
+# resume.
+kill_and_restart_backend() {
+    kill -KILL "$BACKEND_PID"
+    KILLED_AT=$(uptime_ms)
+    say "$1 cycle $2 of $CYCLES: backend killed (SIGKILL)"
+    sleep $((DEAD_MS / 1000)).$(printf '%03d' $((DEAD_MS % 1000)))
+    BACKEND_PID=
+    if ! start_backend; then
+        fail "cycle $2: backend restart"
+        return 1
+    fi
+    if ! wait_frames "$3" "$FLIPS_PER_CYCLE"; then
+        fail "cycle $2: frames did not resume"
+        return 1
+    fi
+}

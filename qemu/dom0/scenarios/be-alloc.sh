@@ -104,22 +104,10 @@ else
     else
         cycle=1
         while [ "$cycle" -le "$CYCLES" ]; do
-            kill -KILL "$BACKEND_PID"
-            killed=$(uptime_ms)
-            say "be-alloc recovery cycle $cycle of $CYCLES: backend killed (SIGKILL)"
-            sleep $((DEAD_MS / 1000)).$(printf '%03d' $((DEAD_MS % 1000)))
-            BACKEND_PID=
-            if ! start_backend; then
-                fail "cycle $cycle: backend restart"
-                break
-            fi
-            if ! wait_frames "$domid" "$FLIPS_PER_CYCLE"; then
-                fail "cycle $cycle: frames did not resume"
-                break
-            fi
+            kill_and_restart_backend "be-alloc recovery" "$cycle" "$domid" || break
             grep -q "pages allocated and granted to domain $domid (be-alloc)" "$BACKEND_LOG" ||
                 fail "cycle $cycle: the backend allocated no buffer"
-            say "be-alloc recovery cycle $cycle of $CYCLES: frames resumed $(($(uptime_ms) - killed)) ms after the kill"
+            say "be-alloc recovery cycle $cycle of $CYCLES: frames resumed $(($(uptime_ms) - KILLED_AT)) ms after the kill"
             cycle=$((cycle + 1))
         done
     fi

@@ -44,20 +44,8 @@ else
     say "guest flips on both connectors after $FRAMES_AFTER_MS ms"
     cycle=1
     while [ "$cycle" -le "$CYCLES" ]; do
-        kill -KILL "$BACKEND_PID"
-        killed=$(uptime_ms)
-        say "recovery cycle $cycle of $CYCLES: backend killed (SIGKILL)"
-        sleep $((DEAD_MS / 1000)).$(printf '%03d' $((DEAD_MS % 1000)))
-        BACKEND_PID=
-        if ! start_backend; then
-            fail "cycle $cycle: backend restart"
-            break
-        fi
-        if ! wait_frames "$domid" "$FLIPS_PER_CYCLE"; then
-            fail "cycle $cycle: frames did not resume"
-            break
-        fi
-        say "recovery cycle $cycle of $CYCLES: frames resumed $(($(uptime_ms) - killed)) ms after the kill ($FRAMES_AFTER_MS ms after the restart)"
+        kill_and_restart_backend recovery "$cycle" "$domid" || break
+        say "recovery cycle $cycle of $CYCLES: frames resumed $(($(uptime_ms) - KILLED_AT)) ms after the kill ($FRAMES_AFTER_MS ms after the restart)"
         cycle=$((cycle + 1))
     done
 fi
