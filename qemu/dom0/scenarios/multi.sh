@@ -15,14 +15,22 @@ DESTROYED=4
 GUEST_CONFIG=/tmp/vdispl-os-multi.cfg
 small_display_config "$GUEST_CONFIG"
 
-# frames_of DOMID CONNECTOR: frames the backend captured (or named) for the domain's connector.
-frames_of() {
-    grep -c "^frame conn=$2 .* dom=$1 " "$BACKEND_LOG"
+# flips_of GUEST CONNECTOR: flips the guest saw complete on its connector (its flip lines in its
+# console log; flip-lines=1 prints one per flip). Flips count, not captured frames: the backend's
+# PNG writers drop frames when they fall behind, a flip never goes unanswered.
+flips_of() {
+    local log="$CONSOLE_LOGS/guest-vdispl-os-$1.log"
+    if [ -f "$log" ]; then
+        grep -c "flip conn=$2 seq=" "$log"
+    else
+        echo 0
+    fi
 }
 
-# flipping DOMID COUNT: whether the domain showed COUNT frames on both connectors.
+# flipping GUEST COUNT0 COUNT1: whether the guest saw COUNT0 flips on connector 0 and COUNT1 on
+# connector 1.
 flipping() {
-    [ "$(frames_of "$1" 0)" -ge "$2" ] && [ "$(frames_of "$1" 1)" -ge "$2" ]
+    [ "$(flips_of "$1" 0)" -ge "$2" ] && [ "$(flips_of "$1" 1)" -ge "$3" ]
 }
 
 # wait_for SECONDS COMMAND...: run COMMAND every 0.2 s until it succeeds or SECONDS pass.
@@ -60,7 +68,7 @@ done
 # Every guest flipping on both connectors.
 for guest in $GUESTS; do
     eval "domid=\$domid_$guest"
-    if wait_for 120 flipping "$domid" 2; then
+    if wait_for 120 flipping "$guest" 2 2; then
         say "multi: domain $domid flips on both connectors"
     else
         fail "domain $domid did not flip on both connectors"
@@ -70,17 +78,17 @@ eval "victim=\$domid_$DESTROYED"
 before=""
 for guest in $GUESTS; do
     [ "$guest" = "$DESTROYED" ] && continue
-    eval "domid=\$domid_$guest"
-    before="$before $domid:$(frames_of "$domid" 0):$(frames_of "$domid" 1)"
+    before="$before $guest:$(flips_of "$guest" 0):$(flips_of "$guest" 1)"
 done
 say "multi: xl destroy vdispl-os-$DESTROYED (domain $victim) while the others flip"
 xl destroy "vdispl-os-$DESTROYED" || fail "xl destroy failed"
 for entry in $before; do
-    domid=${entry%%:*}
+    guest=${entry%%:*}
     rest=${entry#*:}
     zero=${rest%%:*}
     one=${rest#*:}
-    if wait_for 120 flipping "$domid" $((zero > one ? zero + 1 : one + 1)); then
+    eval "domid=\$domid_$guest"
+    if wait_for 120 flipping "$guest" $((zero + 1)) $((one + 1)); then
         say "multi: domain $domid flipped on after domain $victim was destroyed"
     else
         fail "domain $domid stopped flipping after domain $victim was destroyed"
