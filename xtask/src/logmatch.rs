@@ -39,6 +39,33 @@ pub fn strip_prefixes(line: &str) -> &str {
     }
 }
 
+/// Splits one line read from the serial console where a Xen line began in the middle of it.
+///
+/// Xen prints its own lines and other domains' whole lines (`(XEN) ...`, `(d1) ...`) at once,
+/// but Dom0's console output reaches the serial port as it is written: Linux sends a line's text
+/// and its `\r\n` in separate writes, so a Xen line can land between them and share Dom0's
+/// line, as in `rig: init-dom0less done after 1400 ms(XEN) DOM1: selftest: evtchn loopback ok`.
+/// Each part starts at `(XEN) ` or at a domain tag `(dN) ` (one that follows `(XEN) ` stays with
+/// it); the first part is what came before.
+pub fn split_xen_lines(line: &str) -> Vec<&str> {
+    let mut starts = vec![0];
+    for (index, _) in line.char_indices().skip(1) {
+        let rest = &line[index..];
+        let xen = rest.starts_with("(XEN) ");
+        let tag = rest.starts_with("(d")
+            && strip_domain_tag(rest).is_some()
+            && !line[..index].ends_with("(XEN) ");
+        if xen || tag {
+            starts.push(index);
+        }
+    }
+    starts.push(line.len());
+    starts
+        .windows(2)
+        .map(|bounds| &line[bounds[0]..bounds[1]])
+        .collect()
+}
+
 /// Strips `(dN) ` or `DOMN: ` where N is a decimal domain id.
 fn strip_domain_tag(line: &str) -> Option<&str> {
     let (digits_and_rest, close) = if let Some(rest) = line.strip_prefix("(d") {
@@ -188,6 +215,38 @@ mod tests {
             .into_iter()
             .map(|pattern| pattern.text.to_string())
             .collect()
+    }
+
+    #[test]
+    fn a_xen_line_inside_a_dom0_line_is_split_off() {
+        assert_eq!(
+            split_xen_lines(
+                "rig: init-dom0less done after 1400 ms(XEN) DOM1: selftest: evtchn loopback ok"
+            ),
+            [
+                "rig: init-dom0less done after 1400 ms",
+                "(XEN) DOM1: selftest: evtchn loopback ok"
+            ]
+        );
+        assert_eq!(
+            split_xen_lines("Name   ID(d1) selftest: timer ok\r"),
+            ["Name   ID", "(d1) selftest: timer ok\r"]
+        );
+        assert_eq!(
+            split_xen_lines("(XEN) (d1) report: end"),
+            ["(XEN) (d1) report: end"]
+        );
+        // Not a domain tag: no digits, or no space after the parenthesis.
+        assert_eq!(
+            split_xen_lines("size (dx) and (d1)x"),
+            ["size (dx) and (d1)x"]
+        );
+        assert_eq!(split_xen_lines(""), [""]);
+        let mut expectations = Expectations::new(lines(&["selftest: evtchn loopback ok"]));
+        for part in split_xen_lines("rig: done(XEN) DOM1: selftest: evtchn loopback ok (ports)") {
+            expectations.feed(part);
+        }
+        assert!(expectations.complete());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! and it shares the terminal's process group, so Ctrl-C reaches it too.
 
 use crate::cmd;
+use crate::logmatch;
 use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -536,16 +537,26 @@ fn forward(
                 Ok(_) => {}
             }
             let text = String::from_utf8_lossy(&buffer);
-            let line = format!("{prefix}{}", text.trim_end_matches(['\n', '\r']));
-            if let Ok(mut log) = log.lock() {
-                let _ = writeln!(log, "{line}");
-            }
+            let text = text.trim_end_matches(['\n', '\r']);
             if echo {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
+                let _ = writeln!(out, "{prefix}{text}");
                 let _ = out.flush();
             }
-            if sender.send(Message::Line(line)).is_err() {
+            // A Xen line that began inside another domain's line becomes a line of its own in
+            // the log and for the caller (logmatch::split_xen_lines).
+            let mut open = true;
+            for part in logmatch::split_xen_lines(text) {
+                let line = format!("{prefix}{part}");
+                if let Ok(mut log) = log.lock() {
+                    let _ = writeln!(log, "{line}");
+                }
+                if sender.send(Message::Line(line)).is_err() {
+                    open = false;
+                    break;
+                }
+            }
+            if !open {
                 break;
             }
         }
