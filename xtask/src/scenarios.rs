@@ -411,6 +411,13 @@ const GUEST_FATAL: &[&str] = &[
     "vdispl-os: cannot ",
 ];
 
+/// A guest self-test's failure line (`selftest: NAME FAILED: reason`, kernel/src/guest/selftest.rs),
+/// which the failure report names instead of only the missing `ok` line.
+fn failed_selftest(text: &str) -> bool {
+    text.strip_prefix("selftest: ")
+        .is_some_and(|rest| rest.contains(" FAILED: "))
+}
+
 /// Dom0 kernel lines that say Dom0 was starved or stuck (an RCU stall, a task blocked for minutes,
 /// a soft lockup): the run goes on, but the scenario fails naming the line. A backend or guest
 /// that hogs Dom0's CPUs, or a device that loses an interrupt, shows here first.
@@ -1209,7 +1216,7 @@ fn watch(
                     dom0_distress = Some(text.to_string());
                 }
                 if guest_error.is_none()
-                    && GUEST_FATAL.iter().any(|f| text.starts_with(f))
+                    && (GUEST_FATAL.iter().any(|f| text.starts_with(f)) || failed_selftest(text))
                     && !expectations.expects(text)
                 {
                     guest_error = Some(text.to_string());
@@ -1876,6 +1883,17 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), SCENARIOS.len());
+    }
+
+    #[test]
+    fn a_failed_selftest_is_a_guest_error_and_a_passed_one_is_not() {
+        assert!(failed_selftest(
+            "selftest: evtchn loopback FAILED: port 2 never fired after a send on port 3"
+        ));
+        assert!(!failed_selftest(
+            "selftest: evtchn loopback ok (ports 3 -> 2 in 47 us, 2 -> 3 kept until taken)"
+        ));
+        assert!(!failed_selftest("rig: selftest: x FAILED: y"));
     }
 
     #[test]
