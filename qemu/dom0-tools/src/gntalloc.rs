@@ -93,8 +93,8 @@ pub fn alloc_reply_refs(words: &[u64], count: usize) -> Vec<u32> {
 }
 
 /// The steps of `/dev/xen/gntalloc` a backend-allocated buffer goes through, so that the
-/// allocation code runs against the kernel's device in Dom0 and against [`fake::FakeGntalloc`]
-/// (which keeps the driver's rules) in host tests.
+/// allocation code runs against the kernel's device in Dom0 and against the test-only
+/// `fake::FakeGntalloc` (which keeps the driver's rules) in host tests.
 pub trait GntallocDevice: Send + Sync {
     /// IOCTL_GNTALLOC_ALLOC_GREF with GNTALLOC_FLAG_WRITABLE: `count` new zeroed pages granted
     /// to `domid`; returns the offset to mmap them at and their grant references, in order.

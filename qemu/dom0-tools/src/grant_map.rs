@@ -84,8 +84,8 @@ pub trait RegionDevice: Send + Sync {
 }
 
 /// The four steps of `/dev/xen/gntdev` a mapping goes through, so that the mapping code
-/// runs against the kernel's device in Dom0 and against [`fake::FakeGntdev`] (which enforces
-/// the driver's rules) in host tests: [`GntdevDevice::add`], [`GntdevDevice::map`], then
+/// runs against the kernel's device in Dom0 and against the test-only `fake::FakeGntdev`
+/// (which enforces the driver's rules) in host tests: [`GntdevDevice::add`], [`GntdevDevice::map`], then
 /// [`RegionDevice::unmap`] and [`RegionDevice::remove`]. A device is shared between threads: a
 /// display buffer's mapping may be read, and then unmapped, by the thread that copies a frame
 /// out of it.
