@@ -31,6 +31,9 @@ pub struct FrameRecord {
     pub crc32: u32,
     /// The PNG file's name, when one was written.
     pub png: Option<String>,
+    /// Which backend process printed it, counted from 0 at the start of the log by its
+    /// `vdispl-backend: serving` line (set by [`per_domain`]; 0 elsewhere).
+    pub run: u32,
 }
 
 /// Parses a (stripped) backend frame line.
@@ -58,6 +61,7 @@ pub fn parse_frame_line(text: &str) -> Option<FrameRecord> {
         seq: seq?,
         crc32: crc32?,
         png,
+        run: 0,
     })
 }
 
@@ -131,6 +135,10 @@ pub struct DisplayLog {
     /// or the device went away): shown, but with no frame to check. Per line, the connector and
     /// the range of seqs it covers.
     pub not_captured: Vec<(u32, u64, u64)>,
+    /// The guest's frames were shown by more than one backend process (its console section said
+    /// `begins, across backend restarts`): each backend counts its own seq from 0 while the
+    /// guest's keeps counting, so they are held by content ([`check_frames_across_restarts`]).
+    pub across_restarts: bool,
 }
 
 impl DisplayLog {
@@ -256,14 +264,21 @@ const SECTION_BEGINS: &[&str] = &[
     "rig: be-alloc: console of domain ",
 ];
 
+/// The line each vdispl-backend process starts with.
+const BACKEND_STARTS: &str = "vdispl-backend: serving ";
+
 /// A log of several guests (`multi.sh`, `be-alloc.sh`), one [`DisplayLog`] per domain: a guest's
 /// flip and summary lines come from its console section (between `rig: multi: console of domain
-/// <D> begins` and `... ends`, or the same with `be-alloc:`), its frames from the backend's lines for `dom=<D>` (and its
-/// `vdispl-backend: dom<D> ...` not-captured lines).
+/// <D> begins` and `... ends`, or the same with `be-alloc:`; `begins, across backend restarts`
+/// marks a guest whose frames several backend processes showed), its frames from the backend's
+/// lines for `dom=<D>` (and its `vdispl-backend: dom<D> ...` not-captured lines), each frame
+/// numbered with the backend process that printed it.
 pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut logs: BTreeMap<u32, DisplayLog> = BTreeMap::new();
     let mut section = None;
+    let mut run = 0;
+    let mut backends = 0;
     for raw in String::from_utf8_lossy(&bytes).lines() {
         let text = logmatch::strip_prefixes(raw);
         if let Some(rest) = SECTION_BEGINS
@@ -273,9 +288,17 @@ pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
             let (domain, what) = rest.split_once(' ').unwrap_or((rest, ""));
             section = match (domain.parse::<u32>(), what) {
                 (Ok(domain), "begins") => Some(domain),
+                (Ok(domain), "begins, across backend restarts") => {
+                    logs.entry(domain).or_default().across_restarts = true;
+                    Some(domain)
+                }
                 _ => None,
             };
             continue;
+        }
+        if text.starts_with(BACKEND_STARTS) {
+            run = backends;
+            backends += 1;
         }
         let domain = if let Some(record) = parse_frame_line(text) {
             record.domid
@@ -287,10 +310,135 @@ pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
             section
         };
         if let Some(domain) = domain {
-            logs.entry(domain).or_default().feed(raw);
+            let log = logs.entry(domain).or_default();
+            let frames = log.frames.len();
+            log.feed(raw);
+            if let Some(record) = log.frames.get_mut(frames) {
+                record.run = run;
+            }
         }
     }
     Ok(logs)
+}
+
+/// Holds the frames of a guest that several backend processes showed (`across_restarts`)
+/// against the goldens of its flip lines, by content: each backend process counts its seq from
+/// 0 while the guest's keeps counting, so a frame is held against the guest's flips by its
+/// CRC-32. Per connector, in the order the backends printed them, every frame must equal the
+/// golden of a guest flip no older than the previous frame's (the same flip may be shown again
+/// after a restart), except a backend process's last frame of a connector, which may be a flip
+/// the guest never saw complete (the backend was killed, or the guest ended, before the answer
+/// reached it): that one is left unchecked and counted in `not_captured`. Every backend process
+/// that printed frames of a connector must have shown at least one that matched.
+pub fn check_frames_across_restarts(log: &DisplayLog, connectors: usize) -> FrameCheck {
+    let mut check = FrameCheck::default();
+    check.failures.extend(
+        log.bad_flip_lines
+            .iter()
+            .map(|bad| format!("guest flip line {bad}")),
+    );
+    let shown: BTreeMap<u32, (u32, u32)> = log
+        .flips
+        .values()
+        .map(|flip| (flip.connector, (flip.width, flip.height)))
+        .collect();
+    let mut sizes: Vec<(u32, u32)> = shown.values().copied().collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if shown.len() < connectors || sizes.len() < connectors {
+        check.failures.push(format!(
+            "expected {connectors} connectors with different resolutions, the guest flipped on {}",
+            shown.len()
+        ));
+    }
+    let mut connectors_seen: Vec<u32> = log.frames.iter().map(|frame| frame.connector).collect();
+    connectors_seen.extend(shown.keys());
+    connectors_seen.sort_unstable();
+    connectors_seen.dedup();
+    for connector in connectors_seen {
+        let flips: Vec<&FlipLine> = log
+            .flips
+            .values()
+            .filter(|flip| flip.connector == connector)
+            .collect();
+        let frames: Vec<&FrameRecord> = log
+            .frames
+            .iter()
+            .filter(|frame| frame.connector == connector)
+            .collect();
+        let mut goldens: Vec<Option<Result<u32, String>>> = vec![None; flips.len()];
+        let mut golden_crc = |index: usize| -> Result<u32, String> {
+            goldens[index]
+                .get_or_insert_with(|| {
+                    let flip = flips[index];
+                    let input = frame_input(flip, None)?;
+                    golden::render_golden(flip, &input)
+                        .map(|image| crc32fast::hash(&image.pixels))
+                        .map_err(|error| {
+                            format!("flip conn={} seq={}: {error}", flip.connector, flip.seq)
+                        })
+                })
+                .clone()
+        };
+        let mut cursor = 0;
+        let mut matched_runs: BTreeMap<u32, usize> = BTreeMap::new();
+        for (position, frame) in frames.iter().enumerate() {
+            matched_runs.entry(frame.run).or_default();
+            let mut found = None;
+            for index in cursor..flips.len() {
+                match golden_crc(index) {
+                    Ok(crc32) if crc32 == frame.crc32 => {
+                        found = Some(index);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        check.failures.push(error);
+                        break;
+                    }
+                }
+            }
+            let last_of_run = frames
+                .get(position + 1)
+                .is_none_or(|next| next.run != frame.run);
+            match found {
+                Some(index) => {
+                    cursor = index;
+                    *matched_runs.entry(frame.run).or_default() += 1;
+                    *check.matched.entry(connector).or_default() += 1;
+                }
+                None if last_of_run => {
+                    *check.not_captured.entry(connector).or_default() += 1;
+                }
+                None => check.failures.push(format!(
+                    "backend process {} frame conn={connector} seq={} (crc32 {:08x}) equals the golden of no guest flip from seq {} on",
+                    frame.run,
+                    frame.seq,
+                    frame.crc32,
+                    flips.get(cursor).map_or(0, |flip| flip.seq)
+                )),
+            }
+        }
+        for (run, matched) in matched_runs {
+            if matched == 0 {
+                check.failures.push(format!(
+                    "connector {connector}: no frame shown by backend process {run} matched a golden"
+                ));
+            }
+        }
+        if frames.is_empty() {
+            check.failures.push(format!(
+                "connector {connector}: no captured frame to hold against its golden"
+            ));
+        }
+    }
+    check.failures.dedup();
+    if check.failures.len() > SHOWN_FAILURES {
+        let more = check.failures.len() - SHOWN_FAILURES;
+        check.failures.truncate(SHOWN_FAILURES);
+        check.failures.push(format!("and {more} more"));
+    }
+    check
 }
 
 /// What [`check_frames`] found.
@@ -559,7 +707,8 @@ mod tests {
                 connector: 1,
                 seq: 7,
                 crc32: 0x00ab_12cd,
-                png: Some("x.png".into())
+                png: Some("x.png".into()),
+                run: 0,
             })
         );
         assert_eq!(
@@ -948,5 +1097,121 @@ mod tests {
         assert_eq!(logs[&4].frames[0].crc32, 2);
         assert!(logs[&4].is_not_captured(0, 1));
         assert!(!logs[&3].is_not_captured(0, 1));
+    }
+
+    /// A status flip line (its uptime differs per seq, so each frame is its own) and the CRC-32
+    /// of its golden, drawn by the host renderer.
+    fn status_flip(connector: u32, seq: u64) -> (String, u32) {
+        let (size, name) = if connector == 0 {
+            ("320x240", "DP-1")
+        } else {
+            ("256x192", "HDMI-A-1")
+        };
+        let line = format!(
+            "flip conn={connector} seq={seq} scene=status frame={seq} size={size} bpp=32 \
+             name={name} uptime_ms={} flips={seq} rtt_us=1 heap=1 grants=1",
+            1000 + seq * 40
+        );
+        let flip: FlipLine = line.parse().unwrap();
+        let golden = golden::render_golden(&flip, &[]).unwrap();
+        (line, crc32fast::hash(&golden.pixels))
+    }
+
+    /// The recovery log of one guest (domain 7): `runs` lists, per backend process, the frames
+    /// it printed as (connector, crc32).
+    fn restarts_log(flips: &[String], runs: &[Vec<(u32, u32)>]) -> DisplayLog {
+        let mut lines = Vec::new();
+        for frames in runs {
+            lines.push("vdispl-backend: serving backend/vdispl (protocol versions 1,2)".into());
+            let mut seqs = [0u64; 2];
+            for &(connector, crc32) in frames {
+                let seq = &mut seqs[connector as usize];
+                lines.push(format!(
+                    "frame conn={connector} seq={seq} crc32={crc32:08x} dom=7 size=1x1"
+                ));
+                *seq += 1;
+            }
+        }
+        lines.push("rig: be-alloc: console of domain 7 begins, across backend restarts".into());
+        lines.extend(flips.iter().map(|flip| format!("guest-console: {flip}")));
+        lines.push("rig: be-alloc: console of domain 7 ends".into());
+        let path = std::env::temp_dir().join(format!(
+            "xtask-restarts-{}-{}.log",
+            std::process::id(),
+            runs.len() * 100 + runs.iter().map(Vec::len).sum::<usize>()
+        ));
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut logs = per_domain(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let log = logs.remove(&7).unwrap();
+        assert!(log.across_restarts);
+        log
+    }
+
+    #[test]
+    fn frames_across_backend_restarts_are_held_by_content() {
+        let guest: Vec<(String, u32)> = (0..6)
+            .flat_map(|seq| [status_flip(0, seq), status_flip(1, seq)])
+            .collect();
+        let flips: Vec<String> = guest.iter().map(|(line, _)| line.clone()).collect();
+        let crc = |connector: u32, seq: u64| guest[(seq * 2 + u64::from(connector)) as usize].1;
+        // Backend 0 shows seqs 0-2 of both connectors, then a frame of connector 0 the guest
+        // never saw answered (killed); backend 1 shows 2 (again) to 5.
+        let good = vec![
+            vec![
+                (0, crc(0, 0)),
+                (1, crc(1, 0)),
+                (0, crc(0, 1)),
+                (1, crc(1, 1)),
+                (0, crc(0, 2)),
+                (1, crc(1, 2)),
+                (0, 0xdead_beef),
+            ],
+            vec![
+                (0, crc(0, 2)),
+                (0, crc(0, 3)),
+                (1, crc(1, 4)),
+                (0, crc(0, 5)),
+                (1, crc(1, 5)),
+            ],
+        ];
+        let log = restarts_log(&flips, &good);
+        assert_eq!(log.frames.iter().map(|f| f.run).max(), Some(1));
+        let check = check_frames_across_restarts(&log, 2);
+        assert!(check.failures.is_empty(), "{:?}", check.failures);
+        assert_eq!(check.matched[&0], 6);
+        assert_eq!(check.matched[&1], 5);
+        assert_eq!(check.not_captured[&0], 1);
+
+        // A garbled frame inside a run fails, named.
+        let mut garbled = good.clone();
+        garbled[1][1].1 ^= 1;
+        let check = check_frames_across_restarts(&restarts_log(&flips, &garbled), 2);
+        assert_eq!(check.failures.len(), 1, "{:?}", check.failures);
+        assert!(
+            check.failures[0].starts_with("backend process 1 frame conn=0 seq=1 "),
+            "{:?}",
+            check.failures
+        );
+
+        // A frame older than the one before it fails.
+        let mut backwards = good.clone();
+        backwards[1][1].1 = crc(0, 1);
+        let check = check_frames_across_restarts(&restarts_log(&flips, &backwards), 2);
+        assert_eq!(check.failures.len(), 1, "{:?}", check.failures);
+        assert!(
+            check.failures[0].contains("equals the golden of no guest flip from seq 2 on"),
+            "{:?}",
+            check.failures
+        );
+
+        // A backend process whose only frame of a connector matches nothing fails.
+        let mut lost = good.clone();
+        lost.push(vec![(1, 0x1234_5678)]);
+        let check = check_frames_across_restarts(&restarts_log(&flips, &lost), 2);
+        assert_eq!(
+            check.failures,
+            ["connector 1: no frame shown by backend process 2 matched a golden"]
+        );
     }
 }

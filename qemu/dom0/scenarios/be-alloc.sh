@@ -9,7 +9,9 @@
 #      goldens; once the guest is gone the backend must map nothing (gntalloc, gntdev).
 #   2. recovery: a guest on two small connectors (320x240, 256x192) animates; the backend
 #      (frame lines only) is killed (SIGKILL) and restarted $CYCLES times, frames resume each
-#      time; then xl shutdown, and the guest's figures after each connection (grants, heap and
+#      time (`cargo xtask test` holds every backend process's frames against the goldens of the
+#      guest's flip lines, by their CRC-32, from the console section `... begins, across backend
+#      restarts`); then xl shutdown, and the guest's figures after each connection (grants, heap and
 #      the backend's pages it maps) must be back at its baseline, and the last backend must
 #      hold no gntalloc or gntdev mapping (its /proc/<pid>/maps) once the guest is gone (a
 #      buffer mapping is let go of in one step: munmap, then IOCTL_GNTALLOC_DEALLOC_GREF).
@@ -120,7 +122,11 @@ else
     wait_released "$domid" shutdown || fail "recovery: the backend kept the device"
     no_mappings recovery || fail "recovery: mappings left"
     held_words recovery
+    # The guest's flip lines, for `cargo xtask test` to hold this domain's frames against their
+    # goldens by content (each backend process counts its own seq from 0).
+    say "be-alloc: console of domain $domid begins, across backend restarts"
     wind_down
+    say "be-alloc: console of domain $domid ends"
     check_figures $((CYCLES + 1))
 fi
 if [ -z "$failures" ]; then
