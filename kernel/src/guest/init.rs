@@ -343,7 +343,7 @@ fn bring_up(
     selftest::report("timer", selftest::timer_deadlines());
     if xenstore.is_none() {
         let local = selftest::grant_offer(0, 1)
-            .and_then(|offered| selftest::grant_end(offered, 1_000_000_000));
+            .and_then(|offered| selftest::grant_end(offered, selftest::HANG_NS));
         selftest::report("grant table", local);
         return Ok(ShutdownReason::Poweroff);
     }
