@@ -258,16 +258,19 @@ impl DisplayLog {
     }
 }
 
-/// The starts of the lines `multi.sh` and `be-alloc.sh` print before a guest's console log.
+/// The starts of the lines `multi.sh`, `be-alloc.sh` and `recovery.sh` print before a guest's
+/// console log.
 const SECTION_BEGINS: &[&str] = &[
     "rig: multi: console of domain ",
     "rig: be-alloc: console of domain ",
+    "rig: recovery: console of domain ",
 ];
 
 /// The line each vdispl-backend process starts with.
 const BACKEND_STARTS: &str = "vdispl-backend: serving ";
 
-/// A log of several guests (`multi.sh`, `be-alloc.sh`), one [`DisplayLog`] per domain: a guest's
+/// A log of one or several guests (`multi.sh`, `be-alloc.sh`, `recovery.sh`), one [`DisplayLog`]
+/// per domain: a guest's
 /// flip and summary lines come from its console section (between `rig: multi: console of domain
 /// <D> begins` and `... ends`, or the same with `be-alloc:`; `begins, across backend restarts`
 /// marks a guest whose frames several backend processes showed), its frames from the backend's

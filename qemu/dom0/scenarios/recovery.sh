@@ -9,7 +9,9 @@
 #      ended, event channels closed), goes back to Initialising, finds InitWait and connects
 #      again; wait (60 s) until the new backend captured $FLIPS_PER_CYCLE frames of each
 #      connector;
-#   3. xl shutdown the guest (10 s at most), print its console logs, then compare the figures
+#   3. xl shutdown the guest (10 s at most), print its console logs (in a section that
+#      `cargo xtask test` reads to hold the frames of all the backend processes against the
+#      goldens of the guest's flip lines, by content), then compare the figures
 #      the guest printed after each connection (`display: device 0 connection <n> closed:
 #      <g> grants in use, heap in use <b> bytes, at baseline`) with its baseline line.
 # Ends with `rig: recovery ok (...)` or `rig: recovery failed: ...`.
@@ -50,7 +52,11 @@ else
     done
 fi
 end_guest shutdown || fail "xl shutdown"
+# The guest's flip lines, for `cargo xtask test` to hold every backend process's frames against
+# their goldens by content (each backend process counts its own seq from 0).
+say "recovery: console of domain $domid begins, across backend restarts"
 wind_down
+say "recovery: console of domain $domid ends"
 check_figures $((CYCLES + 1))
 if [ -z "$failures" ]; then
     say "recovery ok ($CYCLES backend restarts, $CLOSED_AT_BASELINE connections closed with grants and heap at baseline)"
