@@ -327,7 +327,7 @@ pub fn per_domain(path: &Path) -> Result<BTreeMap<u32, DisplayLog>> {
 /// Holds the frames of a guest that several backend processes showed (`across_restarts`)
 /// against the goldens of its flip lines, by content: each backend process counts its seq from
 /// 0 while the guest's keeps counting, so a frame is held against the guest's flips by its
-/// CRC-32. Per connector, in the order the backends printed them, every frame must equal the
+/// CRC-32. Per connector, in order (backend process, then its seq), every frame must equal the
 /// golden of a guest flip no older than the previous frame's (the same flip may be shown again
 /// after a restart), except a backend process's last frame of a connector, which may be a flip
 /// the guest never saw complete (the backend was killed, or the guest ended, before the answer
@@ -364,11 +364,13 @@ pub fn check_frames_across_restarts(log: &DisplayLog, connectors: usize) -> Fram
             .values()
             .filter(|flip| flip.connector == connector)
             .collect();
-        let frames: Vec<&FrameRecord> = log
+        // A backend's copy threads may print its frames out of order: its seq orders them.
+        let mut frames: Vec<&FrameRecord> = log
             .frames
             .iter()
             .filter(|frame| frame.connector == connector)
             .collect();
+        frames.sort_by_key(|frame| (frame.run, frame.seq));
         let mut goldens: Vec<Option<Result<u32, String>>> = vec![None; flips.len()];
         let mut golden_crc = |index: usize| -> Result<u32, String> {
             goldens[index]
@@ -1178,6 +1180,18 @@ mod tests {
                 (1, crc(1, 5)),
             ],
         ];
+        // Backend 1's copy threads printed its conn 0 seq 2 before seq 1: seq orders them.
+        let mut log = restarts_log(&flips, &good);
+        let position = |log: &DisplayLog, seq: u64| {
+            log.frames
+                .iter()
+                .position(|f| f.run == 1 && f.connector == 0 && f.seq == seq)
+                .unwrap()
+        };
+        let (one, two) = (position(&log, 1), position(&log, 2));
+        log.frames.swap(one, two);
+        let check = check_frames_across_restarts(&log, 2);
+        assert!(check.failures.is_empty(), "{:?}", check.failures);
         let log = restarts_log(&flips, &good);
         assert_eq!(log.frames.iter().map(|f| f.run).max(), Some(1));
         let check = check_frames_across_restarts(&log, 2);
