@@ -41,8 +41,9 @@ const COMMON_PACKAGES: &[&str] = &[
 ];
 
 /// The scenarios of the default set on Xen 4.20: boot, dom0less (with and without xenstore),
-/// services, the display with its golden checks and recovery, on both GICs where the 4.17 set
-/// has both, except the display: on the emulated GICv2 board under 4.20 (Dom0 kernel 6.12) a
+/// services, the display with its golden checks and recovery, and backend-allocated buffers
+/// (be-alloc, through a backend restart), on both GICs where the 4.17 set has both, except the
+/// display: on the emulated GICv2 board under 4.20 (Dom0 kernel 6.12) a
 /// request on Dom0's frames share (virtio-9p) mostly never completes and no frame reaches the
 /// host, whatever the guest does; `--xen 4.20 --scenario display-gicv2` still runs it.
 const XEN_4_20_SCENARIOS: &[&str] = &[
@@ -57,6 +58,7 @@ const XEN_4_20_SCENARIOS: &[&str] = &[
     "services-gicv3",
     "display-gicv3",
     "recovery-gicv3",
+    "be-alloc-gicv3",
 ];
 
 impl Release {
