@@ -42,7 +42,7 @@ const COMMON_PACKAGES: &[&str] = &[
 
 /// The scenarios of the default set on Xen 4.20: boot, dom0less (with and without xenstore),
 /// services, the display with its golden checks and recovery, and backend-allocated buffers
-/// (be-alloc, through a backend restart), on both GICs where the 4.17 set has both, except the
+/// (be-alloc, through backend restarts), on both GICs where the 4.17 set has both, except the
 /// display: on the emulated GICv2 board under 4.20 (Dom0 kernel 6.12) a
 /// request on Dom0's frames share (virtio-9p) mostly never completes and no frame reaches the
 /// host, whatever the guest does; `--xen 4.20 --scenario display-gicv2` still runs it.
